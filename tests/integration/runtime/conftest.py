@@ -1,0 +1,373 @@
+"""Fixtures for the OCI runtime suite: one suite, run against runc and against berth-runtime.
+
+Rules: the tests speak only the runc command line and the OCI config/state formats, so the same
+test proves runc and berth-runtime alike. Every test gets its own work dir (a fresh ``--root``,
+its bundles, the containers' stdio files) in /tmp, mode 0711 so that a user-namespaced container
+can still reach its rootfs. Every container id the helper hands to the runtime is force-deleted
+in teardown, even when the test failed, and teardown then checks that nothing was left: the
+id is unknown to ``state``, the container's process is gone and its cgroup (``<the caller's
+cgroup>/<id>`` in every hierarchy, where runc puts it) is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+BINARIES = {
+    "runc": shutil.which("runc") or "/usr/sbin/runc",
+    "berth": str(REPO / ".venv" / "bin" / "berth-runtime"),
+}
+TIMEOUT = 30.0  # seconds for one runtime command; a hung runtime fails the test, not the run
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+# --------------------------------------------------------------------------- rootfs and spec
+
+
+def _build_busybox_rootfs(target: Path) -> Path:
+    spec = importlib.util.spec_from_file_location(
+        "busybox_rootfs", REPO / "tools" / "busybox_rootfs.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.build_busybox_rootfs(str(target)))
+
+
+@pytest.fixture(scope="session")
+def runtime_busybox_rootfs(request: pytest.FixtureRequest, tmp_path_factory: Any) -> Path:
+    """The session's busybox rootfs: tests/conftest.py's ``busybox_rootfs`` when it exists,
+    else one built here with tools/busybox_rootfs.py. Never handed to a runtime directly:
+    every bundle gets its own copy."""
+    try:
+        return Path(request.getfixturevalue("busybox_rootfs"))
+    except pytest.FixtureLookupError:
+        return _build_busybox_rootfs(tmp_path_factory.mktemp("runtime-busybox") / "rootfs")
+
+
+@pytest.fixture(scope="session")
+def base_spec(tmp_path_factory: Any) -> dict[str, Any]:
+    """runc's default config.json (`runc spec`), captured once per session."""
+    where = tmp_path_factory.mktemp("runc-spec")
+    subprocess.run([BINARIES["runc"], "spec"], cwd=where, check=True, timeout=TIMEOUT)
+    return json.loads((where / "config.json").read_text())
+
+
+# --------------------------------------------------------------------------- work dir
+
+
+@pytest.fixture
+def rt_workdir() -> Iterator[Path]:
+    """A per-test dir in /tmp, traversable by any uid (0711) for user-namespace tests."""
+    path = Path(tempfile.mkdtemp(prefix="berth-rt-", dir="/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+@dataclass
+class Bundle:
+    path: Path
+    config: dict[str, Any]
+
+    @property
+    def rootfs(self) -> Path:
+        return self.path / "rootfs"
+
+    def write(self) -> None:
+        """Write ``config`` again after a test changed it."""
+        (self.path / "config.json").write_text(json.dumps(self.config, indent=2))
+
+
+class BundleFactory:
+    """``bundle(args, edit)`` writes a bundle: runc's default config with terminal false, the
+    given args and a unique hostname, ``edit(config)`` applied last, and a private copy of the
+    busybox rootfs (owned by ``rootfs_owner`` when given, for user namespaces)."""
+
+    def __init__(self, base: dict[str, Any], rootfs: Path, workdir: Path) -> None:
+        self._base = base
+        self._rootfs = rootfs
+        self._dir = workdir / "bundles"
+        self._count = 0
+
+    def __call__(
+        self,
+        args: Sequence[str] = ("true",),
+        edit: Edit | None = None,
+        *,
+        rootfs: bool = True,
+        rootfs_owner: tuple[int, int] | None = None,
+    ) -> Bundle:
+        self._count += 1
+        path = self._dir / f"b{self._count}"
+        path.mkdir(parents=True)
+        path.chmod(0o711)
+        config = json.loads(json.dumps(self._base))
+        config["process"]["terminal"] = False
+        config["process"]["args"] = list(args)
+        config["hostname"] = f"box-{uuid.uuid4().hex[:8]}"
+        if edit is not None:
+            edit(config)
+        if rootfs:
+            shutil.copytree(self._rootfs, path / "rootfs", symlinks=True)
+            if rootfs_owner is not None:
+                _chown_tree(path / "rootfs", *rootfs_owner)
+        bundle = Bundle(path, config)
+        bundle.write()
+        return bundle
+
+    def sh(self, script: str, edit: Edit | None = None, **kwargs: Any) -> Bundle:
+        """A bundle whose process is ``sh -c script``."""
+        return self(["sh", "-c", script], edit, **kwargs)
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.lchown(root, uid, gid)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, name), uid, gid)
+
+
+@pytest.fixture
+def bundle(base_spec: dict[str, Any], runtime_busybox_rootfs: Path, rt_workdir: Path) -> Any:
+    return BundleFactory(base_spec, runtime_busybox_rootfs, rt_workdir)
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+@dataclass
+class Runtime:
+    """One runtime binary driven through runc's command line with a private ``--root``.
+
+    ``run`` in the foreground captures the container's output; ``create`` and ``run -d`` send
+    the container's stdout/stderr (and the runtime's own messages) to files read by
+    ``output``, so no pipe is held open by a container that outlives the command."""
+
+    name: str
+    binary: str
+    root: Path
+    io_dir: Path
+    ids: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def new_id(prefix: str = "t") -> str:
+        """A container id unique on this host (cgroups are named after it)."""
+        return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+    # -- raw calls
+    def __call__(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """``<binary> --root <root> args...`` with stdout/stderr captured."""
+        return subprocess.run(
+            [self.binary, "--root", str(self.root), *args],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def _track(self, cid: str) -> None:
+        if cid not in self.ids:
+            self.ids.append(cid)
+
+    def pid_file(self, cid: str) -> Path:
+        return self.io_dir / f"{cid}.pid"
+
+    def _detached(
+        self, args: list[str], cid: str, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        out, err = self.io_dir / f"{cid}.out", self.io_dir / f"{cid}.err"
+        with out.open("ab") as fout, err.open("ab") as ferr:
+            proc = subprocess.run(
+                [self.binary, "--root", str(self.root), *args],
+                check=False,
+                stdin=subprocess.DEVNULL,
+                stdout=fout,
+                stderr=ferr,
+                timeout=timeout,
+            )
+        return subprocess.CompletedProcess(
+            proc.args,
+            proc.returncode,
+            out.read_text(errors="replace"),
+            err.read_text(errors="replace"),
+        )
+
+    def output(self, cid: str) -> tuple[str, str]:
+        """What a created/detached container (and the runtime) wrote so far: (stdout, stderr)."""
+        out, err = self.io_dir / f"{cid}.out", self.io_dir / f"{cid}.err"
+        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
+        return read(out), read(err)
+
+    # -- verbs
+    def run(
+        self,
+        bundle: Bundle | Path,
+        cid: str,
+        *,
+        detach: bool = False,
+        extra: Sequence[str] = (),
+        timeout: float = TIMEOUT,
+    ) -> subprocess.CompletedProcess[str]:
+        self._track(cid)
+        path = bundle.path if isinstance(bundle, Bundle) else bundle
+        args = ["run", "--bundle", str(path), "--pid-file", str(self.pid_file(cid)), *extra]
+        if detach:
+            return self._detached([*args[:1], "-d", *args[1:], cid], cid, timeout)
+        return self(*args, cid, timeout=timeout)
+
+    def create(
+        self, bundle: Bundle | Path, cid: str, *, extra: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        self._track(cid)
+        path = bundle.path if isinstance(bundle, Bundle) else bundle
+        args = ["create", "--bundle", str(path), "--pid-file", str(self.pid_file(cid)), *extra]
+        return self._detached([*args, cid], cid, TIMEOUT)
+
+    def start(self, cid: str) -> subprocess.CompletedProcess[str]:
+        return self("start", cid)
+
+    def state_raw(self, cid: str) -> subprocess.CompletedProcess[str]:
+        return self("state", cid)
+
+    def state(self, cid: str) -> dict[str, Any]:
+        proc = self.state_raw(cid)
+        assert proc.returncode == 0, f"state {cid}: exit {proc.returncode}: {proc.stderr}"
+        state: dict[str, Any] = json.loads(proc.stdout)
+        return state
+
+    def kill(self, cid: str, signal: str = "KILL") -> subprocess.CompletedProcess[str]:
+        return self("kill", cid, signal)
+
+    def delete(self, cid: str, force: bool = True) -> subprocess.CompletedProcess[str]:
+        return self("delete", *(["--force"] if force else []), cid)
+
+    def list(self) -> list[dict[str, Any]]:
+        """``list --format json`` parsed (runc prints ``null`` when there are none)."""
+        proc = self("list", "--format", "json")
+        assert proc.returncode == 0, f"list: exit {proc.returncode}: {proc.stderr}"
+        return json.loads(proc.stdout) or []
+
+    def ids_listed(self) -> list[str]:
+        return [c["id"] for c in self.list()]
+
+    def wait_status(self, cid: str, status: str, timeout: float = 5.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state(cid)
+            if state["status"] == status or time.monotonic() > deadline:
+                assert state["status"] == status, state
+                return state
+            time.sleep(0.02)
+
+    # -- teardown
+    def cleanup(self) -> list[str]:
+        """Force-delete every container this helper touched; return what leaked."""
+        leaks: list[str] = []
+        for cid in self.ids:
+            pid = _read_pid(self.pid_file(cid))
+            try:
+                self.delete(cid, force=True)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                leaks.append(f"{cid}: delete --force failed to run: {exc}")
+            try:
+                if self.state_raw(cid).returncode == 0:
+                    leaks.append(f"{cid}: still known to `state` after delete --force")
+            except (OSError, subprocess.TimeoutExpired):
+                pass  # a runtime that cannot even run has no state to leak
+            if pid is not None and _wait_gone(pid):
+                leaks.append(f"{cid}: process {pid} still alive after delete --force; killed it")
+            leaks.extend(f"{cid}: cgroup left behind: {p}" for p in _container_cgroups(cid))
+        return leaks
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive_in_container(pid: int) -> bool:
+    """True if ``pid`` lives (not a zombie) in another PID namespace than ours, i.e. it is a
+    container's process and not a host process that reused the number."""
+    try:
+        if os.readlink(f"/proc/{pid}/ns/pid") == os.readlink("/proc/self/ns/pid"):
+            return False
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def _wait_gone(pid: int, timeout: float = 2.0) -> bool:
+    """Wait for a container process to die; kill it if it does not. True if it had leaked."""
+    deadline = time.monotonic() + timeout
+    while _alive_in_container(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def own_cgroup_dirs() -> list[Path]:
+    """This process's cgroup directory in every mounted hierarchy (v1 and v2)."""
+    mounts: dict[str, Path] = {}
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, right = line.split(" - ", 1)
+        fstype, _source, options = right.split()[:3]
+        mountpoint = Path(left.split()[4])
+        if fstype == "cgroup2":
+            mounts[""] = mountpoint
+        elif fstype == "cgroup":
+            for opt in options.split(","):
+                if "=" in opt and not opt.startswith("name="):
+                    continue
+                mounts[opt] = mountpoint
+    dirs = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _hid, controllers, path = line.split(":", 2)
+        key = controllers.split(",")[0] if controllers else ""
+        if key in mounts:
+            dirs.append(mounts[key] / path.lstrip("/"))
+    return dirs
+
+
+def _container_cgroups(cid: str) -> list[Path]:
+    return [d / cid for d in own_cgroup_dirs() if (d / cid).exists()]
+
+
+@pytest.fixture(params=list(BINARIES))
+def runtime(request: pytest.FixtureRequest, rt_workdir: Path) -> Iterator[Runtime]:
+    """The runtime under test (``runc`` or ``berth``) with a fresh ``--root``."""
+    name: str = request.param
+    io_dir = rt_workdir / "io"
+    io_dir.mkdir()
+    rt = Runtime(name, BINARIES[name], rt_workdir / "state", io_dir)
+    yield rt
+    leaks = rt.cleanup()
+    assert not leaks, "containers leaked:\n" + "\n".join(leaks)
