@@ -17,10 +17,26 @@ import sys
 import tempfile
 
 BUSYBOX = "/bin/busybox"
-DIRECTORIES = ("bin", "sbin", "usr/bin", "usr/sbin", "etc", "proc", "sys", "dev", "tmp", "root",
-               "var", "run", "home")
+DIRECTORIES = (
+    "bin",
+    "sbin",
+    "usr/bin",
+    "usr/sbin",
+    "etc",
+    "proc",
+    "sys",
+    "dev",
+    "tmp",
+    "root",
+    "var",
+    "run",
+    "home",
+)
 ETC_FILES = {
-    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    "etc/passwd": (
+        "root:x:0:0:root:/root:/bin/sh\n"
+        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+    ),
     "etc/group": "root:x:0:\nnogroup:x:65534:\n",
     "etc/hostname": "busybox\n",
 }

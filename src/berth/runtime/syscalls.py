@@ -91,6 +91,8 @@ _SYS_CAPGET = 125
 _SYS_CAPSET = 126
 _SYS_SETNS = 308
 _SYS_PIDFD_OPEN = 434
+_SYS_KEYCTL = 250
+_KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -124,8 +126,13 @@ class Syscalls:
             ctypes.c_ulong,
             ctypes.c_void_p,
         ]
-        self._c.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
-                                  ctypes.c_ulong]
+        self._c.prctl.argtypes = [
+            ctypes.c_int,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+        ]
 
     @staticmethod
     def _check(result: int, what: str) -> int:
@@ -208,6 +215,10 @@ class Syscalls:
         self._check(
             self._c.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), "capset"
         )
+
+    def join_session_keyring(self, name: str) -> bool:
+        """A new session keyring (runc's default); False where the kernel refuses it."""
+        return self._c.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, name.encode()) >= 0
 
     def pidfd_open(self, pid: int) -> int:
         return self._check(self._c.syscall(_SYS_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")

@@ -1,0 +1,297 @@
+"""The runtime's verbs on an existing container: start, state, kill, delete, pause, resume,
+ps, stats, and ``run`` (create + start + wait + delete).
+
+Rules: every verb loads the record, derives the live status from the kernel and asks the
+transition table (``berth.spec.state.check_operation``) whether it may proceed; nothing here
+trusts a status written earlier. ``delete`` removes the cgroup and the record and then runs the
+poststop hooks; ``delete --force`` kills first and succeeds on a container that is already gone.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.runtime import cgroups, hooks, store
+from berth.runtime.create import CreateOptions, create
+from berth.spec.config import Spec
+from berth.spec.state import State, Status, check_operation
+
+START_TIMEOUT = 10.0
+
+
+@dataclass
+class Loaded:
+    record: store.Record
+    status: Status
+    cgroup: cgroups.Cgroup
+
+    def state(self) -> State:
+        return State(
+            id=self.record.id,
+            status=self.status,
+            pid=self.record.pid if self.status != Status.STOPPED else 0,
+            bundle=self.record.bundle,
+            rootfs=self.record.rootfs,
+            created=self.record.created,
+            owner=self.record.owner,
+            annotations=self.record.annotations,
+        )
+
+    def spec(self) -> Spec:
+        return Spec.from_json(self.record.config)
+
+
+def load(st: store.Store, container_id: str) -> Loaded:
+    record = st.load(container_id)
+    cgroup = cgroups.Cgroup.from_json(record.cgroup)
+    alive = record.init_alive()
+    frozen = alive and not os.path.exists(st.fifo(container_id)) and cgroup.is_frozen()
+    return Loaded(record, st.status(record, frozen), cgroup)
+
+
+def state(st: store.Store, container_id: str) -> State:
+    return load(st, container_id).state()
+
+
+def list_states(st: store.Store) -> list[State]:
+    states = []
+    for container_id in st.ids():
+        try:
+            states.append(load(st, container_id).state())
+        except NotFound:
+            continue  # deleted while we listed
+    return states
+
+
+def start(st: store.Store, container_id: str) -> None:
+    loaded = load(st, container_id)
+    check_operation(container_id, "start", loaded.status)
+    _release(st, loaded)
+    spec = loaded.spec()
+    running = State(
+        container_id,
+        Status.RUNNING,
+        loaded.record.pid,
+        loaded.record.bundle,
+        loaded.record.rootfs,
+        loaded.record.created,
+        annotations=loaded.record.annotations,
+    )
+    hooks.run_hooks(spec.hooks, "poststart", running)
+
+
+def _release(st: store.Store, loaded: Loaded) -> None:
+    """Open the exec fifo: the init, blocked opening its other end, reads no more and execs."""
+    fifo = st.fifo(loaded.record.id)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                data = os.read(fd, 1)
+            except BlockingIOError:
+                data = None  # the init has the fifo open but has not written yet
+            if data:
+                break
+            if not loaded.record.init_alive():
+                raise BerthError(f"container {loaded.record.id}: init exited before start")
+            if time.monotonic() > deadline:
+                raise BerthError(f"container {loaded.record.id}: init did not answer start")
+            select.select([fd], [], [], 0.005)
+    finally:
+        os.close(fd)
+    os.unlink(fifo)
+
+
+SIGNALS = {
+    name: int(sig)
+    for name, sig in signal.Signals.__members__.items()
+    if name.startswith("SIG") and not name.startswith("SIG_")
+}
+
+
+def parse_signal(text: str) -> int:
+    if text.isdigit():
+        number = int(text)
+        if 0 < number < 65:
+            return number
+    else:
+        name = text.upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        if name in SIGNALS:
+            return SIGNALS[name]
+    raise InvalidArgument(f"signal {text!r} is not a valid signal name or number")
+
+
+def kill(st: store.Store, container_id: str, sig: int, all_processes: bool = False) -> None:
+    loaded = load(st, container_id)
+    check_operation(container_id, "kill", loaded.status)
+    if all_processes:
+        for pid in loaded.cgroup.pids():
+            _signal(pid, sig)
+        if loaded.status == Status.PAUSED:
+            loaded.cgroup.thaw()
+            loaded.cgroup.freeze()
+    else:
+        _signal(loaded.record.pid, sig)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def delete(st: store.Store, container_id: str, force: bool = False) -> None:
+    try:
+        loaded = load(st, container_id)
+    except NotFound:
+        if force:
+            st.remove(container_id)  # a create that died half-way leaves only its directory
+            return
+        raise
+    check_operation(container_id, "delete --force" if force else "delete", loaded.status)
+    if loaded.status != Status.STOPPED:
+        loaded.cgroup.kill_all()
+        _signal(loaded.record.pid, signal.SIGKILL)
+        _wait_gone(loaded.record)
+    loaded.cgroup.kill_all()
+    loaded.cgroup.destroy()
+    st.remove(container_id)
+    stopped = State(
+        container_id,
+        Status.STOPPED,
+        0,
+        loaded.record.bundle,
+        loaded.record.rootfs,
+        loaded.record.created,
+        annotations=loaded.record.annotations,
+    )
+    hooks.run_hooks(loaded.spec().hooks, "poststop", stopped)
+
+
+def _wait_gone(record: store.Record, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while record.init_alive():
+        try:
+            if os.waitpid(record.pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            pass
+        if time.monotonic() > deadline:
+            raise BerthError(f"container {record.id}: init {record.pid} survived SIGKILL")
+        time.sleep(0.002)
+
+
+def pause(st: store.Store, container_id: str) -> None:
+    loaded = load(st, container_id)
+    check_operation(container_id, "pause", loaded.status)
+    loaded.cgroup.freeze()
+
+
+def resume(st: store.Store, container_id: str) -> None:
+    loaded = load(st, container_id)
+    check_operation(container_id, "resume", loaded.status)
+    loaded.cgroup.thaw()
+
+
+def pids(st: store.Store, container_id: str) -> list[int]:
+    loaded = load(st, container_id)
+    check_operation(container_id, "ps", loaded.status)
+    return loaded.cgroup.pids()
+
+
+def stats(st: store.Store, container_id: str) -> cgroups.CgroupStats:
+    loaded = load(st, container_id)
+    check_operation(container_id, "events", loaded.status)
+    return loaded.cgroup.stats()
+
+
+def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -> int:
+    """create + start; in the foreground also wait, forward signals and delete. Returns the
+    exit status as a shell reports it (128 + signal for a killed process)."""
+    terminal_socket = None
+    foreground_tty = False
+    if not detach and opts.console_socket is None:
+        spec_terminal = _wants_terminal(opts.bundle)
+        if spec_terminal:
+            terminal_socket = _console_pair()
+            opts = _with_console(opts, terminal_socket[0])
+            foreground_tty = True
+    created = create(st, container_id, opts, foreground=not detach)
+    try:
+        start(st, container_id)
+    except BaseException:
+        delete(st, container_id, force=True)
+        raise
+    if detach:
+        return 0
+    forwarded = (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+        signal.SIGWINCH,
+    )
+    for sig in forwarded:
+        signal.signal(sig, lambda n, _f, pid=created.pid: _signal(pid, n))
+    try:
+        if foreground_tty and terminal_socket is not None:
+            from berth.runtime import console
+
+            master = console.receive_master(terminal_socket[1])
+            console.proxy(master)
+        status = _wait_exit(created.pid)
+    finally:
+        for sig in forwarded:
+            signal.signal(sig, signal.SIG_DFL)
+        delete(st, container_id, force=True)
+    return status
+
+
+def _wait_exit(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)
+
+
+def _wants_terminal(bundle: str) -> bool:
+    from berth.runtime.create import load_bundle
+
+    proc = load_bundle(bundle).spec.process
+    return bool(proc and proc.terminal)
+
+
+def _console_pair() -> tuple[str, int]:
+    """A listening console socket in a temp dir: (path, listening fd)."""
+    import socket
+    import tempfile
+
+    directory = tempfile.mkdtemp(prefix="berth-console-")
+    path = os.path.join(directory, "console.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1)
+    return path, sock.detach()
+
+
+def _with_console(opts: CreateOptions, path: str) -> CreateOptions:
+    import dataclasses
+
+    return dataclasses.replace(opts, console_socket=path)

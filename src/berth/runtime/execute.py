@@ -1,0 +1,195 @@
+"""``exec``: run another process inside a running (or created) container.
+
+The runtime joins the container's pid namespace itself (that only moves its future children),
+forks, and the child joins the other namespaces (user first, mount last), moves into the
+container's cgroup, takes the process's identity and capabilities, loads the container's
+seccomp profile and execs. Rule: a failure in the child before execve comes back over a
+close-on-exec channel as data; a silent close of that channel means execve succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+
+from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.runtime import init, store
+from berth.runtime import syscalls as s
+from berth.runtime.channel import Channel
+from berth.runtime.container import load
+from berth.spec import fields
+from berth.spec.config import Capabilities, Process, User
+from berth.spec.state import check_operation
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    process_file: str | None = None
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    cwd: str | None = None
+    user: str | None = None
+    additional_gids: tuple[int, ...] = ()
+    tty: bool = False
+    caps: tuple[str, ...] = ()
+    no_new_privs: bool = False
+    detach: bool = False
+    pid_file: str | None = None
+    console_socket: str | None = None
+    preserve_fds: int = 0
+
+
+def build_process(base: Process | None, opts: ExecOptions) -> Process:
+    """The process to exec: process.json as given, or the container's process overridden by the
+    command line as runc does (args replaced, env appended, cwd/user/tty/caps set)."""
+    if opts.process_file:
+        try:
+            with open(opts.process_file, "rb") as f:
+                raw = json.loads(f.read())
+        except FileNotFoundError:
+            raise NotFound(f"--process: {opts.process_file} does not exist") from None
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"--process: {opts.process_file}: not valid JSON: {exc}"
+            ) from None
+        return Process.from_json(fields.obj(raw, "process"), "process")
+    if not opts.args:
+        raise InvalidArgument("exec: give a command to run or --process FILE")
+    proc = base or Process(args=opts.args, cwd="/")
+    user = proc.user
+    if opts.user:
+        uid, _, gid = opts.user.partition(":")
+        try:
+            user = User(int(uid), int(gid) if gid else 0, user.umask, user.additional_gids)
+        except ValueError:
+            raise InvalidArgument(f"--user: {opts.user!r} must be UID[:GID]") from None
+    if opts.additional_gids:
+        user = dataclasses.replace(user, additional_gids=opts.additional_gids)
+    caps = proc.capabilities
+    if opts.caps and caps is not None:
+        caps = Capabilities(
+            *(
+                tuple(dict.fromkeys((*getattr(caps, name), *opts.caps)))
+                if name != "ambient"
+                else caps.ambient
+                for name in Capabilities.SETS
+            )
+        )
+    return dataclasses.replace(
+        proc,
+        args=opts.args,
+        env=(*proc.env, *opts.env),
+        cwd=opts.cwd or proc.cwd,
+        user=user,
+        terminal=opts.tty,
+        capabilities=caps,
+        no_new_privileges=proc.no_new_privileges or opts.no_new_privs,
+    )
+
+
+def exec_in(
+    st: store.Store, container_id: str, opts: ExecOptions, sys_: s.Syscalls = s.LINUX
+) -> int:
+    """Returns the exit status (foreground) or 0 (detached)."""
+    loaded = load(st, container_id)
+    check_operation(container_id, "exec", loaded.status)
+    spec = loaded.spec()
+    proc = build_process(spec.process, opts)
+    if proc.terminal and not opts.console_socket and opts.detach:
+        raise InvalidArgument("--tty with --detach needs --console-socket")
+    from berth.runtime import capabilities
+
+    capabilities.validate(proc.capabilities)
+    seccomp_filter = None
+    if spec.linux.seccomp is not None:
+        from berth.runtime import seccomp
+
+        seccomp_filter = seccomp.build(spec.linux.seccomp)
+    pid = loaded.record.pid
+    ns_fds: dict[str, int] = {}
+    try:
+        for ns in spec.linux.namespaces:
+            name = s.NAMESPACE_PROC_NAMES[ns.type]
+            ns_fds[ns.type] = os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        for fd in ns_fds.values():
+            os.close(fd)
+        raise BerthError(f"container {container_id}: cannot open its namespaces: {exc}") from None
+    console_fd = None
+    listen = None
+    if proc.terminal:
+        from berth.runtime import console
+        from berth.runtime.container import _console_pair
+
+        if opts.console_socket:
+            console_fd = console.connect(opts.console_socket)
+        else:
+            listen = _console_pair()
+            console_fd = console.connect(listen[0])
+    pid_fd = ns_fds.pop("pid", None)
+    if pid_fd is not None:
+        sys_.setns(pid_fd, s.CLONE_NEWPID)
+        os.close(pid_fd)
+    parent, child = Channel.pair()
+    child_pid = os.fork()
+    if child_pid == 0:
+        parent.close()
+        _child(
+            sys_, loaded.cgroup, ns_fds, proc, seccomp_filter, console_fd, child, opts.preserve_fds
+        )
+    child.close()
+    for fd in ns_fds.values():
+        os.close(fd)
+    if console_fd is not None:
+        os.close(console_fd)
+    try:
+        parent.receive("never", peer="exec")
+    except BerthError as exc:
+        if "exited before sending" not in str(exc):
+            os.waitpid(child_pid, 0)
+            raise
+    finally:
+        parent.close()
+    if opts.pid_file:
+        store.write_atomically(os.path.abspath(opts.pid_file), str(child_pid).encode(), 0o644)
+    if opts.detach:
+        return 0
+    from berth.runtime.container import _wait_exit
+
+    if listen is not None:
+        from berth.runtime import console
+
+        console.proxy(console.receive_master(listen[1]))
+    return _wait_exit(child_pid)
+
+
+def _child(
+    sys_: s.Syscalls,
+    cgroup: object,
+    ns_fds: dict[str, int],
+    proc: Process,
+    seccomp_filter: object,
+    console_fd: int | None,
+    channel: Channel,
+    preserve_fds: int,
+) -> None:
+    try:
+        cgroup.add_process(0)  # type: ignore[attr-defined]
+        init.join_namespaces(sys_, ns_fds)
+        if console_fd is not None:
+            from berth.runtime import console
+
+            console.setup_terminal(console_fd, proc.console_height, proc.console_width)
+        executable = init.become_process(sys_, proc, seccomp_filter)  # type: ignore[arg-type]
+        if seccomp_filter is not None and init.seccomp_late(proc):
+            seccomp_filter.load()  # type: ignore[attr-defined]
+        os.closerange(3 + preserve_fds, channel.write_fd)
+        os.closerange(channel.write_fd + 1, 1 << 16)
+        init.exec_process(executable, proc)
+    except BaseException as exc:
+        try:
+            channel.send_error(exc)
+        finally:
+            os._exit(1)

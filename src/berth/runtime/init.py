@@ -1,0 +1,179 @@
+"""The container's init: what runs in the cloned child, from clone to execve.
+
+Sequence (the parent's half is in ``create.py``):
+  1. wait for ``go`` (the parent has put us in the cgroup and written our id maps)
+  2. join namespaces given by path; a new cgroup namespace now that we are in our cgroup
+  3. hostname; root filesystem up to pivot_root; tell the parent ``prestart`` so it runs the
+     prestart/createRuntime hooks; run createContainer hooks ourselves; pivot_root
+  4. terminal, masks, read-only paths, sysctls, rlimits, working directory, the executable
+     looked up (so a missing one fails create, not start), capabilities, identity, seccomp
+  5. tell the parent ``created``; block opening the exec fifo until ``start`` opens it
+  6. startContainer hooks; execve.
+Rules: every failure before ``created`` travels to the parent as data over the channel and the
+child exits 1; after it, there is no one to tell but the container's stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from dataclasses import dataclass
+
+from berth.errors import BerthError
+from berth.runtime import capabilities, hooks, process, rootfs
+from berth.runtime import syscalls as s
+from berth.runtime.cgroups import Cgroup, CgroupLayout
+from berth.runtime.channel import Channel
+from berth.runtime.seccomp import Filter
+from berth.spec.config import Process, Spec
+from berth.spec.state import State, Status
+
+
+@dataclass
+class InitContext:
+    container_id: str
+    spec: Spec
+    process: Process
+    bundle: str
+    rootfs: str
+    channel: Channel
+    fifo_path: str
+    layout: CgroupLayout
+    cgroup: Cgroup
+    namespaces: set[str]
+    join_fds: dict[str, int]  # namespace type -> fd of the namespace to join (pid excluded)
+    console_fd: int | None
+    seccomp: Filter | None
+    no_pivot: bool
+    no_new_keyring: bool
+    preserve_fds: int
+    fifo_fd: int = -1  # O_PATH fd of the exec fifo, opened before pivot_root
+    executable: str = ""  # resolved before ``created``, so a missing program fails create
+
+
+JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "time", "mount")
+
+
+def join_namespaces(sys_: s.Syscalls, join_fds: dict[str, int]) -> None:
+    for ns_type in JOIN_ORDER:
+        fd = join_fds.get(ns_type)
+        if fd is not None:
+            try:
+                sys_.setns(fd, s.NAMESPACE_FLAGS[ns_type])
+            except OSError as exc:
+                raise BerthError(
+                    f"linux.namespaces: joining the {ns_type} namespace: {exc.strerror}"
+                ) from None
+            os.close(fd)
+
+
+def seccomp_late(proc: Process) -> bool:
+    """Load the filter just before execve when we may (NNP set, or still CAP_SYS_ADMIN)."""
+    caps = proc.capabilities
+    return proc.no_new_privileges or caps is None or "CAP_SYS_ADMIN" in caps.effective
+
+
+def become_process(sys_: s.Syscalls, proc: Process, seccomp: Filter | None) -> str:
+    """rlimits, cwd, capabilities, identity, NNP, early seccomp; returns the executable."""
+    process.set_rlimits(proc.rlimits)
+    try:
+        os.chdir(proc.cwd)
+    except OSError as exc:
+        raise BerthError(f"process.cwd: {proc.cwd}: {exc.strerror}") from None
+    executable = process.lookup_executable(proc.args[0], proc.env, proc.cwd)
+    capabilities.drop_bounding(proc.capabilities, sys_)
+    if seccomp is not None and not seccomp_late(proc):
+        seccomp.load()
+    capabilities.keep_across_setuid(sys_)
+    try:
+        process.switch_user(proc.user)
+    except OSError as exc:
+        raise BerthError(
+            f"process.user: uid {proc.user.uid} gid {proc.user.gid}: {exc.strerror}"
+        ) from None
+    capabilities.apply(proc.capabilities, sys_)
+    if proc.user.umask is not None:
+        os.umask(proc.user.umask)
+    if proc.no_new_privileges:
+        sys_.prctl(s.PR_SET_NO_NEW_PRIVS, 1)
+    return executable
+
+
+def close_extra_fds(preserve_fds: int) -> None:
+    os.closerange(3 + preserve_fds, 1 << 16)
+
+
+def exec_process(executable: str, proc: Process) -> None:
+    env = dict(entry.split("=", 1) for entry in proc.env)
+    os.execve(executable, list(proc.args), env)
+
+
+def _state(ctx: InitContext, pid: int, status: Status) -> State:
+    return State(
+        ctx.container_id, status, pid, ctx.bundle, ctx.rootfs, annotations=ctx.spec.annotations
+    )
+
+
+def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
+    """The child's whole life; never returns."""
+    try:
+        host_pid = _setup(ctx, sys_)
+    except BaseException as exc:
+        try:
+            ctx.channel.send_error(exc)
+        finally:
+            os._exit(1)
+    try:
+        _wait_for_start(ctx)
+        hooks.run_hooks(ctx.spec.hooks, "startContainer", _state(ctx, host_pid, Status.RUNNING))
+        if ctx.seccomp is not None and seccomp_late(ctx.process):
+            ctx.seccomp.load()
+        exec_process(ctx.executable, ctx.process)
+    except BaseException as exc:
+        sys.stderr.write(f"berth-runtime: container {ctx.container_id}: {exc}\n")
+        sys.stderr.flush()
+        os._exit(127 if isinstance(exc, OSError) else 1)
+
+
+def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
+    sys_.prctl(s.PR_SET_PDEATHSIG, signal.SIGKILL)
+    go = ctx.channel.receive("go", peer="runtime")
+    host_pid = int(go["pid"])
+    join_namespaces(sys_, ctx.join_fds)
+    if "cgroup" in ctx.namespaces and "cgroup" not in ctx.join_fds:
+        sys_.unshare(s.CLONE_NEWCGROUP)
+    if ctx.spec.hostname:
+        sys_.sethostname(ctx.spec.hostname)
+    if ctx.spec.domainname:
+        sys_.setdomainname(ctx.spec.domainname)
+    rootfs.prepare(sys_, ctx.spec, ctx.rootfs, ctx.layout, ctx.cgroup, ctx.namespaces)
+    ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    ctx.channel.send("prestart")
+    ctx.channel.receive("hooks-done", peer="runtime")
+    hooks.run_hooks(ctx.spec.hooks, "createContainer", _state(ctx, host_pid, Status.CREATING))
+    rootfs.pivot(sys_, ctx.rootfs, ctx.no_pivot)
+    if ctx.console_fd is not None:
+        from berth.runtime import console
+
+        console.setup_terminal(
+            ctx.console_fd, ctx.process.console_height, ctx.process.console_width
+        )
+    rootfs.finish(sys_, ctx.spec)
+    rootfs.write_sysctls(ctx.spec.linux.sysctl)
+    process.set_oom_score_adj(ctx.process.oom_score_adj)
+    if not ctx.no_new_keyring:
+        sys_.join_session_keyring(ctx.container_id)
+    ctx.executable = become_process(sys_, ctx.process, ctx.seccomp)
+    sys_.prctl(s.PR_SET_PDEATHSIG, 0)
+    ctx.channel.send("created")
+    ctx.channel.close()
+    return host_pid
+
+
+def _wait_for_start(ctx: InitContext) -> None:
+    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(ctx.fifo_fd)
+    close_extra_fds(ctx.preserve_fds)

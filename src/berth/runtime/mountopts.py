@@ -1,0 +1,95 @@
+"""Mount option strings (``ro``, ``nosuid``, ``rbind``, ``mode=755`` …) to mount(2) arguments.
+
+Rules: one table maps every option the runtime accepts to (set flags, clear flags); propagation
+options are kept apart because the kernel wants them in a separate mount call; whatever is not
+in the tables is filesystem data (``mode=755,size=64k``) handed to the filesystem untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from berth.runtime import syscalls as s
+
+# option -> (flags to set, flags to clear)
+FLAGS: dict[str, tuple[int, int]] = {
+    "defaults": (0, 0),
+    "ro": (s.MS_RDONLY, 0),
+    "rw": (0, s.MS_RDONLY),
+    "suid": (0, s.MS_NOSUID),
+    "nosuid": (s.MS_NOSUID, 0),
+    "dev": (0, s.MS_NODEV),
+    "nodev": (s.MS_NODEV, 0),
+    "exec": (0, s.MS_NOEXEC),
+    "noexec": (s.MS_NOEXEC, 0),
+    "sync": (s.MS_SYNCHRONOUS, 0),
+    "async": (0, s.MS_SYNCHRONOUS),
+    "dirsync": (s.MS_DIRSYNC, 0),
+    "remount": (s.MS_REMOUNT, 0),
+    "mand": (s.MS_MANDLOCK, 0),
+    "nomand": (0, s.MS_MANDLOCK),
+    "atime": (0, s.MS_NOATIME),
+    "noatime": (s.MS_NOATIME, 0),
+    "diratime": (0, s.MS_NODIRATIME),
+    "nodiratime": (s.MS_NODIRATIME, 0),
+    "bind": (s.MS_BIND, 0),
+    "rbind": (s.MS_BIND | s.MS_REC, 0),
+    "relatime": (s.MS_RELATIME, 0),
+    "norelatime": (0, s.MS_RELATIME),
+    "strictatime": (s.MS_STRICTATIME, 0),
+    "nostrictatime": (0, s.MS_STRICTATIME),
+    "lazytime": (s.MS_LAZYTIME, 0),
+    "nolazytime": (0, s.MS_LAZYTIME),
+    "symfollow": (0, s.MS_NOSYMFOLLOW),
+    "nosymfollow": (s.MS_NOSYMFOLLOW, 0),
+}
+
+PROPAGATION: dict[str, int] = {
+    "private": s.MS_PRIVATE,
+    "rprivate": s.MS_PRIVATE | s.MS_REC,
+    "shared": s.MS_SHARED,
+    "rshared": s.MS_SHARED | s.MS_REC,
+    "slave": s.MS_SLAVE,
+    "rslave": s.MS_SLAVE | s.MS_REC,
+    "unbindable": s.MS_UNBINDABLE,
+    "runbindable": s.MS_UNBINDABLE | s.MS_REC,
+}
+
+# flags that a bind mount only honours through a second, remounting call
+REMOUNT_FLAGS = (
+    s.MS_RDONLY
+    | s.MS_NOSUID
+    | s.MS_NODEV
+    | s.MS_NOEXEC
+    | s.MS_NOATIME
+    | s.MS_NODIRATIME
+    | s.MS_RELATIME
+    | s.MS_STRICTATIME
+    | s.MS_NOSYMFOLLOW
+)
+
+
+@dataclass(frozen=True)
+class ParsedOptions:
+    flags: int
+    propagation: tuple[int, ...]
+    data: str
+
+    @property
+    def is_bind(self) -> bool:
+        return bool(self.flags & s.MS_BIND)
+
+
+def parse(options: tuple[str, ...]) -> ParsedOptions:
+    flags = 0
+    propagation: list[int] = []
+    data: list[str] = []
+    for option in options:
+        if option in FLAGS:
+            set_flags, clear_flags = FLAGS[option]
+            flags = (flags | set_flags) & ~clear_flags
+        elif option in PROPAGATION:
+            propagation.append(PROPAGATION[option])
+        elif option:
+            data.append(option)
+    return ParsedOptions(flags, tuple(propagation), ",".join(data))
