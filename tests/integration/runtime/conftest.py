@@ -12,6 +12,7 @@ cgroup>/<id>`` in every hierarchy, where runc puts it) is removed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -172,8 +173,9 @@ class Runtime:
     ids: list[str] = field(default_factory=list)
 
     @staticmethod
-    def new_id(prefix: str = "t") -> str:
-        """A container id unique on this host (cgroups are named after it)."""
+    def new_id(prefix: str = "test") -> str:
+        """A container id unique on this host; cgroups are named after it, and a cgroup at a
+        hierarchy root must be named test* for the session leak check to watch it."""
         return f"{prefix}{uuid.uuid4().hex[:12]}"
 
     # -- raw calls
@@ -192,13 +194,18 @@ class Runtime:
         if cid not in self.ids:
             self.ids.append(cid)
 
+    def _io(self, cid: str, suffix: str) -> Path:
+        """A file in io_dir for ``cid``, even for malformed ids such as "../x"."""
+        name = cid if _plain(cid) else "bad-" + hashlib.sha1(cid.encode()).hexdigest()[:12]
+        return self.io_dir / f"{name}.{suffix}"
+
     def pid_file(self, cid: str) -> Path:
-        return self.io_dir / f"{cid}.pid"
+        return self._io(cid, "pid")
 
     def _detached(
         self, args: list[str], cid: str, timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        out, err = self.io_dir / f"{cid}.out", self.io_dir / f"{cid}.err"
+        out, err = self._io(cid, "out"), self._io(cid, "err")
         with out.open("ab") as fout, err.open("ab") as ferr:
             proc = subprocess.run(
                 [self.binary, "--root", str(self.root), *args],
@@ -217,7 +224,7 @@ class Runtime:
 
     def output(self, cid: str) -> tuple[str, str]:
         """What a created/detached container (and the runtime) wrote so far: (stdout, stderr)."""
-        out, err = self.io_dir / f"{cid}.out", self.io_dir / f"{cid}.err"
+        out, err = self._io(cid, "out"), self._io(cid, "err")
         read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
         return read(out), read(err)
 
@@ -282,25 +289,37 @@ class Runtime:
                 return state
             time.sleep(0.02)
 
-    # -- teardown
+    # -- leftovers and teardown
+    def leftovers(self, cid: str, *, kill: bool = False) -> list[str]:
+        """What is left of container ``cid``: known to ``state``, its process alive (killed
+        if ``kill``), its cgroup present. Empty once it is deleted (or never was)."""
+        found: list[str] = []
+        try:
+            if self.state_raw(cid).returncode == 0:
+                found.append(f"{cid}: still known to `state`")
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # a runtime that cannot even run has no state to leave
+        pid = _read_pid(self.pid_file(cid))
+        if pid is not None and _still_alive(pid, kill=kill):
+            found.append(f"{cid}: process {pid} still alive" + ("; killed it" if kill else ""))
+        found.extend(f"{cid}: cgroup left behind: {p}" for p in container_cgroups(cid))
+        return found
+
     def cleanup(self) -> list[str]:
         """Force-delete every container this helper touched; return what leaked."""
         leaks: list[str] = []
         for cid in self.ids:
-            pid = _read_pid(self.pid_file(cid))
             try:
                 self.delete(cid, force=True)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 leaks.append(f"{cid}: delete --force failed to run: {exc}")
-            try:
-                if self.state_raw(cid).returncode == 0:
-                    leaks.append(f"{cid}: still known to `state` after delete --force")
-            except (OSError, subprocess.TimeoutExpired):
-                pass  # a runtime that cannot even run has no state to leak
-            if pid is not None and _wait_gone(pid):
-                leaks.append(f"{cid}: process {pid} still alive after delete --force; killed it")
-            leaks.extend(f"{cid}: cgroup left behind: {p}" for p in _container_cgroups(cid))
+            leaks.extend(self.leftovers(cid, kill=True))
         return leaks
+
+
+def _plain(cid: str) -> bool:
+    """A well-formed id that names one directory entry."""
+    return bool(cid) and "/" not in cid and cid not in (".", "..")
 
 
 def _read_pid(path: Path) -> int | None:
@@ -322,13 +341,15 @@ def _alive_in_container(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-def _wait_gone(pid: int, timeout: float = 2.0) -> bool:
-    """Wait for a container process to die; kill it if it does not. True if it had leaked."""
+def _still_alive(pid: int, *, kill: bool, timeout: float = 2.0) -> bool:
+    """Give a container process ``timeout`` to die; True (after killing it if ``kill``) if it
+    does not."""
     deadline = time.monotonic() + timeout
     while _alive_in_container(pid):
         if time.monotonic() > deadline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
+            if kill:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
             return True
         time.sleep(0.02)
     return False
@@ -357,7 +378,10 @@ def own_cgroup_dirs() -> list[Path]:
     return dirs
 
 
-def _container_cgroups(cid: str) -> list[Path]:
+def container_cgroups(cid: str) -> list[Path]:
+    """The cgroups named ``cid`` below our own cgroup (where runc puts a container's)."""
+    if not _plain(cid):
+        return []
     return [d / cid for d in own_cgroup_dirs() if (d / cid).exists()]
 
 
