@@ -26,8 +26,12 @@ Rules:
   missing controller or file is ``Unsupported``; a cgroup that cannot be made, joined, frozen
   or removed is ``FailedPrecondition`` (``Unavailable`` when freezing times out). Translation
   of limits into file writes, and its ordering rules, live in ``cgroups_v1``/``cgroups_v2``.
-- Devices on cgroup v2 need eBPF, which Berth does not load: those rules are skipped (see
-  ``cgroups_v2``). Stats use 0 for "unknown" and for "no limit".
+- Devices: an empty ``linux.resources.devices`` leaves the cgroup's device access as it is
+  (inherited); a non-empty one replaces it (deny all, then the rules in order). On cgroup v2
+  device rules need eBPF, which Berth does not load: they are skipped (see ``cgroups_v2``).
+- ``kill_all(SIGKILL)`` uses the unified hierarchy's ``cgroup.kill`` when there is one (every
+  container process is in the unified cgroup too, hybrid included); otherwise, and for other
+  signals, it freezes, signals every pid and thaws. Stats use 0 for "unknown" and "no limit".
 """
 
 from __future__ import annotations
