@@ -8,7 +8,9 @@ there with the same class.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class BerthError(Exception):

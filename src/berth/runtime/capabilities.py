@@ -20,10 +20,7 @@ an ``InvalidArgument``.
 from __future__ import annotations
 
 import errno
-import functools
 import os
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from berth.errors import BerthError, InvalidArgument
 from berth.runtime.syscalls import (
@@ -37,7 +34,10 @@ from berth.runtime.syscalls import (
     Syscalls,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from berth.spec.config import Capabilities
 
 # linux/capability.h
@@ -89,14 +89,28 @@ NAMES: dict[int, str] = {number: name for name, number in CAPABILITIES.items()}
 _CAP_LAST_CAP = "/proc/sys/kernel/cap_last_cap"
 
 
+def _debug(message: str) -> None:
+    from berth.runtime import log
+
+    log.debug(message)
+
+
 def _warn(message: str) -> None:
     from berth.runtime import log  # the runtime's runc-style log; imported only when needed
 
     log.warning(message)
 
 
-@functools.cache
+_last_cap: list[int] = []  # the kernel's answer, once asked (it cannot change)
+
+
 def _kernel_last_cap() -> int:
+    if not _last_cap:
+        _last_cap.append(_read_last_cap())
+    return _last_cap[0]
+
+
+def _read_last_cap() -> int:
     try:
         with open(_CAP_LAST_CAP, "rb") as f:
             return int(f.read().strip())
@@ -218,7 +232,9 @@ def apply(
         try:
             sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
         except OSError as e:
-            _warn(
+            # runc's default config lists ambient caps that are not inheritable: as runc does,
+            # note it for --debug only
+            _debug(
                 f"{field}.ambient: cannot raise {NAMES.get(number, number)} "
                 f"(it must be permitted and inheritable): {os.strerror(e.errno or 0)}"
             )

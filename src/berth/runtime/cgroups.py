@@ -38,18 +38,19 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import sys
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Unsupported
 from berth.runtime import cgroups_v1 as v1
 from berth.runtime import cgroups_v2 as v2
+from berth.runtime.signals import SIGKILL
+from berth.spec.value import value
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from typing import Any
 
     from berth.spec.config import CPU, Memory, Resources
 
@@ -57,7 +58,7 @@ V2_CONTROLLERS = ("cpu", "cpuset", "io", "memory", "pids")  # enabled for every 
 _UNLIMITED = 1 << 62  # v1 reports "no limit" as a page-rounded LONG_MAX
 
 
-@dataclass(frozen=True)
+@value
 class Hierarchy:
     version: int  # 1 or 2
     mountpoint: str  # e.g. /sys/fs/cgroup/memory or /sys/fs/cgroup/unified
@@ -67,13 +68,13 @@ class Hierarchy:
     mount_root: str = "/"  # the cgroup the mount shows at its mountpoint (mountinfo field 4)
 
 
-@dataclass(frozen=True)
+@value
 class CgroupLayout:
     mode: str  # "v1" | "v2" | "hybrid"
     hierarchies: tuple[Hierarchy, ...]
 
 
-@dataclass(frozen=True)
+@value
 class CgroupStats:
     memory_usage: int = 0
     memory_limit: int = 0  # 0 = no limit
@@ -168,7 +169,7 @@ def _chain(mountpoint: str, leaf: str) -> list[str]:
 # --------------------------------------------------------------------------- detect
 
 
-@dataclass(frozen=True)
+@value
 class _Mount:
     root: str
     mountpoint: str
@@ -294,7 +295,7 @@ def _own_dir(h: Hierarchy) -> str:
     return path or "/"
 
 
-@dataclass(frozen=True)
+@value
 class _Entry:
     version: int
     mountpoint: str
@@ -605,10 +606,10 @@ class Cgroup:
             return (_read_opt(f"{e.path}/freezer.state") or "").strip() == "FROZEN"
         return _keyed(f"{e.path}/cgroup.events").get("frozen") == 1
 
-    def kill_all(self, sig: int = signal.SIGKILL) -> None:
+    def kill_all(self, sig: int = SIGKILL) -> None:
         """Signal every process; frozen meanwhile, so that none can fork away from it."""
         unified = self._v2()
-        if sig == signal.SIGKILL and unified is not None:
+        if sig == SIGKILL and unified is not None:
             try:
                 _write(f"{unified.path}/cgroup.kill", "1")  # kernel >= 5.14: atomic
                 return

@@ -21,10 +21,9 @@ gives the same limits under either runtime:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from berth.errors import InvalidArgument, Unsupported
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 

@@ -7,11 +7,14 @@ a closed pipe where a message was expected means the peer died, and says so.
 
 from __future__ import annotations
 
-import json
 import os
-from typing import Any
 
 from berth.errors import BerthError
+from berth.spec import jsonio
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Channel:
@@ -28,7 +31,7 @@ class Channel:
         return Channel(up_r, down_w), Channel(down_r, up_w)
 
     def send(self, msg_type: str, **fields: Any) -> None:
-        data = json.dumps({"type": msg_type, **fields}).encode() + b"\n"
+        data = jsonio.dumps({"type": msg_type, **fields}).encode() + b"\n"
         while data:
             data = data[os.write(self.write_fd, data) :]
 
@@ -45,7 +48,7 @@ class Channel:
                 raise BerthError(f"{peer} exited before sending {expected!r}")
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
-        msg: dict[str, Any] = json.loads(line)
+        msg: dict[str, Any] = jsonio.loads(line)
         if msg.get("type") == "error":
             raise BerthError.from_json(msg["error"])
         if msg.get("type") != expected:

@@ -9,15 +9,19 @@ on stderr naming what is wrong (and an ``error`` entry in ``--log``), exit statu
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from berth.errors import BerthError, InvalidArgument
 from berth.runtime import log
 from berth.runtime.store import DEFAULT_ROOT, Store
+from berth.spec import jsonio
+from berth.spec.value import field, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 VERSION = "1.2.0"  # the OCI runtime spec version we implement
 
@@ -99,7 +103,7 @@ global options: --root DIR (default /run/berth-runtime), --log FILE,
 """
 
 
-@dataclass
+@value(frozen=False)
 class Parsed:
     flags: dict[str, str | bool | list[str]] = field(default_factory=dict)
     positionals: list[str] = field(default_factory=list)
@@ -181,7 +185,8 @@ def _int_flag(parsed: Parsed, name: str) -> int:
 
 
 def _print_json(value: object, indent: int | None = 2) -> None:
-    sys.stdout.write(json.dumps(value, indent=indent) + "\n")
+    text = jsonio.dumps(value) if indent is None else jsonio.dumps_pretty(value, indent)
+    sys.stdout.write(text + "\n")
 
 
 def cmd_create(st: Store, p: Parsed, verb: str) -> int:
@@ -319,7 +324,7 @@ def cmd_spec(st: Store, p: Parsed, verb: str) -> int:
     path = os.path.join(bundle, "config.json")
     if os.path.exists(path):
         raise InvalidArgument(f"File {path} exists. Remove it first")
-    data = json.dumps(default_spec(rootless=p.on("rootless")), indent="\t")
+    data = jsonio.dumps_pretty(default_spec(rootless=p.on("rootless")), indent="\t")
     write_atomically(path, data.encode(), 0o666 & ~_umask())
     return 0
 

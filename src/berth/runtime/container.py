@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
-from dataclasses import dataclass
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import cgroups, hooks, store
+from berth.runtime import cgroups, hooks, signals, store
 from berth.runtime.create import CreateOptions, create
 from berth.spec.config import Spec
 from berth.spec.state import State, Status, check_operation
+from berth.spec.value import replace, value
 
 START_TIMEOUT = 10.0
 
 
-@dataclass
+@value(frozen=False)
 class Loaded:
     record: store.Record
-    status: Status
+    status: str
     cgroup: cgroups.Cgroup
 
     def state(self) -> State:
@@ -108,23 +107,10 @@ def _release(st: store.Store, loaded: Loaded) -> None:
     os.unlink(fifo)
 
 
-SIGNALS = {
-    name: int(sig)
-    for name, sig in signal.Signals.__members__.items()
-    if name.startswith("SIG") and not name.startswith("SIG_")
-}
-
-
 def parse_signal(text: str) -> int:
-    if text.isdigit():
-        number = int(text)
-        if 0 < number < 65:
-            return number
-    else:
-        name = text.upper()
-        name = name if name.startswith("SIG") else f"SIG{name}"
-        if name in SIGNALS:
-            return SIGNALS[name]
+    number = signals.parse(text)
+    if number is not None:
+        return number
     raise InvalidArgument(f"signal {text!r} is not a valid signal name or number")
 
 
@@ -159,7 +145,7 @@ def delete(st: store.Store, container_id: str, force: bool = False) -> None:
     check_operation(container_id, "delete --force" if force else "delete", loaded.status)
     if loaded.status != Status.STOPPED:
         loaded.cgroup.kill_all()
-        _signal(loaded.record.pid, signal.SIGKILL)
+        _signal(loaded.record.pid, signals.SIGKILL)
         _wait_gone(loaded.record)
     loaded.cgroup.kill_all()
     loaded.cgroup.destroy()
@@ -233,16 +219,20 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
     if detach:
         return 0
     forwarded = (
-        signal.SIGINT,
-        signal.SIGTERM,
-        signal.SIGHUP,
-        signal.SIGQUIT,
-        signal.SIGUSR1,
-        signal.SIGUSR2,
-        signal.SIGWINCH,
+        signals.SIGINT,
+        signals.SIGTERM,
+        signals.SIGHUP,
+        signals.SIGQUIT,
+        signals.SIGUSR1,
+        signals.SIGUSR2,
+        signals.SIGWINCH,
     )
+
+    def forward(signum: int, _frame: object) -> None:
+        _signal(created.pid, signum)
+
     for sig in forwarded:
-        signal.signal(sig, lambda n, _f, pid=created.pid: _signal(pid, n))
+        signals.set_handler(sig, forward)
     try:
         if foreground_tty and terminal_socket is not None:
             from berth.runtime import console
@@ -252,7 +242,7 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
         status = _wait_exit(created.pid)
     finally:
         for sig in forwarded:
-            signal.signal(sig, signal.SIG_DFL)
+            signals.set_handler(sig, signals.SIG_DFL)
         delete(st, container_id, force=True)
     return status
 
@@ -292,6 +282,4 @@ def _console_pair() -> tuple[str, int]:
 
 
 def _with_console(opts: CreateOptions, path: str) -> CreateOptions:
-    import dataclasses
-
-    return dataclasses.replace(opts, console_socket=path)
+    return replace(opts, console_socket=path)

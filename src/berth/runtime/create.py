@@ -10,19 +10,21 @@ the container's directory, so a failed create leaves nothing behind.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import signal
-from dataclasses import dataclass
-from typing import Any
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import capabilities, cgroups, hooks, init, log, rootfs, store
+from berth.runtime import capabilities, cgroups, hooks, init, log, rootfs, signals, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
+from berth.spec import jsonio
 from berth.spec.config import DeviceRule, Resources, Spec
 from berth.spec.state import State, Status
+from berth.spec.value import replace, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # Always allowed by the devices cgroup, whatever the config says (as runc does): mknod of any
 # node, and the default devices and ptys every container needs.
@@ -41,7 +43,7 @@ DEFAULT_DEVICE_RULES = (
 )
 
 
-@dataclass(frozen=True)
+@value
 class CreateOptions:
     bundle: str = "."
     pid_file: str | None = None
@@ -51,7 +53,7 @@ class CreateOptions:
     preserve_fds: int = 0
 
 
-@dataclass(frozen=True)
+@value
 class Bundle:
     path: str
     raw: dict[str, Any]
@@ -64,7 +66,7 @@ def load_bundle(bundle: str) -> Bundle:
     config_path = os.path.join(path, "config.json")
     try:
         with open(config_path, "rb") as f:
-            raw = json.loads(f.read())
+            raw = jsonio.loads(f.read())
     except FileNotFoundError:
         raise NotFound(f"bundle {path}: config.json does not exist") from None
     except ValueError as exc:
@@ -122,7 +124,7 @@ def open_namespace_paths(spec: Spec) -> dict[str, int]:
 def _resources(spec: Spec) -> Resources:
     res = spec.linux.resources or Resources()
     extra = tuple(DeviceRule(True, d.type, d.major, d.minor, "rwm") for d in spec.linux.devices)
-    return dataclasses.replace(res, devices=(*res.devices, *DEFAULT_DEVICE_RULES, *extra))
+    return replace(res, devices=(*res.devices, *DEFAULT_DEVICE_RULES, *extra))
 
 
 def _write_id_maps(pid: int, spec: Spec) -> None:
@@ -139,7 +141,7 @@ def _write_id_maps(pid: int, spec: Spec) -> None:
             raise InvalidArgument(f"linux.{field}: {text.strip()!r}: {exc.strerror}") from None
 
 
-@dataclass
+@value(frozen=False)
 class Created:
     record: store.Record
     pid: int
@@ -279,7 +281,7 @@ def _undo(st: store.Store, container_id: str, pid: int, cgroup: cgroups.Cgroup |
     """Remove whatever a failed create made; the original error is the one reported."""
     if pid > 0:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signals.SIGKILL)
         except ProcessLookupError:
             pass
         try:

@@ -9,22 +9,25 @@ close-on-exec channel as data; a silent close of that channel means execve succe
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from dataclasses import dataclass
 
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.runtime import init, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.runtime.container import load
-from berth.spec import fields
+from berth.spec import fields, jsonio
 from berth.spec.config import Capabilities, Process, User
 from berth.spec.state import check_operation
+from berth.spec.value import replace, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from berth.runtime.cgroups import Cgroup
+    from berth.runtime.seccomp import Filter
 
 
-@dataclass(frozen=True)
+@value
 class ExecOptions:
     process_file: str | None = None
     args: tuple[str, ...] = ()
@@ -47,7 +50,7 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
     if opts.process_file:
         try:
             with open(opts.process_file, "rb") as f:
-                raw = json.loads(f.read())
+                raw = jsonio.loads(f.read())
         except FileNotFoundError:
             raise NotFound(f"--process: {opts.process_file} does not exist") from None
         except ValueError as exc:
@@ -66,7 +69,7 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
         except ValueError:
             raise InvalidArgument(f"--user: {opts.user!r} must be UID[:GID]") from None
     if opts.additional_gids:
-        user = dataclasses.replace(user, additional_gids=opts.additional_gids)
+        user = replace(user, additional_gids=opts.additional_gids)
     caps = proc.capabilities
     if opts.caps and caps is not None:
         caps = Capabilities(
@@ -77,7 +80,7 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
                 for name in Capabilities.SETS
             )
         )
-    return dataclasses.replace(
+    return replace(
         proc,
         args=opts.args,
         env=(*proc.env, *opts.env),
@@ -167,24 +170,24 @@ def exec_in(
 
 def _child(
     sys_: s.Syscalls,
-    cgroup: object,
+    cgroup: Cgroup,
     ns_fds: dict[str, int],
     proc: Process,
-    seccomp_filter: object,
+    seccomp_filter: Filter | None,
     console_fd: int | None,
     channel: Channel,
     preserve_fds: int,
 ) -> None:
     try:
-        cgroup.add_process(0)  # type: ignore[attr-defined]
+        cgroup.add_process(0)
         init.join_namespaces(sys_, ns_fds)
         if console_fd is not None:
             from berth.runtime import console
 
             console.setup_terminal(console_fd, proc.console_height, proc.console_width)
-        executable = init.become_process(sys_, proc, seccomp_filter)  # type: ignore[arg-type]
+        executable = init.become_process(sys_, proc, seccomp_filter)
         if seccomp_filter is not None and init.seccomp_late(proc):
-            seccomp_filter.load()  # type: ignore[attr-defined]
+            seccomp_filter.load()
         os.closerange(3 + preserve_fds, channel.write_fd)
         os.closerange(channel.write_fd + 1, 1 << 16)
         init.exec_process(executable, proc)

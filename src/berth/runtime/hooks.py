@@ -9,10 +9,9 @@ lifecycle goes on. subprocess is imported only when a hook actually runs.
 
 from __future__ import annotations
 
-import json
-
 from berth.errors import BerthError
 from berth.runtime import log
+from berth.spec import jsonio
 from berth.spec.config import Hook, Hooks
 from berth.spec.state import State
 
@@ -27,7 +26,7 @@ def run_hook(hook: Hook, state: State, kind: str, index: int) -> None:
         result = subprocess.run(
             argv,
             executable=hook.path,
-            input=json.dumps(state.to_json()).encode(),
+            input=jsonio.dumps(state.to_json()).encode(),
             env=dict(e.split("=", 1) for e in hook.env),
             capture_output=True,
             timeout=hook.timeout,

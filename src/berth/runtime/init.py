@@ -16,21 +16,23 @@ child exits 1; after it, there is no one to tell but the container's stderr.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from dataclasses import dataclass
 
 from berth.errors import BerthError
-from berth.runtime import capabilities, hooks, process, rootfs
+from berth.runtime import capabilities, hooks, process, rootfs, signals
 from berth.runtime import syscalls as s
 from berth.runtime.cgroups import Cgroup, CgroupLayout
 from berth.runtime.channel import Channel
-from berth.runtime.seccomp import Filter
 from berth.spec.config import Process, Spec
 from berth.spec.state import State, Status
+from berth.spec.value import value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from berth.runtime.seccomp import Filter
 
 
-@dataclass
+@value(frozen=False)
 class InitContext:
     container_id: str
     spec: Spec
@@ -109,7 +111,7 @@ def exec_process(executable: str, proc: Process) -> None:
     os.execve(executable, list(proc.args), env)
 
 
-def _state(ctx: InitContext, pid: int, status: Status) -> State:
+def _state(ctx: InitContext, pid: int, status: str) -> State:
     return State(
         ctx.container_id, status, pid, ctx.bundle, ctx.rootfs, annotations=ctx.spec.annotations
     )
@@ -136,18 +138,44 @@ def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
         os._exit(127 if isinstance(exc, OSError) else 1)
 
 
+class _Go:
+    """The parent's ``go``: we are in the container's cgroups (and have our id maps).
+
+    Awaited as late as possible — before the first cgroup mount, or after the other mounts —
+    so the root filesystem is built while the parent waits out the kernel's cgroup migration
+    (an RCU grace period, ~10 ms). Then the cgroup namespace is made or joined.
+    """
+
+    def __init__(self, ctx: InitContext, sys_: s.Syscalls) -> None:
+        self.ctx = ctx
+        self.sys = sys_
+        self.host_pid = 0
+
+    def __call__(self) -> int:
+        if not self.host_pid:
+            self.host_pid = int(self.ctx.channel.receive("go", peer="runtime")["pid"])
+            cgroup_fd = self.ctx.join_fds.pop("cgroup", None)
+            if cgroup_fd is not None:
+                join_namespaces(self.sys, {"cgroup": cgroup_fd})
+            elif "cgroup" in self.ctx.namespaces:
+                self.sys.unshare(s.CLONE_NEWCGROUP)
+        return self.host_pid
+
+
 def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
-    sys_.prctl(s.PR_SET_PDEATHSIG, signal.SIGKILL)
-    go = ctx.channel.receive("go", peer="runtime")
-    host_pid = int(go["pid"])
-    join_namespaces(sys_, ctx.join_fds)
-    if "cgroup" in ctx.namespaces and "cgroup" not in ctx.join_fds:
-        sys_.unshare(s.CLONE_NEWCGROUP)
+    sys_.prctl(s.PR_SET_PDEATHSIG, signals.SIGKILL)
+    go = _Go(ctx, sys_)
+    if "user" in ctx.namespaces:
+        go()  # in a new user namespace nothing works before the id maps are written
+    join_namespaces(sys_, {k: fd for k, fd in ctx.join_fds.items() if k != "cgroup"})
     if ctx.spec.hostname:
         sys_.sethostname(ctx.spec.hostname)
     if ctx.spec.domainname:
         sys_.setdomainname(ctx.spec.domainname)
-    rootfs.prepare(sys_, ctx.spec, ctx.rootfs, ctx.layout, ctx.cgroup, ctx.namespaces)
+    rootfs.prepare(
+        sys_, ctx.spec, ctx.rootfs, ctx.layout, ctx.cgroup, ctx.namespaces, before_cgroups=go
+    )
+    host_pid = go()
     ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
     ctx.channel.send("prestart")
     ctx.channel.receive("hooks-done", peer="runtime")

@@ -8,10 +8,11 @@ container start.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from berth.spec import jsonio
 
 _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
@@ -40,9 +41,9 @@ def entry(level: str, msg: str) -> None:
     if level == "debug" and not CONFIG.debug:
         return
     if CONFIG.json_format:
-        line = json.dumps({"level": level, "msg": msg, "time": _timestamp()})
+        line = jsonio.dumps({"level": level, "msg": msg, "time": _timestamp()})
     else:
-        line = f'time="{_timestamp()}" level={level} msg={json.dumps(msg)}'
+        line = f'time="{_timestamp()}" level={level} msg={jsonio.dumps(msg)}'
     if CONFIG.path is None:
         if level != "error":  # errors reach stderr through the CLI's one-line message
             sys.stderr.write(line + "\n")

@@ -7,9 +7,8 @@ in the tables is filesystem data (``mode=755,size=64k``) handed to the filesyste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from berth.runtime import syscalls as s
+from berth.spec.value import value
 
 # option -> (flags to set, flags to clear)
 FLAGS: dict[str, tuple[int, int]] = {
@@ -69,7 +68,7 @@ REMOUNT_FLAGS = (
 )
 
 
-@dataclass(frozen=True)
+@value
 class ParsedOptions:
     flags: int
     propagation: tuple[int, ...]

@@ -15,13 +15,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Sequence
 
 from berth.errors import BerthError, InvalidArgument
 from berth.runtime import mountopts
 from berth.runtime import syscalls as s
 from berth.runtime.cgroups import Cgroup, CgroupLayout
 from berth.spec.config import Device, Mount, Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 DEFAULT_DEVICES = (
     Device("/dev/null", "c", 1, 3, 0o666, 0, 0),
@@ -261,8 +264,10 @@ def prepare(
     layout: CgroupLayout | None,
     cgroup: Cgroup | None,
     namespaces: set[str],
+    before_cgroups: Callable[[], object] = lambda: None,
 ) -> None:
-    """Everything before pivot_root, in the container's mount namespace."""
+    """Everything before pivot_root, in the container's mount namespace; ``before_cgroups``
+    runs once the first cgroup mount is reached (the init must be in its cgroups by then)."""
     propagation = spec.linux.rootfs_propagation
     flag = mountopts.PROPAGATION.get(propagation, s.MS_SLAVE | s.MS_REC)
     if flag & (s.MS_SHARED | s.MS_UNBINDABLE):
@@ -273,6 +278,8 @@ def prepare(
     _make_parent_private(sys, rootfs)
     sys.mount(rootfs, rootfs, None, s.MS_BIND | s.MS_REC, None)
     for i, mount in enumerate(spec.mounts):
+        if mount.type == "cgroup":
+            before_cgroups()
         try:
             mount_one(sys, rootfs, mount, f"mounts[{i}]", layout, cgroup, namespaces)
         except BerthError:

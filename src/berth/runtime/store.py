@@ -10,28 +10,30 @@ fifo still there; is the cgroup frozen), never trusted from the file.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from berth.errors import AlreadyExists, InvalidArgument, NotFound
+from berth.spec import jsonio
 from berth.spec.state import Status
+from berth.spec.value import field, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 DEFAULT_ROOT = "/run/berth-runtime"
 RECORD = "state.json"
 EXEC_FIFO = "exec.fifo"
-_ID = re.compile(r"^[\w+\-.]+$")
+_ID_PUNCTUATION = frozenset("_+-.")
 
 
 def check_id(container_id: str) -> str:
     if (
         not container_id
         or len(container_id) > 1024
-        or not _ID.match(container_id)
+        or not all(c.isalnum() or c in _ID_PUNCTUATION for c in container_id)
         or container_id in (".", "..")
     ):
         raise InvalidArgument(
@@ -72,7 +74,7 @@ def process_start_time(pid: int) -> int | None:
     return int(rest[19])
 
 
-@dataclass
+@value(frozen=False)
 class Record:
     """What the runtime keeps about one container between invocations."""
 
@@ -143,14 +145,14 @@ class Store:
         return path
 
     def save(self, record: Record) -> None:
-        data = json.dumps(record.to_json(), separators=(",", ":")).encode()
+        data = jsonio.dumps(record.to_json()).encode()
         write_atomically(os.path.join(self.dir(record.id), RECORD), data)
 
     def load(self, container_id: str) -> Record:
         path = os.path.join(self.dir(container_id), RECORD)
         try:
             with open(path, "rb") as f:
-                return Record.from_json(json.loads(f.read()))
+                return Record.from_json(jsonio.loads(f.read()))
         except FileNotFoundError:
             raise NotFound(f"container {container_id!r} does not exist") from None
 
@@ -158,7 +160,21 @@ class Store:
         return os.path.isdir(self.dir(container_id))
 
     def remove(self, container_id: str) -> None:
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+        """Remove the container's directory (flat: the record, the fifo, temp files)."""
+        path = self.dir(container_id)
+        try:
+            names = os.listdir(path)
+        except FileNotFoundError:
+            return
+        for name in names:
+            try:
+                os.unlink(os.path.join(path, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
 
     def ids(self) -> list[str]:
         try:
@@ -167,7 +183,7 @@ class Store:
             return []
         return sorted(n for n in names if os.path.isfile(os.path.join(self.root, n, RECORD)))
 
-    def status(self, record: Record, frozen: bool) -> Status:
+    def status(self, record: Record, frozen: bool) -> str:
         if not record.init_alive():
             return Status.STOPPED
         if os.path.exists(self.fifo(record.id)):

@@ -218,7 +218,8 @@ class Syscalls:
 
     def join_session_keyring(self, name: str) -> bool:
         """A new session keyring (runc's default); False where the kernel refuses it."""
-        return self._c.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, name.encode()) >= 0
+        result: int = self._c.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, name.encode())
+        return result >= 0
 
     def pidfd_open(self, pid: int) -> int:
         return self._check(self._c.syscall(_SYS_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")

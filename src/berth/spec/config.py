@@ -1,4 +1,4 @@
-"""The OCI runtime configuration (config.json, runtime spec 1.2) as frozen dataclasses.
+"""The OCI runtime configuration (config.json, runtime spec 1.2) as frozen value classes.
 
 Rules: ``Spec.from_json`` is the one way in; it checks types and required fields against the
 spec's schema and raises ``InvalidArgument`` naming the dotted field path. Field names are the
@@ -8,11 +8,14 @@ belong to the runtime, not here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from berth.errors import InvalidArgument
 from berth.spec import fields as f
+from berth.spec.value import field, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 HOOK_KINDS = (
@@ -37,11 +40,13 @@ SECCOMP_OPS = (
 
 def _choice(value: str, allowed: tuple[str, ...], path: str) -> str:
     if value not in allowed:
-        raise InvalidArgument(f"{path}: {value!r} is not one of {', '.join(a for a in allowed if a)}")
+        raise InvalidArgument(
+            f"{path}: {value!r} is not one of {', '.join(a for a in allowed if a)}"
+        )
     return value
 
 
-@dataclass(frozen=True)
+@value
 class Root:
     path: str
     readonly: bool = False
@@ -51,7 +56,7 @@ class Root:
         return Root(path=f.string(d, "path", p), readonly=f.boolean(d, "readonly", p))
 
 
-@dataclass(frozen=True)
+@value
 class User:
     uid: int = 0
     gid: int = 0
@@ -68,7 +73,7 @@ class User:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Capabilities:
     bounding: tuple[str, ...] = ()
     effective: tuple[str, ...] = ()
@@ -83,7 +88,7 @@ class Capabilities:
     SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 
 
-@dataclass(frozen=True)
+@value
 class Rlimit:
     type: str
     hard: int
@@ -101,7 +106,7 @@ class Rlimit:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Process:
     args: tuple[str, ...]
     cwd: str
@@ -149,7 +154,7 @@ class Process:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Mount:
     destination: str
     type: str = ""
@@ -169,7 +174,7 @@ class Mount:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Hook:
     path: str
     args: tuple[str, ...] = ()
@@ -189,7 +194,7 @@ class Hook:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Hooks:
     by_kind: dict[str, tuple[Hook, ...]]
 
@@ -204,7 +209,7 @@ class Hooks:
         return Hooks({kind: f.items(d, kind, p, Hook.from_json) for kind in HOOK_KINDS})
 
 
-@dataclass(frozen=True)
+@value
 class Namespace:
     type: str
     path: str = ""
@@ -217,7 +222,7 @@ class Namespace:
         )
 
 
-@dataclass(frozen=True)
+@value
 class IDMapping:
     container_id: int
     host_id: int
@@ -232,7 +237,7 @@ class IDMapping:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Device:
     path: str
     type: str
@@ -257,7 +262,7 @@ class Device:
         )
 
 
-@dataclass(frozen=True)
+@value
 class DeviceRule:
     allow: bool
     type: str = "a"
@@ -279,7 +284,7 @@ class DeviceRule:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Memory:
     limit: int | None = None
     reservation: int | None = None
@@ -290,7 +295,7 @@ class Memory:
     disable_oom_killer: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class CPU:
     shares: int | None = None
     quota: int | None = None
@@ -303,7 +308,7 @@ class CPU:
     idle: int | None = None
 
 
-@dataclass(frozen=True)
+@value
 class Resources:
     devices: tuple[DeviceRule, ...] = ()
     memory: Memory | None = None
@@ -357,7 +362,7 @@ class Resources:
         )
 
 
-@dataclass(frozen=True)
+@value
 class SeccompArg:
     index: int
     value: int
@@ -374,7 +379,7 @@ class SeccompArg:
         )
 
 
-@dataclass(frozen=True)
+@value
 class SeccompSyscall:
     names: tuple[str, ...]
     action: str
@@ -394,7 +399,7 @@ class SeccompSyscall:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Seccomp:
     default_action: str
     default_errno_ret: int | None = None
@@ -415,7 +420,7 @@ class Seccomp:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Linux:
     namespaces: tuple[Namespace, ...] = ()
     uid_mappings: tuple[IDMapping, ...] = ()
@@ -463,7 +468,7 @@ class Linux:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Spec:
     oci_version: str
     root: Root | None = None

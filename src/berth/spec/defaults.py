@@ -9,9 +9,12 @@ the result.
 
 from __future__ import annotations
 
-from typing import Any
-
 from berth import __version__
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 OCI_VERSION = "1.0.2-dev"  # the version runc 1.1.5 writes into `runc spec`
 OCI_VERSION_MIN = "1.0.0"

@@ -7,14 +7,15 @@ optional fields give the default; nothing here coerces one JSON type into anothe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar
-
 from berth.errors import InvalidArgument
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
-Obj = dict[str, Any]
+    T = TypeVar("T")
+    Obj = dict[str, Any]
 
 
 def fail(path: str, expected: str, value: Any) -> InvalidArgument:
@@ -124,9 +125,7 @@ def string_map(parent: Obj, key: str, path: str) -> dict[str, str]:
     return dict(value)
 
 
-def items(
-    parent: Obj, key: str, path: str, read: Callable[[Obj, str], T]
-) -> tuple[T, ...]:
+def items(parent: Obj, key: str, path: str, read: Callable[[Obj, str], T]) -> tuple[T, ...]:
     """Read a list of objects, each with ``read(object, "path[i]")``."""
     value = parent.get(key)
     if value is None:
