@@ -171,6 +171,8 @@ class Runtime:
     root: Path
     io_dir: Path
     ids: list[str] = field(default_factory=list)
+    _stems: dict[str, list[Path]] = field(default_factory=dict, repr=False)
+    _made: dict[str, Path] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def new_id(prefix: str = "test") -> str:
@@ -194,39 +196,68 @@ class Runtime:
         if cid not in self.ids:
             self.ids.append(cid)
 
-    def _io(self, cid: str, suffix: str) -> Path:
-        """A file in io_dir for ``cid``, even for malformed ids such as "../x"."""
+    def _stem(self, cid: str) -> Path:
+        """Fresh file names in io_dir for one create/run call of ``cid`` (a malformed id such
+        as "../x" gets a hashed name): a later call never mixes into an earlier one's files."""
         name = cid if _plain(cid) else "bad-" + hashlib.sha1(cid.encode()).hexdigest()[:12]
-        return self.io_dir / f"{name}.{suffix}"
+        stems = self._stems.setdefault(cid, [])
+        stems.append(self.io_dir / f"{name}.{len(stems)}")
+        return stems[-1]
+
+    def _current(self, cid: str) -> Path | None:
+        """The files of the call that made ``cid`` (else its latest call)."""
+        return self._made.get(cid) or (self._stems.get(cid) or [None])[-1]
 
     def pid_file(self, cid: str) -> Path:
-        return self._io(cid, "pid")
+        """The --pid-file of the call that made container ``cid``."""
+        stem = self._current(cid)
+        assert stem is not None, f"no create/run of {cid} yet"
+        return stem.with_suffix(stem.suffix + ".pid")
 
-    def _detached(
-        self, args: list[str], cid: str, timeout: float
+    def _call(
+        self, verb: str, cid: str, path: Path, extra: Sequence[str], detach: bool, timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        out, err = self._io(cid, "out"), self._io(cid, "err")
-        with out.open("ab") as fout, err.open("ab") as ferr:
+        self._track(cid)
+        stem = self._stem(cid)
+        out, err = (stem.with_suffix(stem.suffix + s) for s in (".out", ".err"))
+        pid = stem.with_suffix(stem.suffix + ".pid")
+        args = [self.binary, "--root", str(self.root), verb, *(["-d"] if detach else [])]
+        args += ["--bundle", str(path), "--pid-file", str(pid), *extra, cid]
+        if verb == "run" and not detach:  # foreground: the container's output is captured
             proc = subprocess.run(
-                [self.binary, "--root", str(self.root), *args],
+                args,
                 check=False,
                 stdin=subprocess.DEVNULL,
-                stdout=fout,
-                stderr=ferr,
+                capture_output=True,
+                text=True,
                 timeout=timeout,
             )
-        return subprocess.CompletedProcess(
-            proc.args,
-            proc.returncode,
-            out.read_text(errors="replace"),
-            err.read_text(errors="replace"),
-        )
+        else:  # the container outlives the command: its stdio goes to files, never pipes
+            with out.open("wb") as fout, err.open("wb") as ferr:
+                done = subprocess.run(
+                    args,
+                    check=False,
+                    stdin=subprocess.DEVNULL,
+                    stdout=fout,
+                    stderr=ferr,
+                    timeout=timeout,
+                )
+            proc = subprocess.CompletedProcess(
+                args, done.returncode, out.read_text(errors="replace"),
+                err.read_text(errors="replace"),
+            )  # fmt: skip
+        if proc.returncode == 0:
+            self._made[cid] = stem
+        return proc
 
     def output(self, cid: str) -> tuple[str, str]:
         """What a created/detached container (and the runtime) wrote so far: (stdout, stderr)."""
-        out, err = self._io(cid, "out"), self._io(cid, "err")
-        read = lambda p: p.read_text(errors="replace") if p.exists() else ""  # noqa: E731
-        return read(out), read(err)
+        stem = self._current(cid)
+        if stem is None:
+            return "", ""
+        files = (stem.with_suffix(stem.suffix + s) for s in (".out", ".err"))
+        out, err = (f.read_text(errors="replace") if f.exists() else "" for f in files)
+        return out, err
 
     # -- verbs
     def run(
@@ -238,20 +269,14 @@ class Runtime:
         extra: Sequence[str] = (),
         timeout: float = TIMEOUT,
     ) -> subprocess.CompletedProcess[str]:
-        self._track(cid)
         path = bundle.path if isinstance(bundle, Bundle) else bundle
-        args = ["run", "--bundle", str(path), "--pid-file", str(self.pid_file(cid)), *extra]
-        if detach:
-            return self._detached([*args[:1], "-d", *args[1:], cid], cid, timeout)
-        return self(*args, cid, timeout=timeout)
+        return self._call("run", cid, path, extra, detach, timeout)
 
     def create(
         self, bundle: Bundle | Path, cid: str, *, extra: Sequence[str] = ()
     ) -> subprocess.CompletedProcess[str]:
-        self._track(cid)
         path = bundle.path if isinstance(bundle, Bundle) else bundle
-        args = ["create", "--bundle", str(path), "--pid-file", str(self.pid_file(cid)), *extra]
-        return self._detached([*args, cid], cid, TIMEOUT)
+        return self._call("create", cid, path, extra, False, TIMEOUT)
 
     def start(self, cid: str) -> subprocess.CompletedProcess[str]:
         return self("start", cid)
@@ -299,9 +324,10 @@ class Runtime:
                 found.append(f"{cid}: still known to `state`")
         except (OSError, subprocess.TimeoutExpired):
             pass  # a runtime that cannot even run has no state to leave
-        pid = _read_pid(self.pid_file(cid))
-        if pid is not None and _still_alive(pid, kill=kill):
-            found.append(f"{cid}: process {pid} still alive" + ("; killed it" if kill else ""))
+        for stem in self._stems.get(cid, []):
+            pid = _read_pid(stem.with_suffix(stem.suffix + ".pid"))
+            if pid is not None and _still_alive(pid, kill=kill):
+                found.append(f"{cid}: process {pid} alive" + ("; killed it" if kill else ""))
         found.extend(f"{cid}: cgroup left behind: {p}" for p in container_cgroups(cid))
         return found
 

@@ -8,7 +8,7 @@ The OOM report through ``events --stats`` is Berth's own contract (runc has none
 carry no OOM counter and it refuses ``events`` for a container that is not running): while a
 container exists (created or stopped), ``berth-runtime events --stats <id>`` prints one
 runc-shaped stats event, ``{"type": "stats", "id": <id>, "data": {"memory": {...}}}``, whose
-``data.memory.oom_kill`` is the kernel's count of OOM kills in the container's memory cgroup
+``data.memory.oomKills`` is the kernel's count of OOM kills in the container's memory cgroup
 (``oom_kill`` of memory.oom_control on cgroup v1, of memory.events on v2).
 """
 
@@ -56,7 +56,7 @@ def _oom_kills(runtime, cid: str) -> int:
     assert proc.returncode == 0, proc.stderr
     event = json.loads(proc.stdout)
     assert event["type"] == "stats" and event["id"] == cid, event
-    return int(event["data"]["memory"]["oom_kill"])
+    return int(event["data"]["memory"]["oomKills"])
 
 
 def test_events_stats_reports_the_oom_kill(runtime, bundle):
