@@ -39,7 +39,8 @@ if [ -f /sys/fs/cgroup/memory.max ]; then
 else
   echo "memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) bytes"
   echo "pids:   $(cat /sys/fs/cgroup/pids/pids.max)"
-  echo "cpu:    $(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us) us per $(cat /sys/fs/cgroup/cpu/cpu.cfs_period_us) us"
+  cpu=/sys/fs/cgroup/cpu
+  echo "cpu:    $(cat $cpu/cpu.cfs_quota_us) us per $(cat $cpu/cpu.cfs_period_us) us"
 fi
 section "capabilities"; grep Cap /proc/self/status
 section "a write to a read-only path"
