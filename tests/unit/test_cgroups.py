@@ -272,9 +272,9 @@ def test_plan_default_relative_and_absolute_paths(tmp_path: Path) -> None:
     layout = host.layout()
     mem, cpu, uni = (str(host.cg / n) for n in ("memory", "cpu", "unified"))
     default = Cgroup.plan(layout, "", "c1")
-    assert default.paths[mem] == f"{mem}{OWN_MEMORY}/berth/c1"  # under our own cgroup
-    assert default.paths[cpu] == f"{cpu}/berth/c1"
-    assert default.paths[uni] == f"{uni}/berth/c1"
+    assert default.paths[mem] == f"{mem}{OWN_MEMORY}/c1"  # under our own cgroup
+    assert default.paths[cpu] == f"{cpu}/c1"
+    assert default.paths[uni] == f"{uni}/c1"
     relative = Cgroup.plan(layout, "./pods//p1/", "c1")
     assert relative.paths[mem] == f"{mem}{OWN_MEMORY}/pods/p1"
     absolute = Cgroup.plan(layout, "/machine/c1", "c1")
@@ -285,7 +285,7 @@ def test_plan_default_relative_and_absolute_paths(tmp_path: Path) -> None:
 def test_plan_v2_relative_goes_under_the_parent_of_our_own_cgroup(tmp_path: Path) -> None:
     host = v2_host(tmp_path, own="/user.slice/session-1.scope")
     cg = Cgroup.plan(host.layout(), "", "c1")
-    assert cg.paths == {str(host.cg): f"{host.cg}/user.slice/berth/c1"}
+    assert cg.paths == {str(host.cg): f"{host.cg}/user.slice/c1"}
 
 
 @pytest.mark.parametrize(
@@ -314,7 +314,7 @@ def test_plan_rejects_an_id_that_cannot_name_a_cgroup(tmp_path: Path) -> None:
 
 def test_json_round_trip_keeps_what_was_created(hybrid: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = hybrid
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     again = Cgroup.from_json(cg.to_json())
     assert again.paths == cg.paths and again.created == cg.created
@@ -340,7 +340,7 @@ def test_create_records_only_what_it_made_and_destroy_removes_only_that(
     host, _ = hybrid
     (host.cg / "pids" / "berth").mkdir()  # a shared parent someone else made
     Path(host.cg / "pids" / "berth" / "cgroup.procs").write_text("")
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     pids_dir = str(host.cg / "pids" / "berth")
     assert pids_dir not in cg.created
@@ -357,7 +357,7 @@ def test_create_records_only_what_it_made_and_destroy_removes_only_that(
 
 def test_create_copies_cpuset_down_the_chain(hybrid: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = hybrid
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     leaf = cg.paths[str(host.cg / "cpuset")]
     assert read(f"{leaf}/cpuset.cpus") == "0-1" and read(f"{leaf}/cpuset.mems") == "0"
@@ -367,7 +367,7 @@ def test_create_copies_cpuset_down_the_chain(hybrid: tuple[FakeHost, FakeKernel]
 
 def test_create_failure_removes_what_it_made(hybrid: tuple[FakeHost, FakeKernel]) -> None:
     host, kernel = hybrid
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     kernel.fail_mkdir.add(cg.paths[str(host.cg / "cpu")])  # a late hierarchy fails
     with pytest.raises(FailedPrecondition, match="No space left on device"):
         cg.create()
@@ -381,7 +381,7 @@ def test_create_failure_removes_what_it_made(hybrid: tuple[FakeHost, FakeKernel]
 def test_create_failure_on_a_file_in_the_way(hybrid: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = hybrid
     write(host.cg / "unified" / "berth", "not a directory")
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     with pytest.raises(FailedPrecondition, match="unified/berth"):
         cg.create()
     assert not (host.cg / "memory" / OWN_MEMORY.strip("/") / "berth").exists()
@@ -389,7 +389,7 @@ def test_create_failure_on_a_file_in_the_way(hybrid: tuple[FakeHost, FakeKernel]
 
 def test_create_v2_enables_controllers_in_every_ancestor(v2: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = v2
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     expected = "+cpu +cpuset +io +memory +pids"
     assert read(host.cg / "cgroup.subtree_control") == expected
@@ -405,7 +405,7 @@ def test_create_v2_enables_controllers_in_every_ancestor(v2: tuple[FakeHost, Fak
 
 def test_create_v2_enable_failure_cleans_up(v2: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = v2
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     os.unlink(host.cg / "user.slice" / "user-0.slice" / "cgroup.subtree_control")
     os.mkdir(host.cg / "user.slice" / "user-0.slice" / "cgroup.subtree_control")  # EISDIR
     with pytest.raises(FailedPrecondition, match="subtree_control"):
@@ -415,7 +415,7 @@ def test_create_v2_enable_failure_cleans_up(v2: tuple[FakeHost, FakeKernel]) -> 
 
 def test_destroy_retries_busy_then_reports(hybrid: tuple[FakeHost, FakeKernel]) -> None:
     host, _ = hybrid
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     pids_leaf = cg.paths[str(host.cg / "pids")]
     write(f"{pids_leaf}/cgroup.procs", "4242\n")  # a process that never leaves
@@ -432,7 +432,7 @@ def test_destroy_removes_sub_cgroups_the_container_made(
     hybrid: tuple[FakeHost, FakeKernel],
 ) -> None:
     host, kernel = hybrid
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     cg.create()
     leaf = cg.paths[str(host.cg / "memory")]
     kernel.mkdir(f"{leaf}/inner")
@@ -499,7 +499,7 @@ def test_apply_unified_on_pure_v1_is_unsupported(tmp_path: Path) -> None:
     host = FakeHost(tmp_path)
     host.mount("cgroup", host.cg / "memory", "rw,memory")
     host.membership = ["1:memory:/"]
-    cg = Cgroup.plan(host.layout(), "", "c1")
+    cg = Cgroup.plan(host.layout(), "berth/c1", "c1")
     with pytest.raises(Unsupported, match=r"linux\.resources\.unified"):
         cg.apply(Resources(unified={"memory.high": "1G"}))
 
@@ -531,7 +531,7 @@ def test_apply_maps_kernel_refusals_to_the_oci_field(hybrid: tuple[FakeHost, Fak
 
 
 def test_apply_before_create_says_the_cgroup_is_missing(tmp_path: Path) -> None:
-    cg = Cgroup.plan(hybrid_host(tmp_path).layout(), "", "c1")
+    cg = Cgroup.plan(hybrid_host(tmp_path).layout(), "berth/c1", "c1")
     with pytest.raises(FailedPrecondition, match="does not exist"):
         cg.apply(Resources(pids_limit=5))
 

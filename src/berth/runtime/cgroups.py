@@ -11,7 +11,7 @@ Rules:
   matched to the caller's cgroups in ``<proc>/<pid>/cgroup``; named v1 hierarchies
   (``name=systemd``) are ignored. On a hybrid host v1 is used for every controller v1 has; the
   unified hierarchy only for controllers found nowhere else (it is still joined, as runc does).
-- Paths (``linux.cgroupsPath``): "" means ``berth/<container id>``; a relative path goes under
+- Paths (``linux.cgroupsPath``): "" means ``<container id>`` (as runc); a relative path goes under
   the caller's own cgroup in each hierarchy -- on cgroup v2 under the *parent* of the caller's
   cgroup, as runc does, because the no-internal-process rule forbids enabling controllers below
   a cgroup that holds the caller; an absolute path is taken from the hierarchy root. ``..``
@@ -269,7 +269,7 @@ def _inner_path(cgroups_path: str, container_id: str) -> str:
     if not cgroups_path:
         if not container_id or "/" in container_id or container_id in (".", ".."):
             raise InvalidArgument(f"container id {container_id!r} cannot name a cgroup")
-        return f"berth/{container_id}"
+        return container_id
     if "\0" in cgroups_path or "\n" in cgroups_path:
         raise InvalidArgument(f"{field}: {cgroups_path!r} contains a NUL or newline")
     if len(cgroups_path.split(":")) == 3:

@@ -5,21 +5,26 @@ console-socket protocol runc uses to hand its master end to the caller (podman's
 Rules: the pty is opened in the container's own devpts (after pivot_root), so the container
 sees /dev/pts/0; the master is sent over the console socket with SCM_RIGHTS (one fd, the
 payload is the path "/dev/ptmx"), then closed in the container; the slave becomes the
-process's controlling terminal and stdio. socket/termios are imported only when a terminal is
-asked for.
+process's controlling terminal and stdio. This module is imported only when a terminal is asked
+for (and then before pivot_root, so that its own imports still resolve).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
+import socket
+import struct
+import tempfile
+import termios
+import tty
 
 from berth.errors import InvalidArgument
 
 
 def connect(path: str) -> int:
     """Connect to a console socket; the returned fd is inherited by the container's init."""
-    import socket
-
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -33,11 +38,6 @@ def connect(path: str) -> int:
 
 def setup_terminal(console_fd: int, height: int, width: int) -> None:
     """In the container: make a pty, send its master away, make the slave our terminal."""
-    import fcntl
-    import socket
-    import struct
-    import termios
-
     master, slave = os.openpty()
     try:
         if height and width:
@@ -57,15 +57,30 @@ def setup_terminal(console_fd: int, height: int, width: int) -> None:
         os.close(slave)
 
 
-def receive_master(listen_fd: int) -> int:
-    """The caller's side: receive the pty master sent by the container."""
-    import socket
+def listen() -> tuple[str, int]:
+    """A console socket of our own, in a fresh temp dir: (path, listening fd)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="berth-console-"), "console.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1)
+    return path, sock.detach()
 
+
+def discard(path: str, listen_fd: int) -> None:
+    """Close a ``listen`` socket and remove it with its temp dir."""
+    os.close(listen_fd)
+    os.unlink(path)
+    os.rmdir(os.path.dirname(path))
+
+
+def receive_master(path: str, listen_fd: int) -> int:
+    """The caller's side of ``listen``: receive the pty master the container sent, and
+    remove the socket and its temp dir."""
     listener = socket.socket(fileno=listen_fd)
     try:
         conn, _ = listener.accept()
     finally:
-        listener.close()
+        discard(path, listener.detach())
     try:
         _, fds, _, _ = socket.recv_fds(conn, 64, 1)
     finally:
@@ -77,10 +92,6 @@ def receive_master(listen_fd: int) -> int:
 
 def proxy(master: int) -> None:
     """Copy between our stdio and the container's terminal until the terminal closes."""
-    import select
-    import termios
-    import tty
-
     saved = None
     if os.isatty(0):
         saved = termios.tcgetattr(0)

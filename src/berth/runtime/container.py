@@ -14,11 +14,14 @@ import select
 import time
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import cgroups, hooks, signals, store
-from berth.runtime.create import CreateOptions, create
+from berth.runtime import cgroups, hooks, process, signals, store
 from berth.spec.config import Spec
 from berth.spec.state import State, Status, check_operation
 from berth.spec.value import replace, value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from berth.runtime.create import CreateOptions
 
 START_TIMEOUT = 10.0
 
@@ -202,15 +205,23 @@ def stats(st: store.Store, container_id: str) -> cgroups.CgroupStats:
 def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -> int:
     """create + start; in the foreground also wait, forward signals and delete. Returns the
     exit status as a shell reports it (128 + signal for a killed process)."""
-    terminal_socket = None
-    foreground_tty = False
-    if not detach and opts.console_socket is None:
-        spec_terminal = _wants_terminal(opts.bundle)
-        if spec_terminal:
-            terminal_socket = _console_pair()
-            opts = _with_console(opts, terminal_socket[0])
-            foreground_tty = True
-    created = create(st, container_id, opts, foreground=not detach)
+    from berth.runtime.create import create, load_bundle
+
+    bundle = load_bundle(opts.bundle)
+    proc = bundle.spec.process
+    # a foreground terminal with no console socket given is ours: we relay it to our stdio
+    terminal_socket: tuple[str, int] | None = None
+    if not detach and opts.console_socket is None and proc is not None and proc.terminal:
+        from berth.runtime import console
+
+        terminal_socket = console.listen()
+        opts = replace(opts, console_socket=terminal_socket[0])
+    try:
+        created = create(st, container_id, opts, foreground=not detach, bundle=bundle)
+    except BaseException:
+        if terminal_socket is not None:
+            console.discard(*terminal_socket)
+        raise
     try:
         start(st, container_id)
     except BaseException:
@@ -234,52 +245,12 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
     for sig in forwarded:
         signals.set_handler(sig, forward)
     try:
-        if foreground_tty and terminal_socket is not None:
-            from berth.runtime import console
-
-            master = console.receive_master(terminal_socket[1])
+        if terminal_socket is not None:
+            master = console.receive_master(*terminal_socket)
             console.proxy(master)
-        status = _wait_exit(created.pid)
+        status = process.wait_exit(created.pid)
     finally:
         for sig in forwarded:
             signals.set_handler(sig, signals.SIG_DFL)
         delete(st, container_id, force=True)
     return status
-
-
-def _wait_exit(pid: int) -> int:
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            return 0
-        if os.WIFSIGNALED(status):
-            return 128 + os.WTERMSIG(status)
-        if os.WIFEXITED(status):
-            return os.WEXITSTATUS(status)
-
-
-def _wants_terminal(bundle: str) -> bool:
-    from berth.runtime.create import load_bundle
-
-    proc = load_bundle(bundle).spec.process
-    return bool(proc and proc.terminal)
-
-
-def _console_pair() -> tuple[str, int]:
-    """A listening console socket in a temp dir: (path, listening fd)."""
-    import socket
-    import tempfile
-
-    directory = tempfile.mkdtemp(prefix="berth-console-")
-    path = os.path.join(directory, "console.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    sock.listen(1)
-    return path, sock.detach()
-
-
-def _with_console(opts: CreateOptions, path: str) -> CreateOptions:
-    return replace(opts, console_socket=path)

@@ -17,7 +17,7 @@ from berth.runtime import capabilities, cgroups, hooks, init, log, rootfs, signa
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.spec import jsonio
-from berth.spec.config import DeviceRule, Resources, Spec
+from berth.spec.config import DeviceRule, IDMapping, Resources, Spec
 from berth.spec.state import State, Status
 from berth.spec.value import replace, value
 
@@ -141,6 +141,13 @@ def _write_id_maps(pid: int, spec: Spec) -> None:
             raise InvalidArgument(f"linux.{field}: {text.strip()!r}: {exc.strerror}") from None
 
 
+def _host_id(mappings: tuple[IDMapping, ...], container_id: int) -> int:
+    for m in mappings:
+        if m.container_id <= container_id < m.container_id + m.size:
+            return m.host_id + container_id - m.container_id
+    return container_id
+
+
 @value(frozen=False)
 class Created:
     record: store.Record
@@ -153,12 +160,14 @@ def create(
     opts: CreateOptions,
     *,
     foreground: bool = False,
+    bundle: Bundle | None = None,
     sys_: s.Syscalls = s.LINUX,
 ) -> Created:
     """Create the container; its init waits on the exec fifo. With ``foreground`` the init
     stays this process's child (``run``), and a terminal without a console socket is ours."""
     store.check_id(container_id)
-    bundle = load_bundle(opts.bundle)
+    if bundle is None:
+        bundle = load_bundle(opts.bundle)
     spec = bundle.spec
     namespaces = validate(spec)
     assert spec.process is not None
@@ -182,6 +191,11 @@ def create(
         cgroup.apply(_resources(spec))
         fifo = st.fifo(container_id)
         os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # whatever the umask: the init may have become any user
+        root_uid = _host_id(spec.linux.uid_mappings, 0)
+        root_gid = _host_id(spec.linux.gid_mappings, 0)
+        if root_uid or root_gid:
+            os.chown(fifo, root_uid, root_gid)
         if spec.process.terminal and opts.console_socket:
             from berth.runtime import console
 

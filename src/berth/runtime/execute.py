@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import init, store
+from berth.runtime import init, process, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.runtime.container import load
@@ -124,12 +124,11 @@ def exec_in(
     listen = None
     if proc.terminal:
         from berth.runtime import console
-        from berth.runtime.container import _console_pair
 
         if opts.console_socket:
             console_fd = console.connect(opts.console_socket)
         else:
-            listen = _console_pair()
+            listen = console.listen()
             console_fd = console.connect(listen[0])
     pid_fd = ns_fds.pop("pid", None)
     if pid_fd is not None:
@@ -159,13 +158,11 @@ def exec_in(
         store.write_atomically(os.path.abspath(opts.pid_file), str(child_pid).encode(), 0o644)
     if opts.detach:
         return 0
-    from berth.runtime.container import _wait_exit
-
     if listen is not None:
         from berth.runtime import console
 
-        console.proxy(console.receive_master(listen[1]))
-    return _wait_exit(child_pid)
+        console.proxy(console.receive_master(*listen))
+    return process.wait_exit(child_pid)
 
 
 def _child(

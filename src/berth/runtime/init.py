@@ -131,6 +131,7 @@ def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
         hooks.run_hooks(ctx.spec.hooks, "startContainer", _state(ctx, host_pid, Status.RUNNING))
         if ctx.seccomp is not None and seccomp_late(ctx.process):
             ctx.seccomp.load()
+        close_extra_fds(ctx.preserve_fds)
         exec_process(ctx.executable, ctx.process)
     except BaseException as exc:
         sys.stderr.write(f"berth-runtime: container {ctx.container_id}: {exc}\n")
@@ -167,6 +168,9 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
     go = _Go(ctx, sys_)
     if "user" in ctx.namespaces:
         go()  # in a new user namespace nothing works before the id maps are written
+        # become the namespace's root, so what we create is owned by a mapped id
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
     join_namespaces(sys_, {k: fd for k, fd in ctx.join_fds.items() if k != "cgroup"})
     if ctx.spec.hostname:
         sys_.sethostname(ctx.spec.hostname)
@@ -180,19 +184,24 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
     ctx.channel.send("prestart")
     ctx.channel.receive("hooks-done", peer="runtime")
     hooks.run_hooks(ctx.spec.hooks, "createContainer", _state(ctx, host_pid, Status.CREATING))
+    if ctx.console_fd is not None:
+        from berth.runtime import console  # now: after pivot_root the host's modules are gone
+    if ctx.spec.hooks["startContainer"]:
+        import subprocess  # noqa: F401 - the same, for the hooks run after pivot_root
     rootfs.pivot(sys_, ctx.rootfs, ctx.no_pivot)
     if ctx.console_fd is not None:
-        from berth.runtime import console
-
         console.setup_terminal(
             ctx.console_fd, ctx.process.console_height, ctx.process.console_width
         )
+    rootfs.write_sysctls(ctx.spec.linux.sysctl)  # before /proc/sys turns read-only
     rootfs.finish(sys_, ctx.spec)
-    rootfs.write_sysctls(ctx.spec.linux.sysctl)
     process.set_oom_score_adj(ctx.process.oom_score_adj)
     if not ctx.no_new_keyring:
         sys_.join_session_keyring(ctx.container_id)
     ctx.executable = become_process(sys_, ctx.process, ctx.seccomp)
+    # a uid change made us non-dumpable, which closes /proc/self/fd to us (the exec fifo is
+    # reopened through it); execve sets dumpability again from the program it runs
+    sys_.prctl(s.PR_SET_DUMPABLE, 1)
     sys_.prctl(s.PR_SET_PDEATHSIG, 0)
     ctx.channel.send("created")
     ctx.channel.close()
@@ -204,4 +213,3 @@ def _wait_for_start(ctx: InitContext) -> None:
     os.write(fd, b"0")
     os.close(fd)
     os.close(ctx.fifo_fd)
-    close_extra_fds(ctx.preserve_fds)

@@ -19,6 +19,7 @@ _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
 class _Config:
     path: str | None = None
+    fd = -1  # opened once: the container's init keeps writing here after pivot_root
     json_format = False
     debug = False
 
@@ -28,6 +29,9 @@ CONFIG = _Config()
 
 def configure(path: str | None, log_format: str, debug: bool) -> None:
     CONFIG.path = path or None
+    if CONFIG.path:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        CONFIG.fd = os.open(CONFIG.path, flags, 0o644)
     CONFIG.json_format = log_format == "json"
     CONFIG.debug = debug
 
@@ -44,15 +48,11 @@ def entry(level: str, msg: str) -> None:
         line = jsonio.dumps({"level": level, "msg": msg, "time": _timestamp()})
     else:
         line = f'time="{_timestamp()}" level={level} msg={jsonio.dumps(msg)}'
-    if CONFIG.path is None:
+    if CONFIG.fd < 0:
         if level != "error":  # errors reach stderr through the CLI's one-line message
             sys.stderr.write(line + "\n")
         return
-    fd = os.open(CONFIG.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, line.encode() + b"\n")
-    finally:
-        os.close(fd)
+    os.write(CONFIG.fd, line.encode() + b"\n")
 
 
 def debug(msg: str) -> None:

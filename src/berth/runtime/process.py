@@ -87,3 +87,17 @@ def set_oom_score_adj(value: int | None) -> None:
             f.write(str(value))
     except OSError as exc:
         raise InvalidArgument(f"process.oomScoreAdj: {value}: {exc.strerror}") from None
+
+
+def wait_exit(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return 0
+        if os.WIFSIGNALED(status):
+            return 128 + os.WTERMSIG(status)
+        if os.WIFEXITED(status):
+            return os.WEXITSTATUS(status)

@@ -205,8 +205,16 @@ def mount_one(
             bind(sys, "/dev/mqueue", target, opts.flags, recursive=False)
         else:
             fstype = mount.type or "none"
+            data = opts.data
             try:
-                sys.mount(mount.source or fstype, target, fstype, opts.flags, opts.data or None)
+                try:
+                    sys.mount(mount.source or fstype, target, fstype, opts.flags, data or None)
+                except OSError as exc:
+                    if not (exc.errno == errno.EOVERFLOW and fstype == "devpts"):
+                        raise
+                    # gid=5 (tty) is unmapped in this user namespace: mount without it, as runc
+                    data = ",".join(o for o in data.split(",") if not o.startswith("gid="))
+                    sys.mount(mount.source or fstype, target, fstype, opts.flags, data or None)
             except OSError as exc:
                 if exc.errno == errno.ENODEV:
                     raise InvalidArgument(
