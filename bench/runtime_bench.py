@@ -677,7 +677,7 @@ def report(bench: Bench, markdown: bool) -> str:
         rows.append(["left behind"] + [summarize(r.left) for r in results])
         title = (
             f"{args.count} detached `sleep 600` containers (`run -d`), one runtime at a time; "
-            f"median (min..max) of {args.rounds} rounds"
+            f"median (min..max) of {args.rounds} round{'s' if args.rounds > 1 else ''}"
         )
         tables.append(common.Table(title, ["metric", *names], rows))
 
