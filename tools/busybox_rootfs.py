@@ -34,8 +34,7 @@ DIRECTORIES = (
 )
 ETC_FILES = {
     "etc/passwd": (
-        "root:x:0:0:root:/root:/bin/sh\n"
-        "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
     ),
     "etc/group": "root:x:0:\nnogroup:x:65534:\n",
     "etc/hostname": "busybox\n",

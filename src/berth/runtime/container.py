@@ -33,19 +33,29 @@ class Loaded:
     cgroup: cgroups.Cgroup
 
     def state(self) -> State:
-        return State(
-            id=self.record.id,
-            status=self.status,
-            pid=self.record.pid if self.status != Status.STOPPED else 0,
-            bundle=self.record.bundle,
-            rootfs=self.record.rootfs,
-            created=self.record.created,
-            owner=self.record.owner,
-            annotations=self.record.annotations,
-        )
+        return state_of(self.record, self.status)
 
-    def spec(self) -> Spec:
-        return Spec.from_json(self.record.config)
+    def run_hooks(self, kind: str, status: str) -> None:
+        run_hooks(self.record, kind, status)
+
+
+def state_of(record: store.Record, status: str) -> State:
+    return State(
+        id=record.id,
+        status=status,
+        pid=record.pid if status != Status.STOPPED else 0,
+        bundle=record.bundle,
+        rootfs=record.rootfs,
+        created=record.created,
+        owner=record.owner,
+        annotations=record.annotations,
+    )
+
+
+def run_hooks(record: store.Record, kind: str, status: str) -> None:
+    """Run the config's hooks of ``kind``; the config is parsed only when it has some."""
+    if record.config.get("hooks", {}).get(kind):
+        hooks.run_hooks(Spec.from_json(record.config).hooks, kind, state_of(record, status))
 
 
 def load(st: store.Store, container_id: str) -> Loaded:
@@ -74,17 +84,7 @@ def start(st: store.Store, container_id: str) -> None:
     loaded = load(st, container_id)
     check_operation(container_id, "start", loaded.status)
     _release(st, loaded)
-    spec = loaded.spec()
-    running = State(
-        container_id,
-        Status.RUNNING,
-        loaded.record.pid,
-        loaded.record.bundle,
-        loaded.record.rootfs,
-        loaded.record.created,
-        annotations=loaded.record.annotations,
-    )
-    hooks.run_hooks(spec.hooks, "poststart", running)
+    loaded.run_hooks("poststart", Status.RUNNING)
 
 
 def _release(st: store.Store, loaded: Loaded) -> None:
@@ -153,16 +153,7 @@ def delete(st: store.Store, container_id: str, force: bool = False) -> None:
     loaded.cgroup.kill_all()
     loaded.cgroup.destroy()
     st.remove(container_id)
-    stopped = State(
-        container_id,
-        Status.STOPPED,
-        0,
-        loaded.record.bundle,
-        loaded.record.rootfs,
-        loaded.record.created,
-        annotations=loaded.record.annotations,
-    )
-    hooks.run_hooks(loaded.spec().hooks, "poststop", stopped)
+    loaded.run_hooks("poststop", Status.STOPPED)
 
 
 def _wait_gone(record: store.Record, timeout: float = 10.0) -> None:
@@ -217,16 +208,14 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
         terminal_socket = console.listen()
         opts = replace(opts, console_socket=terminal_socket[0])
     try:
-        created = create(st, container_id, opts, foreground=not detach, bundle=bundle)
+        created = create(
+            st, container_id, opts, foreground=not detach, bundle=bundle, start_at_once=True
+        )
     except BaseException:
         if terminal_socket is not None:
             console.discard(*terminal_socket)
         raise
-    try:
-        start(st, container_id)
-    except BaseException:
-        delete(st, container_id, force=True)
-        raise
+    run_hooks(created.record, "poststart", Status.RUNNING)
     if detach:
         return 0
     forwarded = (

@@ -141,6 +141,15 @@ def _write_id_maps(pid: int, spec: Spec) -> None:
             raise InvalidArgument(f"linux.{field}: {text.strip()!r}: {exc.strerror}") from None
 
 
+def _make_fifo(fifo: str, spec: Spec) -> None:
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)  # whatever the umask: the init may have become any user
+    root_uid = _host_id(spec.linux.uid_mappings, 0)
+    root_gid = _host_id(spec.linux.gid_mappings, 0)
+    if root_uid or root_gid:
+        os.chown(fifo, root_uid, root_gid)
+
+
 def _host_id(mappings: tuple[IDMapping, ...], container_id: int) -> int:
     for m in mappings:
         if m.container_id <= container_id < m.container_id + m.size:
@@ -161,10 +170,12 @@ def create(
     *,
     foreground: bool = False,
     bundle: Bundle | None = None,
+    start_at_once: bool = False,
     sys_: s.Syscalls = s.LINUX,
 ) -> Created:
     """Create the container; its init waits on the exec fifo. With ``foreground`` the init
-    stays this process's child (``run``), and a terminal without a console socket is ours."""
+    stays this process's child (``run``), and a terminal without a console socket is ours.
+    With ``start_at_once`` (``run``) there is no fifo: the init execs as soon as it is ready."""
     store.check_id(container_id)
     if bundle is None:
         bundle = load_bundle(opts.bundle)
@@ -189,13 +200,9 @@ def create(
         cgroup = cgroups.Cgroup.plan(layout, spec.linux.cgroups_path, container_id)
         cgroup.create()
         cgroup.apply(_resources(spec))
-        fifo = st.fifo(container_id)
-        os.mkfifo(fifo, 0o622)
-        os.chmod(fifo, 0o622)  # whatever the umask: the init may have become any user
-        root_uid = _host_id(spec.linux.uid_mappings, 0)
-        root_gid = _host_id(spec.linux.gid_mappings, 0)
-        if root_uid or root_gid:
-            os.chown(fifo, root_uid, root_gid)
+        fifo = "" if start_at_once else st.fifo(container_id)
+        if fifo:
+            _make_fifo(fifo, spec)
         if spec.process.terminal and opts.console_socket:
             from berth.runtime import console
 

@@ -98,7 +98,7 @@ def exec_in(
     """Returns the exit status (foreground) or 0 (detached)."""
     loaded = load(st, container_id)
     check_operation(container_id, "exec", loaded.status)
-    spec = loaded.spec()
+    spec = Spec.from_json(loaded.record.config)
     proc = build_process(spec.process, opts)
     if proc.terminal and not opts.console_socket and opts.detach:
         raise InvalidArgument("--tty with --detach needs --console-socket")

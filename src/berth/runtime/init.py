@@ -40,7 +40,7 @@ class InitContext:
     bundle: str
     rootfs: str
     channel: Channel
-    fifo_path: str
+    fifo_path: str  # "" when started at once (``run``): no waiting for ``start``
     layout: CgroupLayout
     cgroup: Cgroup
     namespaces: set[str]
@@ -180,7 +180,8 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
         sys_, ctx.spec, ctx.rootfs, ctx.layout, ctx.cgroup, ctx.namespaces, before_cgroups=go
     )
     host_pid = go()
-    ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
+    if ctx.fifo_path:
+        ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
     ctx.channel.send("prestart")
     ctx.channel.receive("hooks-done", peer="runtime")
     hooks.run_hooks(ctx.spec.hooks, "createContainer", _state(ctx, host_pid, Status.CREATING))
@@ -209,6 +210,8 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
 
 
 def _wait_for_start(ctx: InitContext) -> None:
+    if not ctx.fifo_path:
+        return
     fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fd)
