@@ -425,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         if verb not in COMMANDS:
             raise InvalidArgument(f"unknown command {verb!r}: see berth-runtime --help")
         # exec passes everything after the id to the process untouched
-        parsed, j = parse_flags(args[i + 1 :], VERB_FLAGS[verb], stop_at_positional=verb == "exec")
-        if verb == "exec":
-            parsed.positionals = args[i + 1 + j :]
+        # exec and ps pass everything after the id on untouched (to the process, to ps)
+        passthrough = verb in ("exec", "ps")
+        parsed, j = parse_flags(args[i + 1 :], VERB_FLAGS[verb], stop_at_positional=passthrough)
+        if passthrough:
+            rest = args[i + 1 + j :]
+            parsed.positionals = rest[:1] + rest[2:] if rest[1:2] == ["--"] else rest
         st = Store(glob.text("root", DEFAULT_ROOT) or DEFAULT_ROOT)
         return COMMANDS[verb](st, parsed, verb)
     except BerthError as exc:

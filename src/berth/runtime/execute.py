@@ -17,7 +17,7 @@ from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.runtime.container import load
 from berth.spec import fields, jsonio
-from berth.spec.config import Capabilities, Process, User
+from berth.spec.config import Capabilities, Process, Spec, User
 from berth.spec.state import check_operation
 from berth.spec.value import replace, value
 

@@ -41,6 +41,35 @@ FLAGS: dict[str, tuple[int, int]] = {
     "nolazytime": (0, s.MS_LAZYTIME),
     "symfollow": (0, s.MS_NOSYMFOLLOW),
     "nosymfollow": (s.MS_NOSYMFOLLOW, 0),
+    "acl": (s.MS_POSIXACL, 0),
+    "noacl": (0, s.MS_POSIXACL),
+    "iversion": (s.MS_I_VERSION, 0),
+    "noiversion": (0, s.MS_I_VERSION),
+    "silent": (s.MS_SILENT, 0),
+    "loud": (0, s.MS_SILENT),
+}
+
+# recursive options (mount_setattr on the whole tree) -> (attributes to set, to clear)
+_ATIME = s.MOUNT_ATTR__ATIME
+RECURSIVE: dict[str, tuple[int, int]] = {
+    "rro": (s.MOUNT_ATTR_RDONLY, 0),
+    "rrw": (0, s.MOUNT_ATTR_RDONLY),
+    "rnosuid": (s.MOUNT_ATTR_NOSUID, 0),
+    "rsuid": (0, s.MOUNT_ATTR_NOSUID),
+    "rnodev": (s.MOUNT_ATTR_NODEV, 0),
+    "rdev": (0, s.MOUNT_ATTR_NODEV),
+    "rnoexec": (s.MOUNT_ATTR_NOEXEC, 0),
+    "rexec": (0, s.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (s.MOUNT_ATTR_NODIRATIME, 0),
+    "rdiratime": (0, s.MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (s.MOUNT_ATTR_NOSYMFOLLOW, 0),
+    "rsymfollow": (0, s.MOUNT_ATTR_NOSYMFOLLOW),
+    "rrelatime": (s.MOUNT_ATTR_RELATIME, _ATIME),
+    "rnorelatime": (0, _ATIME),
+    "ratime": (0, s.MOUNT_ATTR_NOATIME),
+    "rnoatime": (s.MOUNT_ATTR_NOATIME, _ATIME),
+    "rstrictatime": (s.MOUNT_ATTR_STRICTATIME, _ATIME),
+    "rnostrictatime": (0, s.MOUNT_ATTR_STRICTATIME),
 }
 
 PROPAGATION: dict[str, int] = {
@@ -73,6 +102,8 @@ class ParsedOptions:
     flags: int
     propagation: tuple[int, ...]
     data: str
+    recursive_set: int = 0
+    recursive_clear: int = 0
 
     @property
     def is_bind(self) -> bool:
@@ -83,12 +114,17 @@ def parse(options: tuple[str, ...]) -> ParsedOptions:
     flags = 0
     propagation: list[int] = []
     data: list[str] = []
+    attr_set = attr_clear = 0
     for option in options:
         if option in FLAGS:
             set_flags, clear_flags = FLAGS[option]
             flags = (flags | set_flags) & ~clear_flags
         elif option in PROPAGATION:
             propagation.append(PROPAGATION[option])
+        elif option in RECURSIVE:
+            set_attr, clear_attr = RECURSIVE[option]
+            attr_set = (attr_set & ~clear_attr) | set_attr
+            attr_clear = (attr_clear & ~set_attr) | clear_attr
         elif option:
             data.append(option)
-    return ParsedOptions(flags, tuple(propagation), ",".join(data))
+    return ParsedOptions(flags, tuple(propagation), ",".join(data), attr_set, attr_clear)

@@ -221,6 +221,8 @@ def mount_one(
                         f"{where}.type: the kernel has no filesystem {mount.type!r}"
                     ) from None
                 raise
+    if opts.recursive_set or opts.recursive_clear:
+        sys.mount_setattr_recursive(target, opts.recursive_set, opts.recursive_clear)
     for propagation in opts.propagation:
         sys.mount(None, target, None, propagation, None)
 
@@ -397,6 +399,9 @@ NAMESPACED_SYSCTLS = (
 def check_sysctls(sysctl: dict[str, str], namespaces: set[str]) -> None:
     """Refuse any sysctl that is not namespaced: writing it would change the host."""
     for key in sysctl:
+        parts = key.replace("/", ".").split(".")
+        if "/" in key or any(part in ("", "..") for part in parts):
+            raise InvalidArgument(f"linux.sysctl: {key!r} is not a sysctl name: refused")
         if key in NAMESPACED_SYSCTLS or key.startswith("fs.mqueue."):
             needed = "ipc"
         elif key.startswith("net."):

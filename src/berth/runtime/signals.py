@@ -44,7 +44,7 @@ SIG_DFL: Any = _signal.SIG_DFL
 
 def parse(text: str) -> int | None:
     """A signal number from ``9``, ``KILL``, ``SIGKILL`` or ``RTMIN+3``; None if invalid."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         return number if 0 < number <= SIGRTMAX else None
     name = text.upper()
@@ -54,7 +54,13 @@ def parse(text: str) -> int | None:
     for base, number in (("SIGRTMIN", SIGRTMIN), ("SIGRTMAX", SIGRTMAX)):
         if name == base:
             return number
-        if name.startswith(base) and name[len(base)] in "+-" and name[len(base) + 1 :].isdigit():
+        offset_text = name[len(base) + 1 :]
+        if (
+            name.startswith(base)
+            and name[len(base)] in "+-"
+            and offset_text.isascii()
+            and offset_text.isdigit()
+        ):
             offset = int(name[len(base) :])
             result = number + offset
             return result if SIGRTMIN <= result <= SIGRTMAX else None

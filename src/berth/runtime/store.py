@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import time
 
-from berth.errors import AlreadyExists, InvalidArgument, NotFound
+from berth.errors import AlreadyExists, BerthError, InvalidArgument, NotFound
 from berth.spec import jsonio
 from berth.spec.state import Status
 from berth.spec.value import field, value
@@ -26,14 +26,14 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/run/berth-runtime"
 RECORD = "state.json"
 EXEC_FIFO = "exec.fifo"
-_ID_PUNCTUATION = frozenset("_+-.")
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
 def check_id(container_id: str) -> str:
     if (
         not container_id
         or len(container_id) > 1024
-        or not all(c.isalnum() or c in _ID_PUNCTUATION for c in container_id)
+        or not set(container_id) <= _ID_CHARS
         or container_id in (".", "..")
     ):
         raise InvalidArgument(
@@ -155,6 +155,10 @@ class Store:
                 return Record.from_json(jsonio.loads(f.read()))
         except FileNotFoundError:
             raise NotFound(f"container {container_id!r} does not exist") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BerthError(
+                f"container {container_id!r}: its record {path} is damaged: {exc}"
+            ) from None
 
     def exists(self, container_id: str) -> bool:
         return os.path.isdir(self.dir(container_id))

@@ -60,6 +60,8 @@ MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_SILENT = 32768
+MS_POSIXACL = 1 << 16
+MS_I_VERSION = 1 << 23
 MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
@@ -69,6 +71,18 @@ MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
 MNT_DETACH = 2
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 UMOUNT_NOFOLLOW = 8
 
 # prctl options
@@ -92,6 +106,7 @@ _SYS_CAPSET = 126
 _SYS_SETNS = 308
 _SYS_PIDFD_OPEN = 434
 _SYS_KEYCTL = 250
+_SYS_MOUNT_SETATTR = 442
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -111,6 +126,15 @@ class _CapData(ctypes.Structure):
 
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
 
 
 class Syscalls:
@@ -153,6 +177,21 @@ class Syscalls:
                 data.encode() if data else None,
             ),
             f"mount {source or fstype} on {target}",
+        )
+
+    def mount_setattr_recursive(self, target: str, attr_set: int, attr_clr: int) -> None:
+        """Change the flags of a whole mount tree (the ``r*`` options: rro, rnosuid …)."""
+        attr = _MountAttr(attr_set, attr_clr, 0, 0)
+        self._check(
+            self._c.syscall(
+                _SYS_MOUNT_SETATTR,
+                ctypes.c_int(AT_FDCWD),
+                target.encode(),
+                ctypes.c_uint(AT_RECURSIVE),
+                ctypes.byref(attr),
+                ctypes.c_size_t(ctypes.sizeof(attr)),
+            ),
+            f"mount_setattr {target}",
         )
 
     def umount2(self, target: str, flags: int = 0) -> None:

@@ -69,7 +69,7 @@ class User:
             uid=f.integer(d, "uid", p, minimum=0, maximum=2**32 - 1),
             gid=f.integer(d, "gid", p, minimum=0, maximum=2**32 - 1),
             umask=f.opt_int(d, "umask", p, minimum=0, maximum=0o7777),
-            additional_gids=f.ints(d, "additionalGids", p),
+            additional_gids=f.ints(d, "additionalGids", p, minimum=0, maximum=2**32 - 1),
         )
 
 
@@ -145,7 +145,9 @@ class Process:
             console_height=f.integer(size, "height", f"{p}.consoleSize", default=0, minimum=0),
             console_width=f.integer(size, "width", f"{p}.consoleSize", default=0, minimum=0),
             user=User.from_json(user, f"{p}.user") if user is not None else User(),
-            capabilities=Capabilities.from_json(caps, f"{p}.capabilities") if caps else None,
+            capabilities=None
+            if caps is None
+            else Capabilities.from_json(caps, f"{p}.capabilities"),
             rlimits=f.items(d, "rlimits", p, Rlimit.from_json),
             no_new_privileges=f.boolean(d, "noNewPrivileges", p),
             oom_score_adj=f.opt_int(d, "oomScoreAdj", p, minimum=-1000, maximum=1000),
@@ -164,10 +166,10 @@ class Mount:
     @staticmethod
     def from_json(d: f.Obj, p: str) -> Mount:
         dest = f.string(d, "destination", p)
-        if not dest.startswith("/"):
-            raise InvalidArgument(f"{p}.destination: {dest!r} must be an absolute path")
+        if not dest:
+            raise InvalidArgument(f"{p}.destination: must not be empty")
         return Mount(
-            destination=dest,
+            destination=dest if dest.startswith("/") else "/" + dest,  # relative: from / (1.2)
             type=f.opt_string(d, "type", p) or "",
             source=f.opt_string(d, "source", p) or "",
             options=f.strings(d, "options", p),
@@ -483,9 +485,7 @@ class Spec:
     @staticmethod
     def from_json(data: Any) -> Spec:
         d = f.obj(data, "config")
-        version = f.string(d, "ociVersion", "")
-        if not version.startswith("1."):
-            raise InvalidArgument(f"ociVersion: {version!r} is not a 1.x runtime spec version")
+        version = f.string(d, "ociVersion", "")  # not checked further, as runc
         root = f.opt_obj(d, "root", "")
         process = f.opt_obj(d, "process", "")
         hooks = f.opt_obj(d, "hooks", "")

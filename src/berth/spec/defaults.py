@@ -108,7 +108,6 @@ MOUNT_OPTIONS = (
     "suid",
     "symfollow",
     "sync",
-    "tmpcopyup",
     "unbindable",
 )
 

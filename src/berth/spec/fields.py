@@ -103,14 +103,20 @@ def strings(parent: Obj, key: str, path: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def ints(parent: Obj, key: str, path: str) -> tuple[int, ...]:
+def ints(
+    parent: Obj, key: str, path: str, minimum: int | None = None, maximum: int | None = None
+) -> tuple[int, ...]:
     value = parent.get(key)
     if value is None:
         return ()
-    if not isinstance(value, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in value
-    ):
-        raise fail(_join(path, key), "a list of integers", value)
+    where = _join(path, key)
+    if not isinstance(value, list):
+        raise fail(where, "a list of integers", value)
+    for i, v in enumerate(value):
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise fail(f"{where}[{i}]", "an integer", v)
+        if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+            raise fail(f"{where}[{i}]", f"an integer in [{minimum}, {maximum}]", v)
     return tuple(value)
 
 

@@ -3,8 +3,9 @@
 ``import json`` pulls in ``re`` and ``enum`` (~15 ms here, on every runtime invocation). The C
 scanner and encoder behind it (``_json``) need neither, so compact reading and writing go
 straight to them; indented output (for people) takes the ordinary ``json`` module. Rules:
-``loads`` accepts exactly what ``json.loads`` accepts (strict, NaN/Infinity allowed) and raises
-``ValueError`` naming the position; ``dumps`` writes compact UTF-8-safe ASCII.
+``loads`` accepts what ``json.loads`` accepts (strict, NaN/Infinity allowed) and raises
+``ValueError`` naming the position (bytes must be UTF-8, as in runc); ``dumps`` writes compact
+ASCII and names the type of any value JSON cannot hold.
 """
 
 from __future__ import annotations
@@ -31,9 +32,15 @@ class _ScannerContext:
 
 
 _scan = _json.make_scanner(_ScannerContext())  # type: ignore[arg-type]
+
+
+def _unsupported(obj: object) -> object:
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
 _encode = _json.make_encoder(
     None,  # markers: no cycle check (we only write trees we built)
-    None,  # type: ignore[arg-type]  # default: unknown types are an error
+    _unsupported,
     _json.encode_basestring_ascii,
     None,  # indent
     ":",

@@ -34,7 +34,9 @@ class Status:
 ALLOWED: dict[str, frozenset[str]] = {
     "start": frozenset({Status.CREATED}),
     "kill": frozenset({Status.CREATED, Status.RUNNING, Status.PAUSED}),
-    "delete": frozenset({Status.STOPPED}),
+    # runc (and containerd's shim) delete a created container without --force: its init has
+    # not run the user's program yet
+    "delete": frozenset({Status.CREATED, Status.STOPPED}),
     "delete --force": Status.ALL,
     "pause": frozenset({Status.RUNNING}),
     "resume": frozenset({Status.PAUSED}),

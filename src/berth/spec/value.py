@@ -56,11 +56,12 @@ def _init(self: Any, *args: Any, **kwargs: Any) -> None:
         if default is _MISSING:
             raise TypeError(f"{cls.__name__}() missing argument {name!r}")
         if isinstance(default, _Field):
-            setter(
-                self,
-                name,
-                default.default_factory() if default.default_factory else default.default,
-            )
+            if default.default_factory is not None:
+                setter(self, name, default.default_factory())
+            elif default.default is _MISSING:
+                raise TypeError(f"{cls.__name__}() missing argument {name!r}")
+            else:
+                setter(self, name, default.default)
         else:
             setter(self, name, default)
     if kwargs:
@@ -87,8 +88,8 @@ def _repr(self: Any) -> str:
     return f"{type(self).__name__}({inner})"
 
 
-def _frozen(self: Any, name: str, _value: object) -> None:
-    raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
+def _frozen(self: Any, name: str, _value: object = None) -> None:
+    raise AttributeError(f"{type(self).__name__} is immutable: cannot change {name!r}")
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
