@@ -397,13 +397,7 @@ def test_kill_refuses_a_bad_signal_naming_it(
     assert "'SIGNOPE'" in _one_line(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`ps ID -ef`: ps options after the id are parsed as berth-runtime flags ('flag "
-    "provided but not defined: -ef') and after `--` they are dropped, while runc (ps has "
-    "SkipArgReorder) hands everything after the id to ps",
-)
-def test_ps_passes_options_after_the_id_to_ps(
+def test_ps_options_after_the_id_are_not_berth_flags(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, _, err = _run(capsys, "--root", str(tmp_path), "ps", "ghost", "-ef")
@@ -411,24 +405,51 @@ def test_ps_passes_options_after_the_id_to_ps(
     assert "'ghost' does not exist" in _one_line(err)  # got as far as looking the container up
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`kill ID ²` ends in a traceback: signals.parse('²') raises ValueError (str.isdigit "
-    "is true for '²' but int() refuses it) and main() catches only BerthError and OSError",
+@pytest.mark.parametrize(
+    ("after_id", "ps_args"),
+    [
+        ([], ["-ef"]),
+        (["-ef"], ["-ef"]),
+        (["--", "-ef"], ["-ef"]),
+        (["-o", "pid,comm"], ["-o", "pid,comm"]),
+        (["--", "-o", "pid,comm"], ["-o", "pid,comm"]),
+    ],
 )
+def test_ps_passes_options_after_the_id_to_ps(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    after_id: list[str],
+    ps_args: list[str],
+) -> None:
+    # as runc (ps has SkipArgReorder): everything after the id goes to ps, a leading -- aside
+    import subprocess
+
+    from berth.runtime import container
+
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], **_: object) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        out = "UID PID CMD\nroot 1 init\nroot 42 sh\nroot 43 other\n"
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(container, "pids", lambda st, container_id: [42])
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    code, out, err = _run(capsys, "--root", str(tmp_path), "ps", "web", *after_id)
+    assert (code, err) == (0, "")
+    assert calls == [["ps", *ps_args]]
+    assert out == "UID PID CMD\nroot 42 sh\n"
+
+
 def test_kill_with_a_superscript_digit_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, _, err = _run(capsys, "--root", str(tmp_path), "kill", "ghost", "\u00b2")
     assert code == 1
-    _one_line(err)
+    assert "signal '\u00b2'" in _one_line(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one damaged state.json makes `list` end in a traceback (Store.load raises a bare "
-    "ValueError, which list_states and main() do not catch) instead of one error line",
-)
 def test_list_with_a_damaged_record_is_one_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

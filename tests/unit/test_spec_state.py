@@ -131,24 +131,22 @@ EXPECTED = {
     ("events", "stopped"),
 }
 CASES = [(op, status) for op in sorted(ALLOWED) for status in sorted(Status.ALL)]
-# runc's delete.go kills and removes a *created* container without --force (containerd's shim
-# relies on it: its createdState.Delete calls `runc delete` without --force).
-DELETE_CREATED = pytest.mark.xfail(
-    strict=True,
-    reason="ALLOWED['delete'] is only {stopped}: `delete ID` of a created container is refused, "
-    "but runc 1.1.5 deletes a created container without --force and containerd's shim "
-    "(createdState.Delete) depends on it",
-)
-ALLOWED_CASES = [
-    pytest.param(*c, marks=DELETE_CREATED) if c == ("delete", "created") else c
-    for c in CASES
-    if c in EXPECTED
-]
+ALLOWED_CASES = [c for c in CASES if c in EXPECTED]
 
 
 def test_the_table_covers_every_operation() -> None:
     assert set(ALLOWED) == {op for op, _ in EXPECTED}
     assert {"creating", "created", "running", "paused", "stopped"} == Status.ALL
+
+
+def test_delete_without_force_takes_a_created_container() -> None:
+    # runc's delete.go kills and removes a *created* container without --force (containerd's
+    # shim relies on it: its createdState.Delete calls `runc delete` without --force)
+    assert ALLOWED["delete"] == {"created", "stopped"}
+    check_operation("box", "delete", "created")
+    for status in ("creating", "running", "paused"):
+        with pytest.raises(FailedPrecondition):
+            check_operation("box", "delete", status)
 
 
 @pytest.mark.parametrize(("operation", "status"), ALLOWED_CASES)
