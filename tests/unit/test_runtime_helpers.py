@@ -142,21 +142,7 @@ def test_recursive_options_later_ones_win() -> None:
     assert mountopts.parse(("ro",)).recursive_set == 0  # plain ro stays a mount(2) flag
 
 
-PARTIAL_ATIME_CLEAR = pytest.mark.xfail(
-    strict=True,
-    reason="ratime and rnostrictatime clear a single atime bit (MOUNT_ATTR_NOATIME, "
-    "MOUNT_ATTR_STRICTATIME) without the rest of MOUNT_ATTR__ATIME: mount_setattr refuses "
-    "that with EINVAL, so a mount with either option fails (runc 1.1 builds the same pair)",
-)
-
-
-@pytest.mark.parametrize(
-    "option",
-    [
-        pytest.param(o, marks=PARTIAL_ATIME_CLEAR) if o in ("ratime", "rnostrictatime") else o
-        for o in sorted(mountopts.RECURSIVE)
-    ],
-)
+@pytest.mark.parametrize("option", sorted(mountopts.RECURSIVE))
 def test_recursive_attributes_are_ones_mount_setattr_accepts(option: str) -> None:
     # mount_setattr(2): the atime bits are an enum, so MOUNT_ATTR__ATIME must be cleared whole
     # or not at all (else EINVAL), and an atime value may be set only when it is cleared whole

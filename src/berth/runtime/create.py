@@ -10,6 +10,7 @@ the container's directory, so a failed create leaves nothing behind.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from berth.errors import BerthError, InvalidArgument, NotFound
@@ -234,10 +235,11 @@ def create(
             no_new_keyring=opts.no_new_keyring,
             preserve_fds=opts.preserve_fds,
         )
-        pid = sys_.clone(flags)
-        if pid == 0:
-            parent.close()
-            init.run(ctx, sys_)  # never returns
+        new_userns = "user" in namespaces and "user" not in join_fds
+        # The init joins its v1 cgroups itself (cheap for the caller's own thread), except in a
+        # new user namespace, where it may not write the host's cgroup files: there we do it.
+        ctx.join_cgroups = not new_userns
+        pid, ctx.born_in_v2 = _clone(sys_, flags, cgroup, ctx, parent)
         child.close()
         for fd in join_fds.values():
             os.close(fd)
@@ -245,10 +247,12 @@ def create(
         if console_fd is not None:
             os.close(console_fd)
             console_fd = None
-        cgroup.add_process(pid)
-        if "user" in namespaces and "user" not in ctx.join_fds:
+        if new_userns:
+            cgroup.add_process(pid)
             _write_id_maps(pid, spec)
         parent.send("go", pid=pid)
+        # written while the init builds its root filesystem; removed again if create fails
+        record = _write_record(st, container_id, bundle, pid, cgroup)
         parent.receive("prestart")
         creating = State(
             container_id,
@@ -262,21 +266,6 @@ def create(
         hooks.run_hooks(spec.hooks, "createRuntime", creating)
         parent.send("hooks-done")
         parent.receive("created")
-        start_time = store.process_start_time(pid)
-        if start_time is None:
-            raise BerthError(f"container {container_id}: init exited during create")
-        record = store.Record(
-            id=container_id,
-            bundle=bundle.path,
-            rootfs=bundle.rootfs,
-            pid=pid,
-            pid_start=start_time,
-            created=store.rfc3339(_now_ns()),
-            config=bundle.raw,
-            cgroup=cgroup.to_json(),
-            annotations=dict(spec.annotations),
-        )
-        st.save(record)
         if opts.pid_file:
             store.write_atomically(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
         return Created(record, pid)
@@ -290,6 +279,52 @@ def create(
             os.close(console_fd)
         if parent is not None:
             parent.close()
+
+
+def _write_record(
+    st: store.Store, container_id: str, bundle: Bundle, pid: int, cgroup: cgroups.Cgroup
+) -> store.Record:
+    start_time = store.process_start_time(pid)
+    if start_time is None:
+        raise BerthError(f"container {container_id}: init exited during create")
+    record = store.Record(
+        id=container_id,
+        bundle=bundle.path,
+        rootfs=bundle.rootfs,
+        pid=pid,
+        pid_start=start_time,
+        created=store.rfc3339(_now_ns()),
+        config=bundle.raw,
+        cgroup=cgroup.to_json(),
+        annotations=dict(bundle.spec.annotations),
+    )
+    st.save(record)
+    return record
+
+
+def _clone(
+    sys_: s.Syscalls, flags: int, cgroup: cgroups.Cgroup, ctx: init.InitContext, parent: Channel
+) -> tuple[int, bool]:
+    """Clone the init into its namespaces — and into its cgroup v2 directory, if the host
+    has one and the kernel clone3 — then run it. Returns (pid, born in the v2 cgroup)."""
+    unified = cgroup.unified_path()
+    cgroup_fd = os.open(unified, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if unified else None
+    try:
+        try:
+            pid = sys_.clone3(flags, cgroup_fd)
+            born_in_v2 = cgroup_fd is not None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise
+            pid, born_in_v2 = sys_.clone(flags), False  # kernel before 5.7
+        if pid == 0:
+            ctx.born_in_v2 = born_in_v2
+            parent.close()
+            init.run(ctx, sys_)  # never returns
+        return pid, born_in_v2
+    finally:
+        if cgroup_fd is not None:
+            os.close(cgroup_fd)
 
 
 def _now_ns() -> int:

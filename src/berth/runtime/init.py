@@ -50,6 +50,8 @@ class InitContext:
     no_pivot: bool
     no_new_keyring: bool
     preserve_fds: int
+    join_cgroups: bool = True  # join our v1 cgroups ourselves (not in a new user namespace)
+    born_in_v2: bool = False  # cloned straight into the container's cgroup v2 directory
     fifo_fd: int = -1  # O_PATH fd of the exec fifo, opened before pivot_root
     executable: str = ""  # resolved before ``created``, so a missing program fails create
 
@@ -140,11 +142,11 @@ def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
 
 
 class _Go:
-    """The parent's ``go``: we are in the container's cgroups (and have our id maps).
+    """The parent's ``go`` (it has written our id maps), then into our cgroups.
 
-    Awaited as late as possible — before the first cgroup mount, or after the other mounts —
-    so the root filesystem is built while the parent waits out the kernel's cgroup migration
-    (an RCU grace period, ~10 ms). Then the cgroup namespace is made or joined.
+    Done as late as possible — before the first cgroup mount, or after the other mounts — so
+    that the root filesystem is built meanwhile; then the cgroup namespace is made or joined
+    (its root is the cgroup we are in then).
     """
 
     def __init__(self, ctx: InitContext, sys_: s.Syscalls) -> None:
@@ -155,6 +157,8 @@ class _Go:
     def __call__(self) -> int:
         if not self.host_pid:
             self.host_pid = int(self.ctx.channel.receive("go", peer="runtime")["pid"])
+            if self.ctx.join_cgroups:
+                self.ctx.cgroup.join_self(skip_v2=self.ctx.born_in_v2)
             cgroup_fd = self.ctx.join_fds.pop("cgroup", None)
             if cgroup_fd is not None:
                 join_namespaces(self.sys, {"cgroup": cgroup_fd})

@@ -66,10 +66,11 @@ RECURSIVE: dict[str, tuple[int, int]] = {
     "rsymfollow": (0, s.MOUNT_ATTR_NOSYMFOLLOW),
     "rrelatime": (s.MOUNT_ATTR_RELATIME, _ATIME),
     "rnorelatime": (0, _ATIME),
-    "ratime": (0, s.MOUNT_ATTR_NOATIME),
+    # the kernel takes atime changes only as "clear the whole atime field, set one mode"
+    "ratime": (s.MOUNT_ATTR_RELATIME, _ATIME),
     "rnoatime": (s.MOUNT_ATTR_NOATIME, _ATIME),
     "rstrictatime": (s.MOUNT_ATTR_STRICTATIME, _ATIME),
-    "rnostrictatime": (0, s.MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (s.MOUNT_ATTR_RELATIME, _ATIME),
 }
 
 PROPAGATION: dict[str, int] = {

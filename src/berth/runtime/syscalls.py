@@ -107,6 +107,8 @@ _SYS_SETNS = 308
 _SYS_PIDFD_OPEN = 434
 _SYS_KEYCTL = 250
 _SYS_MOUNT_SETATTR = 442
+_SYS_CLONE3 = 435
+CLONE_INTO_CGROUP = 0x200000000
 _KEYCTL_JOIN_SESSION_KEYRING = 1
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -134,6 +136,25 @@ class _MountAttr(ctypes.Structure):
         ("attr_clr", ctypes.c_uint64),
         ("propagation", ctypes.c_uint64),
         ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "flags",
+            "pidfd",
+            "child_tid",
+            "parent_tid",
+            "exit_signal",
+            "stack",
+            "stack_size",
+            "tls",
+            "set_tid",
+            "set_tid_size",
+            "cgroup",
+        )
     ]
 
 
@@ -229,6 +250,19 @@ class Syscalls:
         return self._check(
             self._c.syscall(_SYS_CLONE, ctypes.c_ulong(flags | SIGCHLD), None, None, None, None),
             f"clone({flags:#x})",
+        )
+
+    def clone3(self, flags: int, cgroup_fd: int | None = None) -> int:
+        """``clone`` with namespace flags, born straight into the cgroup v2 directory
+        ``cgroup_fd`` (CLONE_INTO_CGROUP) when given: no migration afterwards."""
+        args = _CloneArgs()
+        args.flags = flags | (CLONE_INTO_CGROUP if cgroup_fd is not None else 0)
+        args.exit_signal = SIGCHLD
+        if cgroup_fd is not None:
+            args.cgroup = cgroup_fd
+        return self._check(
+            self._c.syscall(_SYS_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args))),
+            f"clone3({args.flags:#x})",
         )
 
     def capget(self) -> tuple[int, int, int]:
