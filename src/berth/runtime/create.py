@@ -250,7 +250,7 @@ def create(
         if new_userns:
             cgroup.add_process(pid)
             _write_id_maps(pid, spec)
-        parent.send("go", pid=pid)
+        parent.send("go")
         # written while the init builds its root filesystem; removed again if create fails
         record = _write_record(st, container_id, bundle, pid, cgroup)
         parent.receive("prestart")
@@ -271,6 +271,16 @@ def create(
         return Created(record, pid)
     except BaseException:
         _undo(st, container_id, pid, cgroup)
+        if pid > 0:  # the container existed: its lifecycle ends with delete's poststop hooks
+            stopped = State(
+                container_id,
+                Status.STOPPED,
+                0,
+                bundle.path,
+                bundle.rootfs,
+                annotations=spec.annotations,
+            )
+            hooks.run_hooks(spec.hooks, "poststop", stopped)
         raise
     finally:
         for fd in join_fds.values():

@@ -122,7 +122,7 @@ def _state(ctx: InitContext, pid: int, status: str) -> State:
 def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
     """The child's whole life; never returns."""
     try:
-        host_pid = _setup(ctx, sys_)
+        _setup(ctx, sys_)
     except BaseException as exc:
         try:
             ctx.channel.send_error(exc)
@@ -130,7 +130,8 @@ def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
             os._exit(1)
     try:
         _wait_for_start(ctx)
-        hooks.run_hooks(ctx.spec.hooks, "startContainer", _state(ctx, host_pid, Status.RUNNING))
+        # as runc: in the container's namespaces the state shows its own pid, and "created"
+        hooks.run_hooks(ctx.spec.hooks, "startContainer", _state(ctx, os.getpid(), Status.CREATED))
         if ctx.seccomp is not None and seccomp_late(ctx.process):
             ctx.seccomp.load()
         close_extra_fds(ctx.preserve_fds)
@@ -152,11 +153,12 @@ class _Go:
     def __init__(self, ctx: InitContext, sys_: s.Syscalls) -> None:
         self.ctx = ctx
         self.sys = sys_
-        self.host_pid = 0
+        self.done = False
 
-    def __call__(self) -> int:
-        if not self.host_pid:
-            self.host_pid = int(self.ctx.channel.receive("go", peer="runtime")["pid"])
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.ctx.channel.receive("go", peer="runtime")
             if self.ctx.join_cgroups:
                 self.ctx.cgroup.join_self(skip_v2=self.ctx.born_in_v2)
             cgroup_fd = self.ctx.join_fds.pop("cgroup", None)
@@ -164,10 +166,9 @@ class _Go:
                 join_namespaces(self.sys, {"cgroup": cgroup_fd})
             elif "cgroup" in self.ctx.namespaces:
                 self.sys.unshare(s.CLONE_NEWCGROUP)
-        return self.host_pid
 
 
-def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
+def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
     sys_.prctl(s.PR_SET_PDEATHSIG, signals.SIGKILL)
     go = _Go(ctx, sys_)
     if "user" in ctx.namespaces:
@@ -183,12 +184,12 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
     rootfs.prepare(
         sys_, ctx.spec, ctx.rootfs, ctx.layout, ctx.cgroup, ctx.namespaces, before_cgroups=go
     )
-    host_pid = go()
+    go()
     if ctx.fifo_path:
         ctx.fifo_fd = os.open(ctx.fifo_path, os.O_PATH | os.O_CLOEXEC)
     ctx.channel.send("prestart")
     ctx.channel.receive("hooks-done", peer="runtime")
-    hooks.run_hooks(ctx.spec.hooks, "createContainer", _state(ctx, host_pid, Status.CREATING))
+    hooks.run_hooks(ctx.spec.hooks, "createContainer", _state(ctx, os.getpid(), Status.CREATING))
     if ctx.console_fd is not None:
         from berth.runtime import console  # now: after pivot_root the host's modules are gone
     if ctx.spec.hooks["startContainer"]:
@@ -210,7 +211,6 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> int:
     sys_.prctl(s.PR_SET_PDEATHSIG, 0)
     ctx.channel.send("created")
     ctx.channel.close()
-    return host_pid
 
 
 def _wait_for_start(ctx: InitContext) -> None:
