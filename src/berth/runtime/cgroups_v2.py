@@ -22,6 +22,7 @@ gives the same limits under either runtime:
 from __future__ import annotations
 
 from berth.errors import InvalidArgument, Unsupported
+from berth.runtime import cgroups_v1 as v1
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -121,18 +122,9 @@ def cpu(c: CPU) -> Plan:
     return writes, []
 
 
-def cpuset(c: CPU) -> Plan:
-    writes: list[Write] = []
-    if c.cpus:
-        writes.append(("cpuset", "cpuset.cpus", c.cpus, f"{_CPU}.cpus", c.cpus))
-    if c.mems:
-        writes.append(("cpuset", "cpuset.mems", c.mems, f"{_CPU}.mems", c.mems))
-    return writes, []
-
-
-def pids(limit: int) -> Plan:
-    data = "max" if limit <= 0 else str(limit)
-    return [("pids", "pids.max", data, "linux.resources.pids.limit", str(limit))], []
+# the cpuset and pids files are the same in both versions
+cpuset = v1.cpuset
+pids = v1.pids
 
 
 def io(weight: int | None, leaf_weight: int | None, read: Callable[[str, str], str | None]) -> Plan:

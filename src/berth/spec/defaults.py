@@ -10,6 +10,7 @@ the result.
 from __future__ import annotations
 
 from berth import __version__
+from berth.spec.config import HOOK_KINDS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -36,15 +37,6 @@ MASKED_PATHS = (
     "/proc/scsi",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-
-HOOKS = (
-    "prestart",
-    "createRuntime",
-    "createContainer",
-    "startContainer",
-    "poststart",
-    "poststop",
-)
 
 # The mount options our mount code accepts: the list runc 1.1.5 reports, sorted.
 MOUNT_OPTIONS = (
@@ -276,7 +268,7 @@ def features(version: str = __version__) -> dict[str, Any]:
     return {
         "ociVersionMin": OCI_VERSION_MIN,
         "ociVersionMax": OCI_VERSION_MAX,
-        "hooks": list(HOOKS),
+        "hooks": list(HOOK_KINDS),
         "mountOptions": list(MOUNT_OPTIONS),
         "linux": {
             "namespaces": list(NAMESPACES),
