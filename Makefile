@@ -6,8 +6,9 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # busybox-static: base root filesystems; runc, crun, podman: the peers the tests and benchmarks
-# compare against; libseccomp2: loaded through ctypes by the runtime; hyperfine: benchmarks.
-DEB_PACKAGES := busybox-static libseccomp2 runc crun podman skopeo iproute2 util-linux procps
+# compare against; libseccomp2: loaded through ctypes by the runtime; time (GNU): the
+# benchmarks' peak-RSS readings.
+DEB_PACKAGES := busybox-static libseccomp2 runc crun podman skopeo iproute2 util-linux procps time
 
 .PHONY: install demo test lint unit integration bench clean
 install: $(STAMP) $(VENV)/bin/berth-runtime
@@ -19,7 +20,8 @@ $(STAMP): pyproject.toml Makefile
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@set -o pipefail; $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+		| { grep -v "^WARNING: Location 'file:" || true; }
 	@touch $@
 
 # The fast launcher: the virtualenv's interpreter with -I -S (no site, no user paths), so a

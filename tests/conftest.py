@@ -12,8 +12,9 @@ Rules:
 - Mounts leaked under the session's own temp dir are detached after being reported, so that
   pytest's later removal of old temp dirs never descends into a mounted filesystem.
 - ``root``-marked tests are skipped unless the effective uid is 0.
-- Cgroups that tests create at a hierarchy root must be named ``berth*`` or ``test*``; those
-  below the test process's own cgroup may have any name.
+- Cgroups and container ids that tests make must be named with ``leakcheck.tagged_name()``
+  (the session's tag): the check watches those, at each hierarchy root and below our own
+  cgroup, and not the cgroups of other test runs on the same kernel.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def pytest_configure(config: pytest.Config) -> None:
     marker = uuid.uuid4().hex
     # Overwrites an outer session's marker: a nested pytest run is its own session.
     os.environ[leakcheck.MARKER_VAR] = marker
+    os.environ.setdefault(leakcheck.TAG_VAR, marker[:6])
     config.stash[_checker_key] = leakcheck.Checker(marker=marker, root_pid=os.getpid())
 
 

@@ -11,7 +11,8 @@ What a snapshot holds, and so what counts as a leak when it is new at the end:
   i.e. bind-mounted namespaces such as `ip netns add` makes, are reported as kind "netns");
 - cgroups: directories below the test process's own cgroup in every hierarchy (v1 and v2,
   from /proc/self/mountinfo and /proc/self/cgroup), plus the subtrees of directories named
-  berth* or test* at each hierarchy root — tests must name root-level cgroups that way;
+  those named with the session's tag (``tagged_name``) at each hierarchy root and below our
+  own cgroup — tests must name the cgroups and containers they make that way;
 - netns: entries of /run/netns;
 - interfaces: network interfaces of the test process's network namespace (/proc/self/net/dev);
 - processes: live (non-zombie) processes that descend from the test process, or whose initial
@@ -28,11 +29,31 @@ import contextlib
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 MARKER_VAR = "BERTH_TEST_SESSION"
-ROOT_CGROUP_PREFIXES = ("berth", "test")
+# Cgroups are not marked with the session as processes are: tests put this tag in the names of
+# the cgroups (and container ids) they make, so that concurrent test runs on one kernel do not
+# report each other's. Set once by the outermost session; nested runs inherit it.
+TAG_VAR = "BERTH_TEST_TAG"
+
+
+def session_tag() -> str:
+    return os.environ.get(TAG_VAR, "")
+
+
+def tagged_name(prefix: str = "test") -> str:
+    """A unique cgroup / container name the leak check watches: ``<prefix><tag><random>``."""
+    return f"{prefix}{session_tag()}{uuid.uuid4().hex[:8]}"
+
+
+def watched(name: str) -> bool:
+    tag = session_tag()
+    return name.startswith((f"test{tag}", f"berth-test-{tag}"))
+
+
 NS_TYPES = frozenset(
     {"mnt", "net", "pid", "ipc", "uts", "user", "cgroup", "time"}
 )  # what /proc/<pid>/fd links to namespaces look like: "net:[4026531840]"
@@ -277,16 +298,18 @@ def _walk_dirs(top: str, out: set[str]) -> None:
 def scan_cgroups(hierarchies: Iterable[Hierarchy]) -> frozenset[str]:
     dirs: set[str] = set()
     for h in hierarchies:
-        if h.own_dir is not None and h.own_dir != h.mount_point:
-            _walk_dirs(h.own_dir, dirs)
-        try:
-            top = list(os.scandir(h.mount_point))
-        except OSError:
-            continue
-        for e in top:
-            if e.name.startswith(ROOT_CGROUP_PREFIXES) and e.is_dir(follow_symlinks=False):
-                dirs.add(e.path)
-                _walk_dirs(e.path, dirs)
+        tops = {h.mount_point}
+        if h.own_dir is not None:
+            tops.add(h.own_dir)
+        for top in tops:
+            try:
+                entries = list(os.scandir(top))
+            except OSError:
+                continue
+            for e in entries:
+                if watched(e.name) and e.is_dir(follow_symlinks=False):
+                    dirs.add(e.path)
+                    _walk_dirs(e.path, dirs)
     return frozenset(dirs)
 
 

@@ -2,7 +2,7 @@
 
 Rules: podman gets private everything, under one temp dir: storage (--root, vfs driver, so
 no storage mounts), run root, tmp dir (its state and the file events log), network config and
-volume dirs; its container cgroups go under a cgroup parent named test-podman-<uuid> that the
+volume dirs; its container cgroups go under a cgroup parent named test<session tag><random>-podman that the
 test removes. The image is a tar of the busybox rootfs, imported locally, and --pull never keeps
 podman off the network. Per DESIGN.md, podman's default ulimits exceed this host's hard limits,
 so the run passes its own. Teardown waits for podman's helpers (conmon and the cleanup process
@@ -19,13 +19,14 @@ import subprocess
 import tarfile
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+import leakcheck
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -130,7 +131,7 @@ def _remove_cgroup_tree(name: str) -> list[str]:
 @pytest.fixture(params=list(RUNTIMES))
 def podman(request: pytest.FixtureRequest, podman_busybox_rootfs: Path) -> Iterator[Podman]:
     home = Path(tempfile.mkdtemp(prefix="berth-podman-", dir="/tmp"))
-    pm = Podman(RUNTIMES[request.param], home, f"test-podman-{uuid.uuid4().hex[:12]}")
+    pm = Podman(RUNTIMES[request.param], home, leakcheck.tagged_name("test") + "-podman")
     try:
         with tarfile.open(home / "rootfs.tar", "w") as tar:
             tar.add(podman_busybox_rootfs, arcname=".")

@@ -432,7 +432,7 @@ def test_leaking_inner_run_fails_and_names_every_leak(tmp_path: Path) -> None:
     own = _writable_own_cgroup()
     if own is None:
         pytest.skip("no writable own cgroup to leak into")
-    cgroup = os.path.join(own, f"test-leakcheck-{uuid.uuid4().hex[:12]}")
+    cgroup = os.path.join(own, leakcheck.tagged_name("test") + "-leakcheck")
     try:
         result = _run_inner(tmp_path, INNER_TESTS, cgroup)
     finally:

@@ -14,23 +14,34 @@ import select
 import time
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import cgroups, hooks, process, signals, store
-from berth.spec.config import Spec
+from berth.runtime import signals, store
 from berth.spec.state import State, Status, check_operation
-from berth.spec.value import replace, value
+from berth.spec.value import replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from berth.runtime.cgroups import Cgroup, CgroupStats
     from berth.runtime.create import CreateOptions
 
 START_TIMEOUT = 10.0
 
 
-@value(frozen=False)
 class Loaded:
-    record: store.Record
-    status: str
-    cgroup: cgroups.Cgroup
+    """A container's record with its live status; its cgroup is opened only when asked for
+    (``start``, ``state`` and ``list`` do without: fewer imports on their path)."""
+
+    def __init__(self, record: store.Record, status: str, cgroup: Cgroup | None = None) -> None:
+        self.record = record
+        self.status = status
+        self._cgroup = cgroup
+
+    @property
+    def cgroup(self) -> Cgroup:
+        if self._cgroup is None:
+            from berth.runtime.cgroups import Cgroup
+
+            self._cgroup = Cgroup.from_json(self.record.cgroup)
+        return self._cgroup
 
     def state(self) -> State:
         return state_of(self.record, self.status)
@@ -55,15 +66,18 @@ def state_of(record: store.Record, status: str) -> State:
 def run_hooks(record: store.Record, kind: str, status: str) -> None:
     """Run the config's hooks of ``kind``; the config is parsed only when it has some."""
     if record.config.get("hooks", {}).get(kind):
+        from berth.runtime import hooks
+        from berth.spec.config import Spec
+
         hooks.run_hooks(Spec.from_json(record.config).hooks, kind, state_of(record, status))
 
 
 def load(st: store.Store, container_id: str) -> Loaded:
-    record = st.load(container_id)
-    cgroup = cgroups.Cgroup.from_json(record.cgroup)
-    alive = record.init_alive()
-    frozen = alive and not os.path.exists(st.fifo(container_id)) and cgroup.is_frozen()
-    return Loaded(record, st.status(record, frozen), cgroup)
+    loaded = Loaded(st.load(container_id), "")
+    created = os.path.exists(st.fifo(container_id))
+    frozen = not created and loaded.record.init_alive() and loaded.cgroup.is_frozen()
+    loaded.status = st.status(loaded.record, frozen)
+    return loaded
 
 
 def state(st: store.Store, container_id: str) -> State:
@@ -187,7 +201,7 @@ def pids(st: store.Store, container_id: str) -> list[int]:
     return loaded.cgroup.pids()
 
 
-def stats(st: store.Store, container_id: str) -> cgroups.CgroupStats:
+def stats(st: store.Store, container_id: str) -> CgroupStats:
     loaded = load(st, container_id)
     check_operation(container_id, "events", loaded.status)
     return loaded.cgroup.stats()
@@ -237,6 +251,8 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
         if terminal_socket is not None:
             master = console.receive_master(*terminal_socket)
             console.proxy(master)
+        from berth.runtime import process
+
         status = process.wait_exit(created.pid)
     finally:
         for sig in forwarded:

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+import leakcheck
+
 REPO = Path(__file__).resolve().parents[3]
 BINARIES = {
     "runc": shutil.which("runc") or "/usr/sbin/runc",
@@ -176,9 +178,9 @@ class Runtime:
 
     @staticmethod
     def new_id(prefix: str = "test") -> str:
-        """A container id unique on this host; cgroups are named after it, and a cgroup at a
-        hierarchy root must be named test* for the session leak check to watch it."""
-        return f"{prefix}{uuid.uuid4().hex[:12]}"
+        """A container id unique on this host; its cgroups are named after it, with the test
+        session's tag so that the leak check watches them (and not another session's)."""
+        return leakcheck.tagged_name(prefix)
 
     # -- raw calls
     def __call__(self, *args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:

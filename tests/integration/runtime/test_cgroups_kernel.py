@@ -13,12 +13,12 @@ import errno
 import os
 import signal
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import leakcheck
 from berth.errors import InvalidArgument
 from berth.runtime.cgroups import Cgroup, CgroupLayout, detect
 from berth.spec.config import CPU, DeviceRule, Memory, Resources
@@ -35,7 +35,7 @@ def layout() -> CgroupLayout:
 
 @pytest.fixture
 def cgroup(layout: CgroupLayout) -> Iterator[Cgroup]:
-    cg = Cgroup.plan(layout, f"berth-test-{uuid.uuid4().hex[:12]}/c", "c")
+    cg = Cgroup.plan(layout, leakcheck.tagged_name("berth-test-") + "/c", "c")
     try:
         cg.create()
         yield cg
