@@ -634,6 +634,9 @@ class Cgroup:
         if sig == SIGKILL and unified is not None:
             try:
                 _write(f"{unified.path}/cgroup.kill", "1")  # kernel >= 5.14: atomic
+                freezer = self._freezer()
+                if freezer is not None and freezer.version == 1 and self.is_frozen():
+                    self.thaw()  # a v1-frozen (paused) process cannot act on its SIGKILL
                 return
             except FileNotFoundError:
                 pass  # an older kernel, or the cgroup is gone: freeze and signal below
