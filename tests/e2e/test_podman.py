@@ -4,9 +4,10 @@ Rules: podman gets private everything, under one temp dir: storage (--root, vfs 
 no storage mounts), run root, tmp dir (its state and the file events log), network config and
 volume dirs; its container cgroups go under a cgroup parent named with the session's tag
 (leakcheck.tagged_name) that the test removes. The image is a tar of the busybox rootfs,
-imported locally, and --pull never keeps podman off the network. Per DESIGN.md, podman's default ulimits exceed this host's hard limits,
-so the run passes its own. Teardown waits for podman's helpers (conmon and the cleanup process
-it spawns) to exit, resets the storage and removes the dir and the cgroups, even on failure.
+imported locally, and --pull never keeps podman off the network. Per DESIGN.md, podman's
+default ulimits exceed this host's hard limits, so the run passes its own. Teardown waits for
+podman's helpers (conmon and the cleanup process it spawns) to exit, resets the storage and
+removes the dir and the cgroups, even on failure.
 """
 
 from __future__ import annotations
