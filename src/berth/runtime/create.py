@@ -209,8 +209,12 @@ def create(
 
             console_fd = console.connect(opts.console_socket)
         parent, child = Channel.pair()
+        # joining a pid namespace moves only our future children: the init, and (until we go
+        # back) any hook we run, so we go back right after the clone
+        own_pid_ns = -1
         pid_ns_fd = join_fds.pop("pid", None)
         if pid_ns_fd is not None:
+            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
             sys_.setns(pid_ns_fd, s.CLONE_NEWPID)
             os.close(pid_ns_fd)
         flags = 0
@@ -240,6 +244,9 @@ def create(
         # new user namespace, where it may not write the host's cgroup files: there we do it.
         ctx.join_cgroups = not new_userns
         pid, ctx.born_in_v2 = _clone(sys_, flags, cgroup, ctx, parent)
+        if own_pid_ns >= 0:
+            sys_.setns(own_pid_ns, s.CLONE_NEWPID)
+            os.close(own_pid_ns)
         child.close()
         for fd in join_fds.values():
             os.close(fd)
