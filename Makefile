@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 # The fast launcher: the virtualenv's interpreter with -I -S (no site, no user paths), so a
 # runtime call pays ~12 ms of interpreter start-up instead of ~50 ms.
 $(VENV)/bin/berth-runtime: $(STAMP) tools/launcher.py
-	@$(PY) tools/launcher.py $(VENV) $(CURDIR)/src berth-runtime berth.runtime.cli
+	@$(PY) tools/launcher.py $(VENV) $(CURDIR)/src berth-runtime berth.runtime.cli exit_main
 
 demo: install
 	@$(PY) tools/demo.py

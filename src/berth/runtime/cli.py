@@ -445,5 +445,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def exit_main() -> None:
+    """main() for the installed command: exit without the interpreter's teardown (~1 ms of
+    freeing modules a process about to end does not need), after flushing what we wrote."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
     sys.exit(main())

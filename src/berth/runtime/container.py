@@ -10,7 +10,6 @@ poststop hooks; ``delete --force`` kills first and succeeds on a container that 
 from __future__ import annotations
 
 import os
-import select
 import time
 
 from berth.errors import BerthError, InvalidArgument, NotFound
@@ -118,6 +117,8 @@ def _release(st: store.Store, loaded: Loaded) -> None:
                 raise BerthError(f"container {loaded.record.id}: init exited before start")
             if time.monotonic() > deadline:
                 raise BerthError(f"container {loaded.record.id}: init did not answer start")
+            import select
+
             select.select([fd], [], [], 0.005)
     finally:
         os.close(fd)

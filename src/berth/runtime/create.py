@@ -14,7 +14,7 @@ import errno
 import os
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import capabilities, cgroups, hooks, init, log, rootfs, signals, store
+from berth.runtime import capabilities, cgroups, hooks, log, signals, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.spec import jsonio
@@ -24,6 +24,7 @@ from berth.spec.value import replace, value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 
@@ -99,7 +100,10 @@ def validate(spec: Spec) -> set[str]:
         and not (spec.linux.uid_mappings and spec.linux.gid_mappings)
     ):
         raise InvalidArgument("linux.uidMappings: a new user namespace needs uid and gid mappings")
-    rootfs.check_sysctls(spec.linux.sysctl, namespaces)
+    if spec.linux.sysctl:
+        from berth.runtime.rootfs import check_sysctls
+
+        check_sysctls(spec.linux.sysctl, namespaces)
     return namespaces
 
 
@@ -182,8 +186,9 @@ def create(
         bundle = load_bundle(opts.bundle)
     spec = bundle.spec
     namespaces = validate(spec)
-    assert spec.process is not None
-    if spec.process.terminal and not opts.console_socket and not foreground:
+    process = spec.process
+    assert process is not None  # validate() said so
+    if process.terminal and not opts.console_socket and not foreground:
         raise InvalidArgument("process.terminal: true needs --console-socket (or run without -d)")
     seccomp_filter = None
     if spec.linux.seccomp is not None:
@@ -204,7 +209,7 @@ def create(
         fifo = "" if start_at_once else st.fifo(container_id)
         if fifo:
             _make_fifo(fifo, spec)
-        if spec.process.terminal and opts.console_socket:
+        if process.terminal and opts.console_socket:
             from berth.runtime import console
 
             console_fd = console.connect(opts.console_socket)
@@ -221,29 +226,40 @@ def create(
         for ns in spec.linux.namespaces:
             if not ns.path and ns.type != "cgroup":
                 flags |= s.NAMESPACE_FLAGS[ns.type]
-        ctx = init.InitContext(
-            container_id=container_id,
-            spec=spec,
-            process=spec.process,
-            bundle=bundle.path,
-            rootfs=bundle.rootfs,
-            channel=child,
-            fifo_path=fifo,
-            layout=layout,
-            cgroup=cgroup,
-            namespaces=namespaces,
-            join_fds=join_fds,
-            console_fd=console_fd,
-            seccomp=seccomp_filter,
-            no_pivot=opts.no_pivot,
-            no_new_keyring=opts.no_new_keyring,
-            preserve_fds=opts.preserve_fds,
-        )
         new_userns = "user" in namespaces and "user" not in join_fds
-        # The init joins its v1 cgroups itself (cheap for the caller's own thread), except in a
-        # new user namespace, where it may not write the host's cgroup files: there we do it.
-        ctx.join_cgroups = not new_userns
-        pid, ctx.born_in_v2 = _clone(sys_, flags, cgroup, ctx, parent)
+
+        def start_init(born_in_v2: bool) -> None:
+            """In the cloned child: the init's modules are imported here, off our own path."""
+            from berth.runtime import init
+
+            init.run(
+                init.InitContext(
+                    container_id=container_id,
+                    spec=spec,
+                    process=process,
+                    bundle=bundle.path,
+                    rootfs=bundle.rootfs,
+                    channel=child,
+                    fifo_path=fifo,
+                    layout=layout,
+                    cgroup=cgroup,
+                    namespaces=namespaces,
+                    join_fds=join_fds,
+                    console_fd=console_fd,
+                    seccomp=seccomp_filter,
+                    no_pivot=opts.no_pivot,
+                    no_new_keyring=opts.no_new_keyring,
+                    preserve_fds=opts.preserve_fds,
+                    # The init joins its v1 cgroups itself (cheap for the caller's own thread),
+                    # except in a new user namespace, where it may not write the host's cgroup
+                    # files: there we do it.
+                    join_cgroups=not new_userns,
+                    born_in_v2=born_in_v2,
+                ),
+                sys_,
+            )
+
+        pid = _clone(sys_, flags, cgroup, start_init, parent)
         if own_pid_ns >= 0:
             sys_.setns(own_pid_ns, s.CLONE_NEWPID)
             os.close(own_pid_ns)
@@ -320,10 +336,14 @@ def _write_record(
 
 
 def _clone(
-    sys_: s.Syscalls, flags: int, cgroup: cgroups.Cgroup, ctx: init.InitContext, parent: Channel
-) -> tuple[int, bool]:
+    sys_: s.Syscalls,
+    flags: int,
+    cgroup: cgroups.Cgroup,
+    start_init: Callable[[bool], None],
+    parent: Channel,
+) -> int:
     """Clone the init into its namespaces — and into its cgroup v2 directory, if the host
-    has one and the kernel clone3 — then run it. Returns (pid, born in the v2 cgroup)."""
+    has one and the kernel has clone3 — and run ``start_init(born in the v2 cgroup)`` there."""
     unified = cgroup.unified_path()
     cgroup_fd = os.open(unified, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if unified else None
     try:
@@ -335,10 +355,9 @@ def _clone(
                 raise
             pid, born_in_v2 = sys_.clone(flags), False  # kernel before 5.7
         if pid == 0:
-            ctx.born_in_v2 = born_in_v2
             parent.close()
-            init.run(ctx, sys_)  # never returns
-        return pid, born_in_v2
+            start_init(born_in_v2)  # never returns
+        return pid
     finally:
         if cgroup_fd is not None:
             os.close(cgroup_fd)

@@ -1,4 +1,4 @@
-"""The one kernel boundary of the runtime: every Linux call Python's ``os`` lacks, via ctypes.
+"""The one kernel boundary of the runtime: every Linux call Python's ``os`` lacks, via libc.
 
 Rules: nothing else in Berth calls libc through ctypes (libseccomp has its own module). Each
 method raises ``OSError`` with errno and a message naming the call and its main argument, so
@@ -9,8 +9,9 @@ values from the kernel headers.
 
 from __future__ import annotations
 
-import ctypes
 import os
+
+from berth.runtime import libc as ctypes  # the pieces of ctypes we use, imported cheaply
 
 # clone/unshare/setns flags
 CLONE_NEWTIME = 0x00000080
@@ -126,8 +127,8 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def _libc() -> ctypes.Library:
+    return ctypes.Library()
 
 
 class _MountAttr(ctypes.Structure):
