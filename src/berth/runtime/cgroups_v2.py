@@ -30,12 +30,11 @@ if TYPE_CHECKING:
 
     from berth.spec.config import CPU, DeviceRule, Memory
 
-# (controller, file, data, OCI field, OCI value as shown in errors)
-Write = tuple[str, str, str, str, str]
-Plan = tuple[list[Write], list[str]]
-
-_MEM = "linux.resources.memory"
-_CPU = "linux.resources.cpu"
+# the plan's shape and the OCI field names are v1's
+Write = v1.Write
+Plan = v1.Plan
+_MEM = v1._MEM
+_CPU = v1._CPU
 
 
 def _max(value: int) -> str:
