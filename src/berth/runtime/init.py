@@ -1,13 +1,18 @@
 """The container's init: what runs in the cloned child, from clone to execve.
 
 Sequence (the parent's half is in ``create.py``):
-  1. wait for ``go`` (the parent has put us in the cgroup and written our id maps)
-  2. join namespaces given by path; a new cgroup namespace now that we are in our cgroup
-  3. hostname; root filesystem up to pivot_root; tell the parent ``prestart`` so it runs the
-     prestart/createRuntime hooks; run createContainer hooks ourselves; pivot_root
-  4. terminal, masks, read-only paths, sysctls, rlimits, working directory, the executable
-     looked up (so a missing one fails create, not start), capabilities, identity, seccomp
-  5. tell the parent ``created``; block opening the exec fifo until ``start`` opens it
+  1. (new user namespace only: wait for ``go``, the parent has written our id maps; become
+     the namespace's root)
+  2. join the namespaces given by path; hostname and domainname
+  3. the root filesystem up to pivot_root; before the first cgroup mount take ``go`` and join
+     our cgroups ourselves (v1 through ``tasks``: no global lock), then make or join the
+     cgroup namespace; tell the parent ``prestart`` so it runs the prestart/createRuntime
+     hooks; run the createContainer hooks; pivot_root
+  4. terminal, sysctls, masks, read-only paths, oom score, keyring, rlimits, working
+     directory, the executable looked up (so a missing one fails create, not start),
+     capabilities, identity, seccomp
+  5. tell the parent ``created``; block opening the exec fifo until ``start`` opens it (not
+     for ``run``, which starts at once)
   6. startContainer hooks; execve.
 Rules: every failure before ``created`` travels to the parent as data over the channel and the
 child exits 1; after it, there is no one to tell but the container's stderr.
