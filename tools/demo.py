@@ -26,7 +26,7 @@ from berth.spec.defaults import default_spec  # noqa: E402
 
 RUNTIME = os.path.join(os.path.dirname(HERE), ".venv", "bin", "berth-runtime")
 PROBE = r"""
-section() { printf '\n\033[1m== %s\033[0m\n' "$1"; }
+section() { printf '\n== %s\n' "$1"; }
 section "hostname"; hostname
 section "processes (the probe is PID 1)"; ps -o pid,user,args
 section "mount table"; cat /proc/self/mounts
@@ -45,6 +45,9 @@ fi
 section "capabilities"; grep Cap /proc/self/status
 section "a write to a read-only path"
 ( : >> /proc/sys/kernel/hostname ) 2>&1 || true
+section "the memory limit holds: dd asks for a 128 MiB buffer"
+dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null
+echo "dd exited with status $? (137: killed by the kernel's OOM killer)"
 """
 
 
@@ -57,7 +60,9 @@ def main() -> int:
         config = default_spec()
         config["hostname"] = "berth-demo"
         config["process"]["terminal"] = False
-        config["process"]["args"] = ["sh", "-c", PROBE]
+        with open(os.path.join(bundle, "rootfs", "probe.sh"), "w") as f:
+            f.write(PROBE)
+        config["process"]["args"] = ["sh", "/probe.sh"]
         config["linux"]["resources"].update(
             {
                 "memory": {"limit": 64 * 1024 * 1024},
