@@ -101,28 +101,33 @@ def start(st: store.Store, container_id: str) -> None:
 
 
 def _release(st: store.Store, loaded: Loaded) -> None:
-    """Open the exec fifo: the init, blocked opening its other end, reads no more and execs."""
+    """Open the exec fifo: the init, blocked opening its other end, writes one byte, runs the
+    startContainer hooks and execs, which closes its end (close-on-exec). We return at that
+    end of file, so the poststart hooks run after the user's program has started."""
+    import select
+
     fifo = st.fifo(loaded.record.id)
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    released = False
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             try:
                 data = os.read(fd, 1)
             except BlockingIOError:
-                data = None  # the init has the fifo open but has not written yet
+                data = None  # the init has the fifo open and is not done
             if data:
-                break
-            if not loaded.record.init_alive():
+                released = True
+                os.unlink(fifo)
+            elif data == b"" and released:
+                return  # the init has exec'd (or died: the status will say)
+            elif not loaded.record.init_alive():
                 raise BerthError(f"container {loaded.record.id}: init exited before start")
             if time.monotonic() > deadline:
                 raise BerthError(f"container {loaded.record.id}: init did not answer start")
-            import select
-
             select.select([fd], [], [], 0.005)
     finally:
         os.close(fd)
-    os.unlink(fifo)
 
 
 def parse_signal(text: str) -> int:

@@ -58,6 +58,7 @@ class InitContext:
     join_cgroups: bool = True  # join our v1 cgroups ourselves (not in a new user namespace)
     born_in_v2: bool = False  # cloned straight into the container's cgroup v2 directory
     fifo_fd: int = -1  # O_PATH fd of the exec fifo, opened before pivot_root
+    fifo_write_fd: int = -1  # its writing end after start, open until execve
     executable: str = ""  # resolved before ``created``, so a missing program fails create
 
 
@@ -109,8 +110,13 @@ def become_process(sys_: s.Syscalls, proc: Process, seccomp: Filter | None) -> s
     return executable
 
 
-def close_extra_fds(preserve_fds: int) -> None:
-    os.closerange(3 + preserve_fds, 1 << 16)
+def close_extra_fds(preserve_fds: int, keep: int = -1) -> None:
+    """Close inherited fds above the preserved ones, but ``keep`` (closed by execve itself)."""
+    if keep >= 3 + preserve_fds:
+        os.closerange(3 + preserve_fds, keep)
+        os.closerange(keep + 1, 1 << 16)
+    else:
+        os.closerange(3 + preserve_fds, 1 << 16)
 
 
 def exec_process(executable: str, proc: Process) -> None:
@@ -139,7 +145,7 @@ def run(ctx: InitContext, sys_: s.Syscalls = s.LINUX) -> None:
         hooks.run_hooks(ctx.spec.hooks, "startContainer", _state(ctx, os.getpid(), Status.CREATED))
         if ctx.seccomp is not None and seccomp_late(ctx.process):
             ctx.seccomp.load()
-        close_extra_fds(ctx.preserve_fds)
+        close_extra_fds(ctx.preserve_fds, keep=ctx.fifo_write_fd)
         exec_process(ctx.executable, ctx.process)
     except BaseException as exc:
         sys.stderr.write(f"berth-runtime: container {ctx.container_id}: {exc}\n")
@@ -221,7 +227,7 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
 def _wait_for_start(ctx: InitContext) -> None:
     if not ctx.fifo_path:
         return
-    fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fd)
+    # kept open (close-on-exec): ``start`` waits for its end of file, i.e. our execve
+    ctx.fifo_write_fd = os.open(f"/proc/self/fd/{ctx.fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(ctx.fifo_write_fd, b"0")
     os.close(ctx.fifo_fd)
