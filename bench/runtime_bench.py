@@ -19,7 +19,9 @@ What it measures (every runtime gets the same busybox bundle, from ``runc spec``
    child), its VmHWM and PSS from /proc.
 3. ``--count`` detached ``sleep 600`` containers, one runtime at a time, in ``--rounds``
    rounds (median and min..max reported: other work on the machine moves host memory): the
-   time to ``run -d`` them all; host memory per container, ((MemTotal - MemAvailable) after
+   time to ``run -d`` them all; kernel memory per container (the delta of Slab + KernelStack
+   + PageTables over the round, divided by the count: steadier than the next one); host memory
+   per container, ((MemTotal - MemAvailable) after
    minus before) / count, each reading the median over a second after a ``--settle`` pause;
    PSS (/proc/<pid>/smaps_rollup) of the container processes and of any helper processes
    the runtime leaves per container (ancestors of a container process, or processes
@@ -253,6 +255,7 @@ class ManyResult:
     start_all_s: list[float] = field(default_factory=list)  # per completed round
     run_ms: list[float] = field(default_factory=list)  # every `run -d`
     host_kb: list[float] = field(default_factory=list)  # per container, per round
+    kernel_kb: list[float] = field(default_factory=list)  # slab + stacks + page tables, same
     teardown_s: list[float] = field(default_factory=list)
     round_change_kb: list[int] = field(default_factory=list)  # after teardown - before
     count: int = 0  # containers in the first round
@@ -487,6 +490,7 @@ class Bench:
             before_kb = self.many_round(rt, n, before_kb, result)
 
     def many_round(self, rt: Runtime, n: int, before_kb: int, result: ManyResult) -> int:
+        kernel_before = common.kernel_kb(samples=5)
         ids = [self.cid(rt, f"many{n}", i) for i in range(self.args.count)]
         before_pids = set(common.process_table())
         try:
@@ -497,6 +501,7 @@ class Bench:
                 result.run_ms.append(call.ms)
             result.start_all_s.append(time.perf_counter() - start)
             result.host_kb.append((self.host_used_kb() - before_kb) / len(ids))
+            result.kernel_kb.append((common.kernel_kb(samples=5) - kernel_before) / len(ids))
             if n == 0:
                 self.count_processes(rt, ids, before_pids, result)
         except CaseFailed as exc:
@@ -721,6 +726,10 @@ MANY_ROWS: list[tuple[str, Callable[[ManyResult], str]]] = [
     ("time to start all, s", lambda r: spread(r.start_all_s, "{:.2f}")),
     ("`run -d` median / p90, ms", lambda r: f"{median(r.run_ms):.1f} / {common.p90(r.run_ms):.1f}"),
     ("host memory per container, MB", lambda r: spread([k / 1024 for k in r.host_kb], "{:.2f}")),
+    (
+        "kernel memory per container, MB",
+        lambda r: spread([k / 1024 for k in r.kernel_kb], "{:.2f}"),
+    ),
     ("container processes per container", lambda r: f"{r.container_procs / r.count:.2f}"),
     ("their PSS per container, MB", lambda r: mb(r.container_pss_kb / r.count)),
     ("helper processes per container", lambda r: f"{r.helper_procs / r.count:.2f}"),
@@ -737,6 +746,9 @@ NOTES = [
     "Peak RSS: GNU time's ru_maxrss, the maximum over the CLI and the descendants it reaped "
     "(a foreground `run` includes the container process, e.g. runc init before its exec), "
     "not a sum. Created-state process: the helper waiting in the container for `start`.",
+    "Kernel memory: deltas of Slab + KernelStack + PageTables from /proc/meminfo, the kernel "
+    "objects a container costs (namespaces, cgroups, mounts, its task), steadier than host "
+    "memory. "
     "Host memory: deltas of MemTotal - MemAvailable, kernel memory included; other work on "
     "the machine shows in the min..max.",
 ]
