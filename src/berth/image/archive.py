@@ -495,9 +495,9 @@ def _docker_entry(
     layer_paths = _string_list(archive, entry, "Layers", what)
     tags = _string_list(archive, entry, "RepoTags", what)
     if not tags and layer_paths:
-        top = archive.resolve(layer_paths[-1])
-        top_id = posixpath.basename(posixpath.dirname(top)) or posixpath.basename(top)
-        tags = repositories.get(top_id, []) or repositories.get(posixpath.basename(top), [])
+        # legacy v1 ids name one image's chain (blob digests in Docker 25's may be shared)
+        top_id, _, base = layer_paths[-1].partition("/")
+        tags = repositories.get(top_id, []) if base == "layer.tar" else []
     refs = [r for i, t in enumerate(tags) if (r := _parse_ref(archive, t, f"{what}.RepoTags[{i}]"))]
     if _merge(pending, config_digest, refs):
         return
