@@ -145,7 +145,10 @@ def test_docker_save_load_keeps_tags_and_digests(store: ImageStore, other: Image
     names = members(data)
     assert {"oci-layout", "index.json", "manifest.json", "repositories"} <= set(names)
     entries = json.loads(names["manifest.json"] or b"")
-    assert entries[0]["RepoTags"] == ["busybox:latest", "example.com/team/app:v1"]
+    assert entries[0]["RepoTags"] == [
+        "docker.io/library/busybox:latest",
+        "example.com/team/app:v1",
+    ]
     assert entries[0]["Config"] == "blobs/sha256/" + one.id.removeprefix("sha256:")
     assert entries[2]["RepoTags"] == []
 

@@ -17,7 +17,8 @@ What ``save`` writes: ``format="docker"`` is Docker 25's layout, which is also a
 ``blobs/sha256/<hex>`` (layers, configs, manifests as stored), ``index.json`` (one entry per
 tag: ``io.containerd.image.name`` the full reference, ``org.opencontainers.image.ref.name`` the
 tag), ``manifest.json`` (paths into ``blobs/``), ``repositories`` and ``oci-layout`` — so docker,
-podman and OCI tools all read it. ``format="oci"`` is the OCI layout alone, with the full
+podman and OCI tools all read it. RepoTags are written fully qualified, as podman writes them
+(docker reads both forms; podman would read ``busybox:latest`` as ``localhost/busybox``). ``format="oci"`` is the OCI layout alone, with the full
 reference as ``ref.name`` (unique within a layout, as skopeo and umoci need), to a tar stream or
 a directory (an existing layout there is added to; entries of the same name are replaced).
 
@@ -686,14 +687,14 @@ def save(store: ImageStore, refs: Sequence[str], out: Source, format: Format = "
             manifest_json.append(
                 {
                     "Config": _blob_path(manifest.config.digest),
-                    "RepoTags": [t.familiar() for t in tags],
+                    "RepoTags": [str(t) for t in tags],
                     "Layers": [_blob_path(layer.digest) for layer in manifest.layers],
                 }
             )
             if manifest.layers:
                 top = digests.parse(manifest.layers[-1].digest).hex
                 for tag in tags:
-                    repositories.setdefault(tag.familiar_name(), {})[tag.tag] = top
+                    repositories.setdefault(tag.name, {})[tag.tag] = top
     names = {e.annotations.get(ANNOTATION_REF_NAME) for e in entries} - {None}
     digests_saved = {e.digest for e in entries}
     kept = [
