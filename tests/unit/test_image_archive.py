@@ -289,6 +289,10 @@ def test_load_directory_with_symlinks(other: ImageStore, tmp_path: Path) -> None
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(root, filter="tar")
     assert archive.load(other, root) == ["app:1"]
+    (tmp_path / "app.tar").write_bytes(data)
+    assert archive.load(other, str(tmp_path / "app.tar")) == ["app:1"]
+    with pytest.raises(NotFound, match="no such file"):
+        archive.load(other, tmp_path / "missing")
 
 
 # --------------------------------------------------------------------------- refusals

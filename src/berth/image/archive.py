@@ -18,9 +18,10 @@ What ``save`` writes: ``format="docker"`` is Docker 25's layout, which is also a
 tag: ``io.containerd.image.name`` the full reference, ``org.opencontainers.image.ref.name`` the
 tag), ``manifest.json`` (paths into ``blobs/``), ``repositories`` and ``oci-layout`` — so docker,
 podman and OCI tools all read it. RepoTags are written fully qualified, as podman writes them
-(docker reads both forms; podman would read ``busybox:latest`` as ``localhost/busybox``). ``format="oci"`` is the OCI layout alone, with the full
-reference as ``ref.name`` (unique within a layout, as skopeo and umoci need), to a tar stream or
-a directory (an existing layout there is added to; entries of the same name are replaced).
+(docker reads both forms; podman would read ``busybox:latest`` as ``localhost/busybox``).
+``format="oci"`` is the OCI layout alone, with the full reference as ``ref.name`` (unique within
+a layout, as skopeo and umoci need, and what podman's oci-archive writes), to a tar stream or a
+directory (an existing layout there is added to; entries of the same name are replaced).
 
 Rules:
 - One pass over the archive: every file that is not small JSON metadata streams into the
@@ -52,6 +53,7 @@ import logging
 import os
 import platform
 import posixpath
+import shutil
 import stat
 import tarfile
 import tempfile
@@ -62,6 +64,7 @@ from typing import Any, BinaryIO, Literal, cast
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import digest as digests
 from berth.image import reference
+from berth.image.content import Info
 from berth.image.store import ImageStore, encode
 from berth.spec import image as spec
 from berth.spec.value import value
@@ -92,12 +95,6 @@ _XATTR_PAX = "SCHILY.xattr."
 
 
 @value
-class _Blob:
-    digest: str
-    size: int
-
-
-@value
 class _Pending:
     """An image checked and ready to add."""
 
@@ -108,8 +105,7 @@ class _Pending:
 
 def _clean(name: str) -> str:
     """An archive member name as a key: relative, normalised, ``""`` for the root."""
-    cleaned = posixpath.normpath("/" + name).lstrip("/")
-    return cleaned
+    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def _blob_name_digest(name: str) -> str | None:
@@ -131,7 +127,7 @@ class _Archive:
         self.store = store
         self.label = label
         self.files: dict[str, bytes] = {}
-        self.blobs: dict[str, _Blob] = {}
+        self.blobs: dict[str, Info] = {}
         self.links: dict[str, str] = {}
         self._diff_ids: dict[str, str | None] = {}
 
@@ -155,7 +151,7 @@ class _Archive:
             info = writer.commit()
         except InvalidArgument as e:
             raise self.error(f"{name}: refused: {e}") from None
-        self.blobs[name] = _Blob(info.digest, info.size)
+        self.blobs[name] = info
 
     def add_link(self, name: str, target: str) -> None:
         self.links[name] = _clean(target)
@@ -192,7 +188,7 @@ class _Archive:
         except ValueError as e:
             raise self.error(f"{what}: {name} is not valid JSON: {e}") from None
 
-    def blob(self, name: str, what: str) -> _Blob:
+    def blob(self, name: str, what: str) -> Info:
         blob = self.blobs.get(self.resolve(name))
         if blob is None:
             raise self.error(f"{what}: {name!r} is not in the archive")
@@ -200,12 +196,12 @@ class _Archive:
 
     def by_descriptor(self, desc: spec.Descriptor, what: str) -> bytes:
         """A small blob an OCI descriptor names, size checked."""
-        size = self._size(desc, what)
+        size = self.check_size(desc, what)
         if size > METADATA_MAX:
             raise self.error(f"{what}: {desc.digest}: {size} bytes is too big for metadata")
         return self.store.content.read_bytes(desc.digest)
 
-    def _size(self, desc: spec.Descriptor, what: str) -> int:
+    def check_size(self, desc: spec.Descriptor, what: str) -> int:
         try:
             size = self.store.content.info(desc.digest).size
         except NotFound:
@@ -215,9 +211,6 @@ class _Archive:
                 f"{what}: blob {desc.digest} has {size} bytes, the descriptor says {desc.size}"
             )
         return size
-
-    def check_layer(self, desc: spec.Descriptor, what: str) -> None:
-        self._size(desc, what)
 
     def diff_id(self, digest: str) -> str | None:
         """The digest of the layer's uncompressed tar (None for zstd, which is not read)."""
@@ -239,26 +232,24 @@ class _Archive:
             except (OSError, EOFError, zlib.error) as e:
                 raise self.error(f"layer {digest}: not valid gzip: {e}") from None
 
-    def compression(self, digest: str) -> str:
-        with self.store.content.open(digest) as f:
-            magic = f.read(4)
-        if magic.startswith(_GZIP_MAGIC):
-            return "gzip"
-        return "zstd" if magic.startswith(_ZSTD_MAGIC) else ""
-
 
 def load(store: ImageStore, source: Source, repository: str | None = None) -> list[str]:
     """``docker load``: the images of a ``docker save`` tarball or an OCI image layout (a tar
-    stream, plain or gzip, or a directory) into ``store``; the references loaded (familiar
-    form) and the ids of images loaded without a name. ``repository`` names images whose
-    layout gives only a bare tag. See the module docstring for the formats and the checks."""
+    stream, plain or gzip, or the path of such a tar or of a directory) into ``store``; the
+    references loaded (familiar form) and the ids of images loaded without a name.
+    ``repository`` names images whose layout gives only a bare tag. See the module docstring
+    for the formats and the checks."""
     if repository is not None:
         reference.parse_normalized(repository)
     if isinstance(source, str | os.PathLike):
-        root = os.fspath(source)
-        if not os.path.isdir(root):
-            raise InvalidArgument(f"load: {root} is not a directory")
-        archive = _read_dir(store, root)
+        path = os.fspath(source)
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                archive = _read_tar(store, f)
+        elif os.path.isdir(path):
+            archive = _read_dir(store, path)
+        else:
+            raise NotFound(f"load: {path}: no such file or directory")
     else:
         archive = _read_tar(store, source)
     pending = _interpret(archive, repository)
@@ -433,7 +424,7 @@ def _oci_entry(
             spec.layer_compression(layer.media_type)
         except InvalidArgument as e:
             raise archive.error(f"{where}: {e}") from None
-        archive.check_layer(layer, where)
+        archive.check_size(layer, where)
         actual = archive.diff_id(layer.digest)
         if actual is not None and actual != expected:
             raise archive.error(
@@ -519,8 +510,7 @@ def _docker_entry(
             raise archive.error(
                 f"{where}: its content has diffID {actual}, the config says {expected}"
             )
-        gzipped = archive.compression(blob.digest) == "gzip"
-        media_type = spec.OCI_LAYER_GZIP if gzipped else spec.OCI_LAYER
+        media_type = spec.OCI_LAYER if actual == blob.digest else spec.OCI_LAYER_GZIP
         layers.append(spec.Descriptor(media_type, blob.digest, blob.size))
     manifest = spec.Manifest(
         config=spec.Descriptor(spec.OCI_CONFIG, config_digest, len(config_bytes)),
@@ -554,9 +544,6 @@ class _TarSink:
             self._parents(parent)
             self.dirs.add(parent)
             self.tar.addfile(self._info(parent, tarfile.DIRTYPE, 0o755))
-
-    def has_blob(self, name: str) -> bool:
-        return False
 
     def add_bytes(self, name: str, data: bytes) -> None:
         self._parents(name)
@@ -609,7 +596,7 @@ class _DirSink:
         if self.has_blob(name):
             return
         with store.content.open(digest) as src:
-            self._write(name, lambda f: _copy(src, f))
+            self._write(name, lambda f: shutil.copyfileobj(src, f, _CHUNK))
 
     def close(self) -> None:
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -617,11 +604,6 @@ class _DirSink:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _copy(src: BinaryIO, dst: BinaryIO) -> None:
-    while chunk := src.read(_CHUNK):
-        dst.write(chunk)
 
 
 def _blob_path(digest: str) -> str:
