@@ -65,7 +65,7 @@ from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import digest as digests
 from berth.image import reference
 from berth.image.content import Info
-from berth.image.store import ImageStore, encode
+from berth.image.store import Image, ImageStore, encode
 from berth.spec import image as spec
 from berth.spec.value import value
 
@@ -621,7 +621,7 @@ def save(store: ImageStore, refs: Sequence[str], out: Source, format: Format = "
         raise InvalidArgument(f"save: format {format!r} is not 'docker' or 'oci'")
     if not refs:
         raise InvalidArgument("save: no images named")
-    images: dict[str, tuple[Any, list[reference.Reference]]] = {}
+    images: dict[str, tuple[Image, list[reference.Reference]]] = {}
     for text in refs:
         image = store.resolve(text)
         tags = images.setdefault(image.id, (image, []))[1]
