@@ -23,10 +23,11 @@ import select
 import shutil
 import signal
 import statistics
+import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 GNU_TIME = "/usr/bin/time"
 MARKER_BEGIN = "<!-- {key}:begin -->"
@@ -451,3 +452,48 @@ def write_markdown_section(path: str, key: str, body: str) -> None:
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+B = TypeVar("B", bound="Benchmark")
+
+
+class Benchmark(Protocol):
+    """What ``run_benchmark`` drives: set up, run every case, clean up, report leftovers."""
+
+    left: list[str]
+
+    def setup(self) -> None: ...
+    def run_all(self) -> None: ...
+    def cleanup(self) -> None: ...
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_benchmark(
+    bench: B,
+    report: Callable[[B, bool], str],
+    markdown_file: str | None,
+    markdown_key: str,
+) -> int:
+    """Run a benchmark to the end or to Ctrl-C/SIGTERM, always cleaning up; print its report
+    and write its markdown section. Exit status: 0, 1 if anything was left behind, 130 when
+    interrupted."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    interrupted = False
+    try:
+        bench.setup()
+        bench.run_all()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        print(".. cleaning up", file=sys.stderr, flush=True)
+        bench.cleanup()
+    if interrupted:
+        print("interrupted; cleaned up: " + ("; ".join(bench.left) or "nothing left"))
+        return 130
+    print(report(bench, False))
+    if markdown_file:
+        write_markdown_section(markdown_file, markdown_key, report(bench, True))
+    return 1 if bench.left else 0

@@ -840,32 +840,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
         raise SystemExit("run as root: podman, buildah and the berth runtime need it")
-    signal.signal(signal.SIGTERM, interrupt)
-    bench = Bench(args)
-    interrupted = False
-    try:
-        bench.setup()
-        bench.run_all()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        print(".. cleaning up", file=sys.stderr, flush=True)
-        bench.cleanup()
-    if interrupted:
-        print("interrupted; cleaned up: " + ("; ".join(bench.left) or "nothing left"))
-        return 130
-    print(report(bench, markdown=False))
-    if args.markdown:
-        common.write_markdown_section(args.markdown, MARKDOWN_KEY, report(bench, markdown=True))
-    return 1 if bench.left else 0
+    return common.run_benchmark(Bench(args), report, args.markdown, MARKDOWN_KEY)
 
 
 if __name__ == "__main__":

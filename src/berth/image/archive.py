@@ -63,7 +63,7 @@ from typing import Any, BinaryIO, Literal, cast
 
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import digest as digests
-from berth.image import reference
+from berth.image import layers, reference
 from berth.image.content import Info
 from berth.image.store import Image, ImageStore, encode
 from berth.spec import image as spec
@@ -796,15 +796,7 @@ class _Exporter:
             with os.fdopen(fd, "rb") as f:
                 self.tar.addfile(info, f)
             return
-        if stat.S_ISDIR(mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
+        layers.set_special_type(info, path, st)
         self.tar.addfile(info)
 
 

@@ -518,6 +518,21 @@ def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+def set_special_type(info: tarfile.TarInfo, path: str, st: os.stat_result) -> None:
+    """A tar header's type for what is neither a regular file nor a hard link: directory,
+    symlink (with its target), character or block device (with its numbers), fifo."""
+    mode = st.st_mode
+    if stat.S_ISDIR(mode):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(mode):
+        info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(mode):
+        info.type = tarfile.FIFOTYPE
+
+
 class _Differ:
     def __init__(self, root: str, lowers: tuple[str, ...], mtime: int | None) -> None:
         self.root = root
@@ -575,13 +590,7 @@ class _Differ:
             with os.fdopen(fd, "rb") as f:
                 self.add(tar, info, xattrs, f)
             return
-        if stat.S_ISLNK(mode):
-            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(path)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        elif stat.S_ISFIFO(mode):
-            info.type = tarfile.FIFOTYPE
+        set_special_type(info, path, st)
         self.add(tar, info, xattrs)
 
     def info(self, parts: tuple[str, ...], st: os.stat_result) -> tarfile.TarInfo:
