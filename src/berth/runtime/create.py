@@ -53,6 +53,8 @@ class CreateOptions:
     no_pivot: bool = False
     no_new_keyring: bool = False
     preserve_fds: int = 0
+    # the container's stdin, stdout, stderr when not ours (a supervisor's pipes or files)
+    stdio: tuple[int, int, int] | None = None
 
 
 @value
@@ -250,6 +252,7 @@ def create(
                     no_pivot=opts.no_pivot,
                     no_new_keyring=opts.no_new_keyring,
                     preserve_fds=opts.preserve_fds,
+                    stdio=opts.stdio,
                     # The init joins its v1 cgroups itself (cheap for the caller's own thread),
                     # except in a new user namespace, where it may not write the host's cgroup
                     # files: there we do it.

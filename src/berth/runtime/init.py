@@ -55,6 +55,7 @@ class InitContext:
     no_pivot: bool
     no_new_keyring: bool
     preserve_fds: int
+    stdio: tuple[int, int, int] | None = None  # dup2'd onto 0, 1, 2 first thing
     join_cgroups: bool = True  # join our v1 cgroups ourselves (not in a new user namespace)
     born_in_v2: bool = False  # cloned straight into the container's cgroup v2 directory
     fifo_fd: int = -1  # O_PATH fd of the exec fifo, opened before pivot_root
@@ -181,6 +182,10 @@ class _Go:
 
 def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
     sys_.prctl(s.PR_SET_PDEATHSIG, signals.SIGKILL)
+    if ctx.stdio is not None:
+        for target, fd in enumerate(ctx.stdio):
+            if fd != target:
+                os.dup2(fd, target)  # dup2'd copies are inheritable: they survive execve
     go = _Go(ctx, sys_)
     if "user" in ctx.namespaces:
         go()  # in a new user namespace nothing works before the id maps are written
