@@ -1,0 +1,243 @@
+"""``berthd``: the engine daemon's command line, start-up and shutdown.
+
+    berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--debug]
+
+Rules:
+- One daemon per data root: the pid file (``Paths.pid_file``) is taken at start (a live pid in
+  it is refused) and removed at exit. A socket path that still answers is refused (another
+  daemon serves it); a dead one is replaced.
+- The API socket is mode 0660 (root and its group, as dockerd's), its directory made 0755.
+- TCP only with TLS client certificates (``--tlsverify --tlscacert --tlscert --tlskey``): a
+  plain ``tcp://`` host is refused.
+- SIGTERM and SIGINT stop the daemon gracefully: the listener closes, requests in flight
+  finish (up to ``SHUTDOWN_TIMEOUT`` s), the socket and the pid file are removed.
+- Logging goes to stderr through ``logging``; ``--debug`` adds one line per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from berth.engine import api
+from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
+from berth.errors import BerthError, Conflict, InvalidArgument
+from berth.image.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT = 10.0
+SOCKET_MODE = 0o660
+
+
+@dataclass(frozen=True)
+class Listener:
+    kind: str  # "unix" | "tcp"
+    address: str  # the socket path, or the host
+    port: int = 0
+
+
+def parse_host(text: str, tls: bool) -> Listener:
+    """``unix:///path``, ``/path``, or ``tcp://host:port`` (TLS only)."""
+    if text.startswith("/"):
+        return Listener("unix", text)
+    parts = urlsplit(text)
+    if parts.scheme == "unix":
+        path = parts.path or DEFAULT_SOCKET
+        if not path.startswith("/"):
+            raise InvalidArgument(f"--host {text!r}: the socket path must be absolute")
+        return Listener("unix", path)
+    if parts.scheme == "tcp":
+        if not tls:
+            raise InvalidArgument(
+                f"--host {text!r}: TCP needs --tlsverify with --tlscacert/--tlscert/--tlskey"
+            )
+        if parts.port is None:
+            raise InvalidArgument(f"--host {text!r}: give a port (tcp://HOST:2376)")
+        return Listener("tcp", parts.hostname or "0.0.0.0", parts.port)
+    raise InvalidArgument(f"--host {text!r}: expected unix:///PATH or tcp://HOST:PORT")
+
+
+def tls_context(cacert: str, cert: str, key: str) -> ssl.SSLContext:
+    """A server context that requires a client certificate signed by ``cacert``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=cacert)
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="berthd", description="Berth's Docker-compatible engine.")
+    p.add_argument("--data-root", default=DEFAULT_DATA_ROOT, help="persistent state")
+    p.add_argument(
+        "-H", "--host", default=f"unix://{DEFAULT_SOCKET}", help="unix:///PATH or tcp://H:P"
+    )
+    p.add_argument("--tlsverify", action="store_true", help="require client certificates")
+    p.add_argument("--tlscacert", help="CA that signs client certificates")
+    p.add_argument("--tlscert", help="the server's certificate")
+    p.add_argument("--tlskey", help="the server's key")
+    p.add_argument("-D", "--debug", action="store_true", help="log every request")
+    return p
+
+
+def take_pid_file(path: str) -> None:
+    """Write our pid to ``path``; refuse if it names a live process."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path, encoding="ascii") as f:
+            old = int(f.read().strip() or "0")
+    except (FileNotFoundError, ValueError):
+        old = 0
+    if old > 0 and old != os.getpid():
+        try:
+            os.kill(old, 0)
+        except ProcessLookupError:
+            pass
+        else:
+            raise Conflict(
+                f"pid file found, ensure berthd is not running or delete {path} (pid {old})"
+            )
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{os.getpid()}\n")
+    os.rename(tmp, path)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _clear_stale_socket(path: str) -> None:
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError as e:
+        if e.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise
+        _remove(path)
+        return
+    finally:
+        probe.close()
+    raise Conflict(f"{path}: another daemon is serving this socket")
+
+
+def engine_id(paths: Paths) -> str:
+    """The daemon's persistent id (made once per data root)."""
+    try:
+        with open(paths.engine_id, encoding="ascii") as f:
+            found = f.read().strip()
+            if found:
+                return found
+    except FileNotFoundError:
+        pass
+    new = str(uuid.uuid4())
+    tmp = paths.engine_id + ".tmp"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(new + "\n")
+    os.rename(tmp, paths.engine_id)
+    return new
+
+
+async def serve(
+    paths: Paths,
+    listener: Listener,
+    ssl_context: ssl.SSLContext | None = None,
+    debug: bool = False,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
+    paths.make()
+    take_pid_file(paths.pid_file)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner: web.AppRunner | None = None
+    try:
+        state = api.Engine(
+            paths=paths,
+            images=ImageStore(paths.images),
+            engine_id=engine_id(paths),
+            debug=debug,
+        )
+        app = api.make_app(state)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await runner.setup()
+        site: web.BaseSite
+        if listener.kind == "unix":
+            os.makedirs(os.path.dirname(listener.address), mode=0o755, exist_ok=True)
+            _clear_stale_socket(listener.address)
+            site = web.UnixSite(runner, listener.address)
+            await site.start()
+            os.chmod(listener.address, SOCKET_MODE)
+        else:
+            site = web.TCPSite(runner, listener.address, listener.port, ssl_context=ssl_context)
+            await site.start()
+        log.info(
+            "berthd %s serving the Docker API %s on %s (data root %s, snapshots %s)",
+            state.engine_id,
+            api.API_VERSION,
+            site.name,
+            paths.data_root,
+            state.images.snapshots.mode,
+        )
+        await stop.wait()
+        log.info("berthd %s: shutting down", state.engine_id)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+        if listener.kind == "unix" and runner is not None:
+            _remove(listener.address)
+        _remove(paths.pid_file)
+    log.info("berthd stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("asyncio", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        tls = bool(args.tlsverify)
+        if tls and not (args.tlscacert and args.tlscert and args.tlskey):
+            raise InvalidArgument("--tlsverify needs --tlscacert, --tlscert and --tlskey")
+        listener = parse_host(args.host, tls)
+        context = None
+        if listener.kind == "tcp":
+            context = tls_context(args.tlscacert, args.tlscert, args.tlskey)
+        asyncio.run(serve(Paths(args.data_root), listener, context, debug=args.debug))
+    except BerthError as e:
+        print(f"berthd: {e.message}", file=sys.stderr)
+        return 1
+    except (OSError, ssl.SSLError) as e:
+        print(f"berthd: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
