@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # busybox-static: base root filesystems; runc, crun, podman: the peers the tests and benchmarks
 # compare against; libseccomp2: loaded through ctypes by the runtime; time (GNU): the
 # benchmarks' peak-RSS readings.
-DEB_PACKAGES := busybox-static libseccomp2 runc crun podman buildah skopeo umoci iproute2 util-linux procps time
+DEB_PACKAGES := busybox-static debootstrap libseccomp2 runc crun podman buildah skopeo umoci iproute2 util-linux procps time docker.io
 
 .PHONY: install demo test lint unit integration bench clean
 install: $(STAMP) $(VENV)/bin/berth-runtime
