@@ -1,0 +1,343 @@
+"""The supervisor on the kernel: busybox containers created in it, their logs, their exits.
+
+Every test starts its own supervisor (detached, as berthd starts it) on temp paths and, in
+teardown, force-deletes every container it knows, stops it, and makes sure it is gone; the
+leak check then sees no process, cgroup or mount left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import leakcheck
+from berth.engine import supervisor_client as sc
+from berth.engine import supervisor_protocol as p
+from berth.errors import Conflict, FailedPrecondition, NotFound
+from berth.runtime import container, store
+
+pytestmark = pytest.mark.root
+
+MiB = 1024 * 1024
+RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+# a container that runs until the test creates /tmp/go in its rootfs, then exits with $1
+GATED = "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo released; exit {code}"
+
+
+class Sup:
+    """One supervisor under test: its paths, its start, its clients."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.root = str(workdir / "root")
+        self.socket = str(workdir / "sup.sock")
+        self.log = str(workdir / "supervisor.log")
+        self.clients: list[sc.Client] = []
+
+    def start(self) -> None:
+        assert sc.ensure_started(self.root, self.socket, self.log)
+
+    def client(self) -> sc.Client:
+        c = sc.Client(self.socket, timeout=30)
+        self.clients.append(c)
+        return c
+
+    def pid(self) -> int:
+        return int(Path(self.root, "supervisor.lock").read_text())
+
+    def log_text(self) -> str:
+        return Path(self.log).read_text() if os.path.exists(self.log) else ""
+
+    def teardown(self) -> None:
+        for c in self.clients:
+            c.close()
+        if sc.answers(self.socket):
+            with sc.Client(self.socket, timeout=30) as c:
+                for info in c.list():
+                    c.delete(info.id, force=True)
+                pid = self.pid()
+                c.shutdown()
+            _wait_gone(pid)
+        st = store.Store(self.root)  # whatever a failed test left: the runtime removes it
+        for cid in st.ids():
+            container.delete(st, cid, force=True)
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while store.process_start_time(pid) is not None:
+        assert time.monotonic() < deadline, f"process {pid} still alive"
+        time.sleep(0.01)
+
+
+def _wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def sup(engine_workdir: Path) -> Iterator[Sup]:
+    s = Sup(engine_workdir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.teardown()
+        print(s.log_text())
+
+
+def _log_entries(path: str) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _release(b: Any) -> None:
+    (b.rootfs / "tmp" / "go").touch()
+
+
+def _memory_limit(limit: int) -> Callable[[dict[str, Any]], None]:
+    def edit(config: dict[str, Any]) -> None:
+        config["linux"].setdefault("resources", {})["memory"] = {"limit": limit, "swap": limit}
+
+    return edit
+
+
+# --------------------------------------------------------------------------- logs and exits
+
+
+def test_output_goes_to_a_json_file_log_and_wait_returns_the_exit_code(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    script = (
+        "echo out1; echo err1 >&2; echo out2;"
+        " head -c 40000 /dev/zero | tr '\\0' a; echo; printf partial; exit 3"
+    )
+    b = bundle.sh(script)
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    c = sup.client()
+    info = c.create(cid, str(b.path), log_path)
+    assert info.id == cid and info.pid > 0 and info.started_at
+    exit_ = c.wait(cid)
+    assert (exit_.exit_code, exit_.oom_killed, exit_.known) == (3, False, True)
+    assert RFC3339_NANO.match(exit_.finished_at)
+    # durable before anyone heard of it
+    saved = json.loads(Path(sup.root, cid, "exit.json").read_text())
+    assert saved["exit_code"] == 3 and saved["finished_at"] == exit_.finished_at
+
+    entries = _log_entries(log_path)
+    assert all(set(e) == {"log", "stream", "time"} for e in entries)
+    assert all(RFC3339_NANO.match(e["time"]) for e in entries)
+    out = [e["log"] for e in entries if e["stream"] == "stdout"]
+    err = [e["log"] for e in entries if e["stream"] == "stderr"]
+    assert err == ["err1\n"]
+    # docker's json-file: a 40000-byte line is three entries, 16 KiB, 16 KiB and the rest
+    assert out == ["out1\n", "out2\n", "a" * 16384, "a" * 16384, "a" * 7232 + "\n", "partial"]
+    # the raw line is docker's, field for field
+    first = Path(log_path).read_text().splitlines()[0]
+    assert re.match(r'^\{"log":"out1\\n","stream":"stdout","time":"[^"]+Z"\}$', first)
+
+    state = c.state(cid)
+    assert state.status == "stopped" and state.exit == exit_
+    assert c.wait(cid) == exit_  # again, at once
+    c.delete(cid)
+    with pytest.raises(NotFound):
+        c.state(cid)
+    assert not os.path.exists(os.path.join(sup.root, cid))
+
+
+def test_created_then_started_with_stdin_written_by_the_client(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh("read line; echo got $line; exit 0")
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    c = sup.client()
+    info = c.create(cid, str(b.path), log_path, start=False, stdin=True)
+    assert (info.status, info.stdin, info.started_at) == ("created", True, "")
+    started = c.start(cid)
+    assert started.status == "running" and started.started_at
+    c.write_stdin(cid, b"hello\n", eof=True)
+    assert c.wait(cid).exit_code == 0
+    assert [e["log"] for e in _log_entries(log_path)] == ["got hello\n"]
+    c.delete(cid)
+
+
+def test_an_oom_killed_container_reports_137_and_oom_killed(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"], _memory_limit(32 * MiB)
+    )
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    exit_ = c.wait(cid)
+    assert (exit_.exit_code, exit_.oom_killed) == (137, True)
+    c.delete(cid)
+
+
+def test_kill_and_force_delete_of_a_running_container_record_its_exit(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=0))
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    with pytest.raises(FailedPrecondition):
+        c.delete(cid)  # running
+    c.kill(cid, signal.SIGKILL)
+    exit_ = c.wait(cid)
+    assert (exit_.exit_code, exit_.oom_killed) == (137, False)
+    with pytest.raises(FailedPrecondition):
+        c.kill(cid, signal.SIGTERM)  # stopped
+
+    b2 = bundle.sh(GATED.format(code=0))
+    cid2 = leakcheck.tagged_name()
+    c.create(cid2, str(b2.path), str(engine_workdir / "c2.log"))
+    with pytest.raises(Conflict):
+        c.create(cid2, str(b2.path), str(engine_workdir / "c2.log"))
+    c.delete(cid2, force=True)
+    assert [i.id for i in c.list()] == [cid]
+    c.delete(cid)
+
+
+# --------------------------------------------------------------------------- the daemon's restarts
+
+
+def test_a_new_client_finds_the_running_container_and_its_exit(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=7))
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    with sc.Client(sup.socket) as first:
+        first.create(cid, str(b.path), log_path)
+    # the "restarted daemon"
+    c = sup.client()
+    (info,) = c.list()
+    assert (info.id, info.status, info.log_path) == (cid, "running", log_path)
+    _release(b)
+    assert c.wait(cid).exit_code == 7
+    assert [e["log"] for e in _log_entries(log_path)] == ["released\n"]
+    c.delete(cid)
+
+
+_WAITER = """
+import sys
+from berth.engine import supervisor_client as sc
+with sc.Client(sys.argv[1]) as c:
+    print("waiting", flush=True)
+    c.wait(sys.argv[2])
+"""
+
+
+def test_a_client_killed_during_wait_loses_nothing(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=4))
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    events: list[p.Exit] = []
+    subscriber = sc.Client(sup.socket, timeout=30)
+    sup.clients.append(subscriber)
+    stream = subscriber.subscribe()
+
+    def collect() -> None:
+        events.append(next(stream))
+
+    collector = threading.Thread(target=collect)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", _WAITER, sup.socket, cid], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert waiter.stdout is not None
+        assert waiter.stdout.readline() == "waiting\n"
+        time.sleep(0.1)  # its wait request is in
+        collector.start()
+        waiter.kill()
+        assert waiter.wait(10) == -signal.SIGKILL
+    finally:
+        waiter.kill()
+        waiter.wait()
+        if waiter.stdout is not None:
+            waiter.stdout.close()
+    _release(b)
+    exit_ = c.wait(cid)
+    assert exit_.exit_code == 4
+    collector.join(10)
+    assert events == [exit_]
+    c.delete(cid)
+
+
+# --------------------------------------------------------------------------- its own restart
+
+
+def test_the_supervisor_stops_without_its_containers_and_a_new_one_adopts_them(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=9))
+    done = bundle.sh("exit 5")
+    cid, done_id = leakcheck.tagged_name(), leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    c.create(done_id, str(done.path), str(engine_workdir / "d.log"))
+    assert c.wait(done_id).exit_code == 5
+    old_pid = sup.pid()
+    c.shutdown()
+    _wait_gone(old_pid)
+    st = store.Store(sup.root)
+    assert st.load(cid).init_alive(), "the container died with its supervisor"
+    with pytest.raises(sc.Unavailable):
+        sc.Client(sup.socket)
+
+    sup.start()
+    assert sup.pid() != old_pid
+    assert not sc.ensure_started(sup.root, sup.socket, sup.log)  # it answers: not started
+    c = sup.client()
+    infos = {i.id: i for i in c.list()}
+    assert infos[cid].status == "running" and infos[cid].adopted
+    assert infos[done_id].exit is not None and infos[done_id].exit.exit_code == 5
+    _release(b)
+    exit_ = c.wait(cid)
+    # not its child: read from /proc while a zombie, else unknown (255), as containerd says
+    assert (exit_.exit_code, exit_.known) in ((9, True), (p.UNKNOWN_EXIT_CODE, False))
+    assert json.loads(Path(sup.root, cid, "exit.json").read_text())["exit_code"] == exit_.exit_code
+    print("adopted exit:", exit_)
+    c.delete(cid)
+    c.delete(done_id)
+
+
+def test_a_second_supervisor_on_the_same_root_refuses_to_start(sup: Sup) -> None:
+    other_socket = sup.socket + "2"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "berth.engine.supervisor",
+            "--root",
+            sup.root,
+            "--socket",
+            other_socket,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "another supervisor serves" in proc.stderr
+    assert not os.path.exists(other_socket)
