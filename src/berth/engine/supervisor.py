@@ -30,6 +30,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import logging
 import os
@@ -56,9 +57,11 @@ log = logging.getLogger(__name__)
 
 META = "supervisor.json"
 EXIT = "exit.json"
+HANDOFF = "supervisor.handoff.json"  # an in-place restart's fds, read and removed at once
 LOCK = "supervisor.lock"  # flock'ed for the supervisor's life; holds its pid
 MAX_REQUEST = 1 << 20
 DELETE_TIMEOUT = 10.0
+MAX_STDIN_BUFFER = 16 << 20
 
 
 def now() -> str:
@@ -161,6 +164,9 @@ class Entry:
         self.pidfd = -1
         self.streams: dict[int, str] = {}  # read end -> "stdout" | "stderr"
         self.stdin_w = -1
+        self.stdin_buf = b""  # written when the pipe has room (the loop never blocks on it)
+        self.stdin_eof = False
+        self.stdin_polled = False
         self.log: JsonFileLog | None = None
         self.exit: p.Exit | None = None
         self.waiters: list[tuple[Conn, int]] = []
@@ -188,9 +194,18 @@ class Entry:
 
 
 class Supervisor:
-    def __init__(self, root: str, socket_path: str) -> None:
+    def __init__(
+        self,
+        root: str,
+        socket_path: str,
+        log_path: str | None = None,
+        handoff: str | None = None,
+    ) -> None:
         self.root = os.path.abspath(root)
         self.socket_path = os.path.abspath(socket_path)
+        self.log_path = log_path
+        self.handoff = handoff
+        self.restarting = False
         self.st = store.Store(self.root)
         self.sel = selectors.DefaultSelector()
         self.table: dict[str, Entry] = {}
@@ -204,15 +219,23 @@ class Supervisor:
     # -- set-up and tear-down
     def open(self) -> None:
         os.makedirs(self.root, mode=0o711, exist_ok=True)
-        self._lock_fd = os.open(
-            os.path.join(self.root, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        )
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(f"supervisor: another supervisor serves {self.root}") from None
-        os.ftruncate(self._lock_fd, 0)
-        os.write(self._lock_fd, f"{os.getpid()}\n".encode())  # who holds it, for people
+        handed: dict[str, Any] = {}
+        if self.handoff:  # an in-place restart: the lock and the socket are still ours
+            handed = _read_json(self.handoff) or {}
+            os.unlink(self.handoff)
+            self._lock_fd = int(handed["lock"])
+            self.listener = socket.socket(fileno=int(handed["listener"]))
+            for fd in (self._lock_fd, self.listener.fileno()):
+                os.set_inheritable(fd, False)
+        else:
+            lock = os.path.join(self.root, LOCK)
+            self._lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Conflict(f"supervisor: another supervisor serves {self.root}") from None
+            os.ftruncate(self._lock_fd, 0)
+            os.write(self._lock_fd, f"{os.getpid()}\n".encode())  # who holds it, for people
         s.LINUX.prctl(s.PR_SET_CHILD_SUBREAPER, 1)
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -220,9 +243,11 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._stop_signal)
         signal.signal(signal.SIGINT, self._stop_signal)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
-        self._recover()
-        self.listener = self._listen()
+        self._recover(handed.get("containers", {}))
+        if self.listener is None:
+            self.listener = self._listen()
         self.sel.register(self.listener, selectors.EVENT_READ, self._on_accept)
+        self._reap()  # children that ended while we were exec'ing
         log.info("supervisor %d: serving %s on %s", os.getpid(), self.root, self.socket_path)
 
     def _listen(self) -> socket.socket:
@@ -274,6 +299,62 @@ class Supervisor:
             sum(1 for e in self.table.values() if e.exit is None),
         )
 
+    def reexec(self) -> None:
+        """Restart in place (an upgrade): exec the supervisor again in this process, so the
+        containers stay our children; their pipes, the socket and the lock are handed over
+        through inherited fds and ``supervisor.handoff.json``. Clients are disconnected."""
+        containers: dict[str, Any] = {}
+        for e in self.table.values():
+            self._drain(e)
+            if e.pidfd >= 0:
+                self.sel.unregister(e.pidfd)
+                os.close(e.pidfd)  # reopened by the new image
+                e.pidfd = -1
+            if e.adopted or e.exit is not None:
+                continue
+            fds = [*e.streams, e.stdin_w]
+            for fd in fds:
+                if fd >= 0:
+                    os.set_inheritable(fd, True)
+            partial = e.log.partial if e.log is not None else {}
+            containers[e.id] = {
+                "streams": {str(fd): stream for fd, stream in e.streams.items()},
+                "stdin": e.stdin_w,
+                "stdin_buf": base64.b64encode(e.stdin_buf).decode(),
+                "stdin_eof": e.stdin_eof,
+                "partial": {k: base64.b64encode(v).decode() for k, v in partial.items()},
+            }
+            if e.log is not None:
+                e.log.close()
+        for conn in list(self.conns):
+            self._flush_blocking(conn)
+            self._close_conn(conn)
+        assert self.listener is not None
+        for fd in (self._lock_fd, self.listener.fileno()):
+            os.set_inheritable(fd, True)
+        handoff = os.path.join(self.root, HANDOFF)
+        state = {
+            "lock": self._lock_fd,
+            "listener": self.listener.fileno(),
+            "containers": containers,
+        }
+        store.write_atomically(handoff, jsonio.dumps(state).encode())
+        signal.set_wakeup_fd(-1)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        argv = [sys.executable, "-m", "berth.engine.supervisor", "--root", self.root]
+        argv += ["--socket", self.socket_path, "--handoff", handoff]
+        if self.log_path:
+            argv += ["--log", self.log_path]
+        log.info(
+            "supervisor %d: restarting in place, %d container(s) handed over",
+            os.getpid(),
+            len(containers),
+        )
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.execv(sys.executable, argv)
+
     def serve(self) -> None:
         while not self.stopping:
             for key, mask in self.sel.select():
@@ -281,7 +362,9 @@ class Supervisor:
                 callback(mask)  # after a stop request the rest of this batch still runs
 
     # -- recovery after a restart
-    def _recover(self) -> None:
+    def _recover(self, handed: dict[str, Any]) -> None:
+        """Rebuild the table from the store, the exit files and (after an in-place restart)
+        the fds the previous image handed over."""
         for cid in self.st.ids():
             try:
                 record = self.st.load(cid)
@@ -294,16 +377,50 @@ class Supervisor:
             saved = _read_json(os.path.join(self.st.dir(cid), EXIT))
             if saved is not None:
                 e.exit = p.Exit.from_json(saved)
-                continue
-            try:
-                e.pidfd = s.LINUX.pidfd_open(record.pid)
-            except OSError:
-                e.pidfd = -1
-            if e.pidfd >= 0 and record.init_alive():
-                self.sel.register(e.pidfd, selectors.EVENT_READ, self._pidfd_cb(e))
-                log.info("container %s: adopted, init %d", cid, record.pid)
+            elif _is_child(record.pid):
+                e.adopted = False
+                self.by_pid[record.pid] = e
+                self._take_over(e, handed.get(cid))
+                log.info("container %s: still our child, init %d", cid, record.pid)
             else:
-                self._adopted_exit(e)
+                self._watch(e)
+        for cid, fds in handed.items():  # containers gone meanwhile: nothing to read for
+            if cid not in self.table or self.table[cid].adopted:
+                for fd in (*map(int, fds["streams"]), fds["stdin"]):
+                    if fd >= 0:
+                        os.close(fd)
+
+    def _take_over(self, e: Entry, handed: dict[str, Any] | None) -> None:
+        if handed is None:
+            return
+        log_path = str(e.meta.get("log_path", ""))
+        if log_path:
+            e.log = JsonFileLog(log_path)
+            for stream, partial in handed["partial"].items():
+                e.log.partial[stream] = base64.b64decode(partial)
+        for fd_text, stream in handed["streams"].items():
+            fd = int(fd_text)
+            os.set_inheritable(fd, False)
+            e.streams[fd] = stream
+            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
+        e.stdin_w = int(handed["stdin"])
+        if e.stdin_w >= 0:
+            os.set_inheritable(e.stdin_w, False)
+            e.stdin_buf = base64.b64decode(handed["stdin_buf"])
+            e.stdin_eof = bool(handed["stdin_eof"])
+            self._pump_stdin(e)
+
+    def _watch(self, e: Entry) -> None:
+        """An init that is not our child (an earlier supervisor's): watched by pidfd."""
+        try:
+            e.pidfd = s.LINUX.pidfd_open(e.pid)
+        except OSError:
+            e.pidfd = -1
+        if e.pidfd >= 0 and e.record.init_alive():
+            self.sel.register(e.pidfd, selectors.EVENT_READ, self._pidfd_cb(e))
+            log.info("container %s: adopted, init %d", e.id, e.pid)
+        else:
+            self._adopted_exit(e)
 
     def _pidfd_cb(self, e: Entry) -> Callable[[int], None]:
         return lambda _mask: self._adopted_exit(e)
@@ -412,9 +529,7 @@ class Supervisor:
             self.sel.unregister(fd)
             os.close(fd)
         e.streams.clear()
-        if e.stdin_w >= 0:
-            os.close(e.stdin_w)
-            e.stdin_w = -1
+        self._close_stdin(e)
         if e.pidfd >= 0:
             self.sel.unregister(e.pidfd)
             os.close(e.pidfd)
@@ -554,7 +669,8 @@ class Supervisor:
         if isinstance(req, p.WriteStdin):
             self._write_stdin(self._entry(req.id), req)
             return {}
-        assert isinstance(req, p.Shutdown)
+        if isinstance(req, p.Restart):
+            self.restarting = True
         self.stopping = True
         return {}
 
@@ -614,7 +730,9 @@ class Supervisor:
         meta: dict[str, Any] = {"log_path": req.log_path, "stdin": req.stdin}
         e = Entry(req.id, created.record, meta, adopted=False)
         e.log = log_file
-        e.stdin_w = stdin_w if req.stdin else -1
+        if req.stdin:
+            os.set_blocking(stdin_w, False)
+            e.stdin_w = stdin_w
         for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
             os.set_blocking(fd, False)
             e.streams[fd] = stream
@@ -640,18 +758,47 @@ class Supervisor:
         store.write_atomically(os.path.join(self.st.dir(e.id), META), data, 0o644)
 
     def _write_stdin(self, e: Entry, req: p.WriteStdin) -> None:
-        if e.stdin_w < 0:
+        if e.stdin_w < 0 or e.stdin_eof:
             raise Conflict(f"container {e.id}: stdin is not open")
-        data = memoryview(req.payload())
+        data = req.payload()
+        if len(e.stdin_buf) + len(data) > MAX_STDIN_BUFFER:
+            raise Unavailable(
+                f"container {e.id}: stdin is not being read: {MAX_STDIN_BUFFER}"
+                " bytes are waiting already"
+            )
+        e.stdin_buf += data
+        e.stdin_eof = req.eof
+        self._pump_stdin(e)
+
+    def _pump_stdin(self, e: Entry) -> None:
         try:
-            while data:
-                data = data[os.write(e.stdin_w, data) :]
+            while e.stdin_buf:
+                e.stdin_buf = e.stdin_buf[os.write(e.stdin_w, e.stdin_buf) :]
+        except BlockingIOError:
+            pass
         except BrokenPipeError:
-            raise Conflict(f"container {e.id}: stdin is closed at the other end") from None
-        finally:
-            if req.eof or data:
-                os.close(e.stdin_w)
-                e.stdin_w = -1
+            log.info(
+                "container %s: stdin closed by the container; %d bytes dropped",
+                e.id,
+                len(e.stdin_buf),
+            )
+            e.stdin_buf, e.stdin_eof = b"", True
+        if e.stdin_buf and not e.stdin_polled:
+            self.sel.register(e.stdin_w, selectors.EVENT_WRITE, lambda _m: self._pump_stdin(e))
+            e.stdin_polled = True
+        elif not e.stdin_buf and e.stdin_polled:
+            self.sel.unregister(e.stdin_w)
+            e.stdin_polled = False
+        if e.stdin_eof and not e.stdin_buf:
+            self._close_stdin(e)
+
+    def _close_stdin(self, e: Entry) -> None:
+        if e.stdin_polled:
+            self.sel.unregister(e.stdin_w)
+            e.stdin_polled = False
+        if e.stdin_w >= 0:
+            os.close(e.stdin_w)
+            e.stdin_w = -1
 
     def _delete(self, cid: str, force: bool) -> None:
         e = self.table.get(cid)
@@ -694,6 +841,14 @@ class Supervisor:
                 raise Unavailable(f"container {e.id}: init {e.pid} survived SIGKILL")
 
 
+def _is_child(pid: int) -> bool:
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def _readable(fd: int, timeout: float = 0.0) -> bool:
     with selectors.DefaultSelector() as sel:
         sel.register(fd, selectors.EVENT_READ)
@@ -725,6 +880,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="detach (fork, setsid, fork) and exit once the socket answers",
     )
+    ap.add_argument("--handoff", help=argparse.SUPPRESS)  # an in-place restart's state
     return ap
 
 
@@ -771,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    sup = Supervisor(args.root, args.socket)
+    sup = Supervisor(args.root, args.socket, args.log, args.handoff)
     try:
         sup.open()
     except (BerthError, OSError) as exc:
@@ -784,8 +940,12 @@ def main(argv: list[str] | None = None) -> int:
         os.close(ready_w)
     try:
         sup.serve()
-    finally:
+    except BaseException:
         sup.close()
+        raise
+    if sup.restarting:
+        sup.reexec()  # does not return
+    sup.close()
     return 0
 
 

@@ -89,6 +89,17 @@ async def ensure_started_async(root: str, socket_path: str, log_path: str) -> bo
     return True
 
 
+STDIN_CHUNK = 256 * 1024  # base64 makes it 342 KiB: well under the supervisor's line limit
+
+
+def _stdin_requests(container_id: str, data: bytes, eof: bool) -> list[p.WriteStdin]:
+    chunks = [data[i : i + STDIN_CHUNK] for i in range(0, len(data), STDIN_CHUNK)] or [b""]
+    return [
+        p.WriteStdin.of(container_id, chunk, eof and i == len(chunks) - 1)
+        for i, chunk in enumerate(chunks)
+    ]
+
+
 def _info_list(result: dict[str, Any]) -> list[p.Info]:
     return [p.Info.from_json(c) for c in result.get("containers", [])]
 
@@ -168,7 +179,8 @@ class Client:
         return p.Exit.from_json(self.request(p.Wait(container_id)))
 
     def write_stdin(self, container_id: str, data: bytes, eof: bool = False) -> None:
-        self.request(p.WriteStdin.of(container_id, data, eof))
+        for req in _stdin_requests(container_id, data, eof):
+            self.request(req)
 
     def shutdown(self) -> None:
         """Stop the supervisor (its containers keep running) and wait until it is gone."""
@@ -178,6 +190,12 @@ class Client:
             if time.monotonic() > deadline:
                 raise BerthError(f"supervisor at {self.socket_path} did not stop")
             time.sleep(0.01)
+
+    def restart(self) -> None:
+        """Restart the supervisor in place (same pid: containers stay its children); this
+        connection is closed by it."""
+        self.request(p.Restart())
+        self.close()
 
     def subscribe(self) -> Iterator[p.Exit]:
         """Every container exit from now on, as it happens (this connection is used up)."""
@@ -273,7 +291,8 @@ class AsyncClient:
         return _info_list(await self.request(p.List()))
 
     async def write_stdin(self, container_id: str, data: bytes, eof: bool = False) -> None:
-        await self.request(p.WriteStdin.of(container_id, data, eof))
+        for req in _stdin_requests(container_id, data, eof):
+            await self.request(req)
 
     async def wait(self, container_id: str) -> p.Exit:
         reader, writer = await self._open()

@@ -9,9 +9,9 @@ After ``subscribe`` is answered, the connection also receives ``{"v": 1, "event"
 "exit": {...}}`` lines, one per container exit, until it closes.
 
 Ops and their fields (the request classes below): create, start, kill, delete, state, list,
-wait, subscribe, write_stdin, shutdown. Rules: unknown fields are ignored (a newer client), an
-unknown op or a different major version is an ``invalid_argument`` error; sans-IO: this module
-only turns values into lines and lines into values.
+wait, subscribe, write_stdin, shutdown, restart. Rules: unknown fields are ignored (a newer
+client), an unknown op or a different major version is an ``invalid_argument`` error; sans-IO:
+this module only turns values into lines and lines into values.
 """
 
 from __future__ import annotations
@@ -103,7 +103,25 @@ class Shutdown:
     """Stop the supervisor; its containers keep running (a new supervisor adopts them)."""
 
 
-Request = Create | Start | Kill | Delete | StateOf | List | Wait | Subscribe | WriteStdin | Shutdown
+@value
+class Restart:
+    """Exec the supervisor again in place (an upgrade): containers stay its children, their
+    pipes and the socket are handed over; connections are closed after this answer."""
+
+
+Request = (
+    Restart
+    | Create
+    | Start
+    | Kill
+    | Delete
+    | StateOf
+    | List
+    | Wait
+    | Subscribe
+    | WriteStdin
+    | Shutdown
+)
 
 OPS: dict[str, type[Request]] = {
     "create": Create,
@@ -116,6 +134,7 @@ OPS: dict[str, type[Request]] = {
     "subscribe": Subscribe,
     "write_stdin": WriteStdin,
     "shutdown": Shutdown,
+    "restart": Restart,
 }
 _OP_OF: dict[type, str] = {cls: op for op, cls in OPS.items()}
 

@@ -341,3 +341,77 @@ def test_a_second_supervisor_on_the_same_root_refuses_to_start(sup: Sup) -> None
     assert proc.returncode == 1
     assert "another supervisor serves" in proc.stderr
     assert not os.path.exists(other_socket)
+
+
+def test_an_in_place_restart_keeps_children_pipes_and_partial_lines(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(
+        "echo before; printf par; " + GATED.format(code=6).replace("echo released", "echo tial")
+    )
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    c = sup.client()
+    c.create(cid, str(b.path), log_path, stdin=True)
+    _wait_for(lambda: Path(log_path).stat().st_size > 0)
+    time.sleep(0.1)  # "par" is read and held as a partial line
+    pid = sup.pid()
+    c.restart()
+    c = sup.client()
+    assert sup.pid() == pid  # the same process: the containers' parent still
+    (info,) = c.list()
+    assert (info.status, info.adopted, info.stdin) == ("running", False, True)
+    _release(b)
+    exit_ = c.wait(cid)
+    assert (exit_.exit_code, exit_.known) == (6, True)
+    assert [e["log"] for e in _log_entries(log_path)] == ["before\n", "partial\n"]
+    assert not os.path.exists(os.path.join(sup.root, "supervisor.handoff.json"))
+    c.delete(cid)
+
+
+def test_stdin_that_is_not_read_does_not_block_the_supervisor(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=0).replace("echo released", "wc -c"))
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    c = sup.client()
+    c.create(cid, str(b.path), log_path, stdin=True)
+    c.write_stdin(cid, b"x" * (1 * MiB), eof=True)  # far more than a pipe holds
+    assert c.state(cid).status == "running"  # answered while the data waits
+    _release(b)
+    assert c.wait(cid).exit_code == 0
+    assert [e["log"] for e in _log_entries(log_path)] == [f"{1 * MiB}\n"]
+    c.delete(cid)
+
+
+def test_the_asyncio_client(sup: Sup, bundle: Any, engine_workdir: Path) -> None:
+    import asyncio
+
+    b = bundle.sh("echo hi; exit 2")
+    cid = leakcheck.tagged_name()
+
+    async def scenario() -> tuple[p.Info, p.Exit, list[p.Info]]:
+        assert not await sc.ensure_started_async(sup.root, sup.socket, sup.log)
+        client = sc.AsyncClient(sup.socket)
+        try:
+            waiting = asyncio.ensure_future(_first_exit(client))
+            await asyncio.sleep(0.05)
+            info = await client.create(cid, str(b.path), str(engine_workdir / "c.log"))
+            exit_ = await client.wait(cid)
+            assert await asyncio.wait_for(waiting, 10) == exit_
+            listed = await client.list()
+            await client.delete(cid)
+            return info, exit_, listed
+        finally:
+            await client.close()
+
+    info, exit_, listed = asyncio.run(scenario())
+    assert info.id == cid and exit_.exit_code == 2
+    assert [i.id for i in listed] == [cid]
+
+
+async def _first_exit(client: sc.AsyncClient) -> p.Exit:
+    async for exit_ in client.subscribe():
+        return exit_
+    raise AssertionError("no exit event")
