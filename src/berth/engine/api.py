@@ -18,6 +18,7 @@ Rules (see ``shared/docker-cli-contract.md``):
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import json
 import logging
@@ -64,7 +65,9 @@ class Engine:
 
 
 ENGINE = web.AppKey("engine", Engine)
-REQUEST_ID = "berth.request_id"
+# The id of the request being handled (the middleware sets it in the handler's task; threads
+# started with asyncio.to_thread see it too).
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("berth_request_id", default="-")
 _ids = itertools.count(1)
 
 
@@ -72,8 +75,9 @@ def engine(request: web.Request) -> Engine:
     return request.app[ENGINE]
 
 
-def request_id(request: web.Request) -> str:
-    return str(request.get(REQUEST_ID, "-"))
+def request_id(request: web.Request | None = None) -> str:
+    """The id of the request being handled, for log lines."""
+    return _request_id.get()
 
 
 # --------------------------------------------------------------------------- the application
@@ -125,7 +129,7 @@ def _check_version(request: web.Request) -> None:
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = f"{next(_ids):06d}"
-    request[REQUEST_ID] = rid
+    _request_id.set(rid)
     started = time.monotonic()
     try:
         _check_version(request)

@@ -1,7 +1,313 @@
-"""Image endpoints (filled in below)."""
+"""Image endpoints over ``image.store.ImageStore``: list, inspect, history, tag, remove, prune,
+save (``/images/get``), load, and ``/images/create`` (pull of a built-in base image, or import).
+
+Rules:
+- Store calls block, so each runs in a worker thread. Writes that add blobs (pull, load,
+  import) and those that end in ``gc`` (remove, prune) hold ``Engine.image_lock``, as the
+  store requires.
+- No registry is reachable from these machines: a pull of ``busybox`` (or ``debian:bookworm``,
+  when ``image.base`` can make it) makes the image locally and answers with docker's JSON
+  progress; any other name is the 404 dockerd gives for a repository it cannot pull
+  ("pull access denied for …"), which is what ``docker run``'s auto-pull reports.
+- Errors found before a stream starts get their HTTP status (``api_errors``); after, the stream
+  ends with an ``errorDetail`` line, as dockerd's do. ``/images/get`` resolves every name before
+  the first byte, so a missing image is a 404, not a broken tar.
+- Names in paths contain ``/`` and ``:``: routes match on the suffix (``/images/{name:.+}/json``).
+"""
 
 from __future__ import annotations
 
-from berth.engine import api
+import asyncio
+import logging
+from typing import Any, BinaryIO, cast
 
-ROUTES: list[api.Route] = []
+from aiohttp import web
+
+from berth.engine import api
+from berth.engine.filters import Filters, parse_timestamp, reference_matches
+from berth.errors import InvalidArgument, NotFound, Unsupported
+from berth.image import archive, base, reference
+from berth.image import digest as digests
+from berth.image.store import ImageSummary
+
+log = logging.getLogger(__name__)
+
+LIST_FILTERS = ("dangling", "label", "reference", "before", "since", "until")
+PRUNE_FILTERS = ("dangling", "label", "label!", "until")
+BUILT_IN = (base.BUSYBOX_REF, base.DEBIAN_REF)
+
+
+def _name(request: web.Request) -> str:
+    return request.match_info["name"]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def select(rows: list[ImageSummary], f: Filters, now: float | None = None) -> list[ImageSummary]:
+    """The rows the list filters keep (``dangling`` is applied by the store)."""
+    by_ref: dict[str, ImageSummary] = {}
+    for row in rows:
+        by_ref[row.id] = row
+        for tag in row.repo_tags:
+            by_ref[tag] = row
+
+    def created_of(text: str) -> int:
+        found = by_ref.get(text) or by_ref.get(_familiar(text))
+        if found is None:
+            matches = [r for r in rows if r.id.removeprefix("sha256:").startswith(text)]
+            if len(matches) != 1:
+                raise NotFound(f"No such image: {text}")
+            found = matches[0]
+        return found.created
+
+    before = [created_of(v) for v in f.get("before")]
+    since = [created_of(v) for v in f.get("since")]
+    until = [parse_timestamp(v, now) for v in f.get("until")]
+    patterns = f.get("reference")
+    out = []
+    for row in rows:
+        if not f.match_labels(row.labels):
+            continue
+        if any(row.created >= b for b in before) or any(row.created <= s for s in since):
+            continue
+        if any(row.created >= u for u in until):
+            continue
+        if patterns:
+            refs = (*row.repo_tags, *row.repo_digests)
+            if not any(reference_matches(p, r) for p in patterns for r in refs):
+                continue
+        out.append(row)
+    return out
+
+
+def _familiar(text: str) -> str:
+    try:
+        return reference.parse(text).familiar()
+    except InvalidArgument:
+        return text
+
+
+async def list_images(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    f = api.query_filters(request, LIST_FILTERS)
+    dangling = f.bool_value("dangling")
+    rows = await asyncio.to_thread(state.images.list, dangling)
+    shared = api.query_bool(request, "shared-size")
+    out = []
+    for row in select(rows, f):
+        doc = row.to_json()
+        if not shared:
+            doc["SharedSize"] = -1
+        out.append(doc)
+    return api.json_response(out)
+
+
+async def inspect_image(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    return api.json_response(await asyncio.to_thread(state.images.inspect, _name(request)))
+
+
+async def image_history(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    rows = await asyncio.to_thread(state.images.history, _name(request))
+    return api.json_response([r.to_json() for r in rows])
+
+
+# --------------------------------------------------------------------------- naming, removing
+
+
+async def tag_image(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    repo = request.query.get("repo", "")
+    tag = request.query.get("tag", "")
+    if not repo:
+        raise InvalidArgument("repository name must have at least one component")
+    target = f"{repo}:{tag}" if tag else repo
+    image = await asyncio.to_thread(state.images.tag, _name(request), target)
+    log.info("req %s: tagged %s as %s", api.request_id(request), image.short_id, target)
+    return web.Response(status=201)
+
+
+async def remove_image(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    force = api.query_bool(request, "force")
+    name = _name(request)
+
+    def remove() -> list[dict[str, str]]:
+        out = state.images.remove(name, force=force, in_use=state.image_in_use)
+        if any("Deleted" in entry for entry in out):
+            state.images.gc()
+        return out
+
+    async with state.image_lock:
+        result = await asyncio.to_thread(remove)
+    log.info("req %s: rmi %s: %s", api.request_id(request), name, result)
+    return api.json_response(result)
+
+
+async def prune_images(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    f = api.query_filters(request, PRUNE_FILTERS)
+    dangling_only = f.bool_value("dangling", True)
+    assert dangling_only is not None
+    until = [parse_timestamp(v) for v in f.get("until")]
+
+    def prune() -> dict[str, Any]:
+        rows = {r.id: r for r in state.images.list()}
+
+        def keep(image_id: str) -> bool:
+            row = rows.get(image_id)
+            if row is None or state.image_in_use(image_id):
+                return True
+            if not f.match_labels(row.labels) or f.excluded_by_labels(row.labels):
+                return True
+            return any(row.created >= u for u in until)
+
+        report = state.images.prune(dangling_only=dangling_only, in_use=keep)
+        deleted: list[dict[str, str]] = [{"Untagged": r} for r in report.untagged]
+        deleted.extend({"Deleted": d} for d in report.deleted)
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": report.reclaimed}
+
+    async with state.image_lock:
+        result = await asyncio.to_thread(prune)
+    return api.json_response(result)
+
+
+# --------------------------------------------------------------------------- save and load
+
+
+async def save_images(request: web.Request) -> web.StreamResponse:
+    names = request.query.getall("names", [])
+    return await _save(request, names)
+
+
+async def save_image(request: web.Request) -> web.StreamResponse:
+    return await _save(request, [_name(request)])
+
+
+async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
+    state = api.engine(request)
+    if not names:
+        raise InvalidArgument("save: no images named (names=…)")
+
+    def check() -> None:
+        for name in names:
+            state.images.resolve(name)
+
+    await asyncio.to_thread(check)
+    response = web.StreamResponse(status=200)
+    response.content_type = "application/x-tar"
+    response.enable_chunked_encoding()
+    log.info("req %s: saving %s", api.request_id(request), names)
+    return await api.stream_from_thread(
+        request, response, lambda out: archive.save(state.images, names, cast("BinaryIO", out))
+    )
+
+
+async def load_images(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
+    async with state.image_lock:
+        loaded = await asyncio.to_thread(archive.load, state.images, reader)
+    stream = await api.JsonStream(request).start()
+    for name in loaded:
+        if digests.is_digest(name):
+            await stream.send({"stream": f"Loaded image ID: {name}\n"})
+        else:
+            await stream.send({"stream": f"Loaded image: {name}\n"})
+    log.info("req %s: loaded %s", api.request_id(request), loaded)
+    return await stream.finish()
+
+
+# --------------------------------------------------------------------------- create: pull, import
+
+
+def pull_reference(from_image: str, tag: str) -> reference.Reference:
+    text = from_image
+    if tag:
+        text = f"{from_image}@{tag}" if tag.startswith("sha256:") else f"{from_image}:{tag}"
+    return reference.parse(text)
+
+
+def pull_refused(ref: reference.Reference) -> NotFound:
+    return NotFound(
+        f"pull access denied for {ref.familiar_name()}, repository does not exist or may "
+        "require 'docker login': berthd reaches no registry; the images it makes locally are "
+        "busybox and debian:bookworm (or docker load a saved image)"
+    )
+
+
+async def create_image(request: web.Request) -> web.StreamResponse:
+    if "fromSrc" in request.query:
+        return await _import(request)
+    from_image = request.query.get("fromImage", "")
+    if not from_image:
+        raise InvalidArgument("fromImage or fromSrc is required")
+    ref = pull_reference(from_image, request.query.get("tag", ""))
+    if str(ref) not in BUILT_IN:
+        raise pull_refused(ref)
+    state = api.engine(request)
+    rid = api.request_id(request)
+    async with state.image_lock:
+        before = await asyncio.to_thread(state.images.get, str(ref))
+        stream = await api.JsonStream(request).start()
+        await stream.send({"status": f"Pulling from {ref.path}", "id": ref.tag})
+        try:
+            image = await asyncio.to_thread(base.base_image, state.images, str(ref))
+        except Exception as e:  # the stream has started: the error goes in it
+            log.info("req %s: pull %s failed: %s", rid, ref, e)
+            await stream.fail(e)
+            return await stream.finish()
+    for layer in image.manifest.layers:
+        short = digests.parse(layer.digest).hex[:12]
+        await stream.send(
+            {"status": "Made locally (built-in base image)", "progressDetail": {}, "id": short}
+        )
+        await stream.send({"status": "Pull complete", "progressDetail": {}, "id": short})
+    await stream.send({"status": f"Digest: {image.manifest_digest}"})
+    fresh = before is None or before.id != image.id
+    verb = "Downloaded newer image for" if fresh else "Image is up to date for"
+    await stream.send({"status": f"Status: {verb} {ref.familiar()}"})
+    log.info("req %s: pulled %s as %s (built-in)", rid, ref, image.short_id)
+    return await stream.finish()
+
+
+async def _import(request: web.Request) -> web.StreamResponse:
+    state = api.engine(request)
+    query = request.query
+    if query["fromSrc"] != "-":
+        raise Unsupported(
+            f"import from {query['fromSrc']!r}: berthd fetches nothing from the network; "
+            "send the archive as the request body (fromSrc=-, docker import FILE)"
+        )
+    if query.getall("changes", []):
+        raise Unsupported("import with --change is not supported yet")
+    repo = query.get("repo", "")
+    tag = query.get("tag", "")
+    ref = (f"{repo}:{tag}" if tag else repo) or None
+    if ref is not None:
+        reference.parse(ref)
+    reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
+    async with state.image_lock:
+        image = await asyncio.to_thread(
+            state.images.import_rootfs, reader, ref, None, query.get("message", "")
+        )
+    log.info("req %s: imported %s as %s", api.request_id(request), image.short_id, ref)
+    stream = await api.JsonStream(request).start()
+    await stream.send({"status": image.id})
+    return await stream.finish()
+
+
+ROUTES: list[api.Route] = [
+    ("GET", "/images/json", list_images),
+    ("POST", "/images/create", create_image),
+    ("POST", "/images/load", load_images),
+    ("POST", "/images/prune", prune_images),
+    ("GET", "/images/get", save_images),
+    ("GET", "/images/{name:.+}/json", inspect_image),
+    ("GET", "/images/{name:.+}/history", image_history),
+    ("GET", "/images/{name:.+}/get", save_image),
+    ("POST", "/images/{name:.+}/tag", tag_image),
+    ("DELETE", "/images/{name:.+}", remove_image),
+]
