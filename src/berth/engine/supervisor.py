@@ -22,6 +22,12 @@ Rules:
   watches live inits it did not make with pidfds. Such an init is not its child, so its exit
   status is read from /proc while it is a zombie; if its new parent reaped it first the status
   is unknown: 255 (137 when the cgroup counted an OOM kill), ``known: false``, as containerd does.
+  After such a stop the containers' stdout and stderr have no reader any more (a later write
+  fails with EPIPE, and what they print is lost): an upgrade uses ``restart`` instead, which
+  execs the new code in this same process with the pipes, the socket and the lock handed over,
+  so containers stay its children and no line or exit status is lost.
+- Containers start with default signal dispositions (Python's ignored SIGPIPE and SIGXFSZ
+  would survive clone and execve otherwise).
 - Requests run one at a time; ``create`` and ``start`` block the loop for as long as the
   runtime takes (milliseconds). Errors are answered as ``berth.errors`` kinds; an unexpected
   exception is logged with its traceback and answered as an internal error, never fatal.
@@ -237,6 +243,7 @@ class Supervisor:
             os.ftruncate(self._lock_fd, 0)
             os.write(self._lock_fd, f"{os.getpid()}\n".encode())  # who holds it, for people
         s.LINUX.prctl(s.PR_SET_CHILD_SUBREAPER, 1)
+        _unignore_signals()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -839,6 +846,23 @@ class Supervisor:
                 time.sleep(0.002)
             if time.monotonic() > deadline:
                 raise Unavailable(f"container {e.id}: init {e.pid} survived SIGKILL")
+
+
+def _noop(_signum: int, _frame: object) -> None:
+    pass
+
+
+def _unignore_signals() -> None:
+    """Containers must start with default signal dispositions, but ignored ones survive
+    clone and execve: Python ignores SIGPIPE and SIGXFSZ, a launcher may ignore more. A
+    handled signal is reset by execve, so each ignored one gets a handler that does nothing
+    (for us the same as ignoring it: a write to a closed pipe still fails with EPIPE)."""
+    for signum in range(1, signal.NSIG):
+        try:
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, _noop)
+        except (OSError, ValueError):
+            continue  # SIGKILL, SIGSTOP, and the C library's own real-time signals
 
 
 def _is_child(pid: int) -> bool:

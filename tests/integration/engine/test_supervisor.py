@@ -415,3 +415,17 @@ async def _first_exit(client: sc.AsyncClient) -> p.Exit:
     async for exit_ in client.subscribe():
         return exit_
     raise AssertionError("no exit event")
+
+
+def test_containers_start_with_no_signal_ignored(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ; a container must not inherit that (runc's don't)."""
+    b = bundle(["grep", "SigIgn", "/proc/self/status"])
+    cid = leakcheck.tagged_name()
+    log_path = str(engine_workdir / "c.log")
+    c = sup.client()
+    c.create(cid, str(b.path), log_path)
+    assert c.wait(cid).exit_code == 0
+    assert [e["log"] for e in _log_entries(log_path)] == ["SigIgn:\t0000000000000000\n"]
+    c.delete(cid)
