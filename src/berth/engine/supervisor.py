@@ -244,6 +244,7 @@ class Supervisor:
             os.write(self._lock_fd, f"{os.getpid()}\n".encode())  # who holds it, for people
         s.LINUX.prctl(s.PR_SET_CHILD_SUBREAPER, 1)
         _unignore_signals()
+        _raise_nofile()
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -846,6 +847,16 @@ class Supervisor:
                 time.sleep(0.002)
             if time.monotonic() > deadline:
                 raise Unavailable(f"container {e.id}: init {e.pid} survived SIGKILL")
+
+
+def _raise_nofile() -> None:
+    """Four fds per container (two pipes, the log, stdin): take the whole hard limit."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("supervisor: open files limit %d -> %d", soft, hard)
 
 
 def _noop(_signum: int, _frame: object) -> None:

@@ -24,7 +24,7 @@ import pytest
 import leakcheck
 from berth.engine import supervisor_client as sc
 from berth.engine import supervisor_protocol as p
-from berth.errors import Conflict, FailedPrecondition, NotFound
+from berth.errors import BerthError, Conflict, FailedPrecondition, NotFound
 from berth.runtime import container, store
 
 pytestmark = pytest.mark.root
@@ -428,4 +428,37 @@ def test_containers_start_with_no_signal_ignored(
     c.create(cid, str(b.path), log_path)
     assert c.wait(cid).exit_code == 0
     assert [e["log"] for e in _log_entries(log_path)] == ["SigIgn:\t0000000000000000\n"]
+    c.delete(cid)
+
+
+def test_a_failed_create_answers_runcs_error_and_leaves_nothing(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle(["no-such-program"])
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    with pytest.raises(BerthError, match='exec: "no-such-program": executable file not found'):
+        c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    assert c.list() == []
+    assert not os.path.exists(os.path.join(sup.root, cid))
+
+
+def test_a_crashed_supervisor_is_replaced_and_the_exit_still_recorded(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    b = bundle.sh(GATED.format(code=8))
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    old_pid = sup.pid()
+    os.kill(old_pid, signal.SIGKILL)
+    _wait_gone(old_pid)
+    assert store.Store(sup.root).load(cid).init_alive()
+    sup.start()  # the stale socket is replaced; the lock died with the old one
+    c = sup.client()
+    (info,) = c.list()
+    assert (info.id, info.status, info.adopted) == (cid, "running", True)
+    _release(b)
+    exit_ = c.wait(cid)
+    assert (exit_.exit_code, exit_.known) in ((8, True), (p.UNKNOWN_EXIT_CODE, False))
     c.delete(cid)
