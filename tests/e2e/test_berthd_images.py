@@ -278,3 +278,65 @@ def test_a_second_daemon_on_the_same_data_root_is_refused(berthd: Daemon) -> Non
     )  # fmt: skip
     assert tcp.returncode == 1
     assert "TCP needs --tlsverify with --tlscacert/--tlscert/--tlskey" in tcp.stderr
+
+
+def _openssl(home: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=home, check=True, capture_output=True, timeout=TIMEOUT)
+
+
+def _certificates(home: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, as dockerd's docs
+    make them."""
+    (home / "server.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (home / "client.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    _openssl(home, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem",
+             "-out", "ca.pem", "-days", "1", "-subj", "/CN=berth-test-ca")  # fmt: skip
+    for name in ("server", "client"):
+        _openssl(home, "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}-key.pem",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}")  # fmt: skip
+        _openssl(home, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey",
+                 "ca-key.pem", "-CAcreateserial", "-out", f"{name}.pem", "-days", "1",
+                 "-extfile", f"{name}.cnf")  # fmt: skip
+
+
+def test_tcp_with_tls_client_certificates(berthd: Daemon) -> None:
+    home = berthd.home / "tls"
+    home.mkdir()
+    _certificates(home)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [BERTHD, "--data-root", str(home / "root"), "--host", f"tcp://127.0.0.1:{port}",
+         "--tlsverify", "--tlscacert", "ca.pem", "--tlscert", "server.pem",
+         "--tlskey", "server-key.pem"],
+        cwd=home, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(home / "docker-config")
+
+    def docker(*tls: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [DOCKER, "-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", "ca.pem",
+             *tls, "version", "-f", "{{.Server.APIVersion}}"],
+            cwd=home, env=env, capture_output=True, text=True, timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with_cert = docker("--tlscert", "client.pem", "--tlskey", "client-key.pem")
+            if with_cert.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.1)
+        assert with_cert.returncode == 0, with_cert.stderr
+        assert with_cert.stdout.strip() == "1.43"
+        without = docker()
+        assert without.returncode == 1, without.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
