@@ -59,7 +59,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("berth.engine.supervisor")  # not "__main__" when run with -m
 
 META = "supervisor.json"
 EXIT = "exit.json"

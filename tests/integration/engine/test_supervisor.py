@@ -462,3 +462,54 @@ def test_a_crashed_supervisor_is_replaced_and_the_exit_still_recorded(
     exit_ = c.wait(cid)
     assert (exit_.exit_code, exit_.known) in ((8, True), (p.UNKNOWN_EXIT_CODE, False))
     c.delete(cid)
+
+
+def _children(ppid: int, comm: str) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[1]) == ppid and stat[stat.index("(") + 1 : stat.rindex(")")] == comm:
+                out.append(int(name))
+    return out
+
+
+def _zombie_children(ppid: int) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if fields[0] == "Z" and int(fields[1]) == ppid:
+                out.append(int(name))
+    return out
+
+
+def test_orphans_reparented_to_the_supervisor_are_reaped(
+    sup: Sup, bundle: Any, engine_workdir: Path
+) -> None:
+    """A poststart hook leaves a background process behind: as the subreaper the supervisor
+    becomes its parent when the hook exits, and reaps it when it ends."""
+
+    def hook(config: dict[str, Any]) -> None:
+        orphan = {"path": "/bin/sh", "args": ["sh", "-c", "sleep 0.3 </dev/null >/dev/null 2>&1 &"]}
+        config["hooks"] = {"poststart": [orphan]}
+
+    b = bundle.sh(GATED.format(code=0), hook)
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(engine_workdir / "c.log"))
+    pid = sup.pid()
+    assert _children(pid, "sleep"), "the hook's orphan was not reparented to the supervisor"
+    time.sleep(0.8)  # the orphan has ended
+    assert _zombie_children(pid) == []
+    _release(b)
+    assert c.wait(cid).exit_code == 0
+    c.delete(cid)
