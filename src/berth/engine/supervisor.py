@@ -176,6 +176,7 @@ class Entry:
         self.log: JsonFileLog | None = None
         self.exit: p.Exit | None = None
         self.waiters: list[tuple[Conn, int]] = []
+        self.loaded = container.Loaded(record, "")  # its cgroup, opened once when needed
 
     @property
     def pid(self) -> int:
@@ -495,7 +496,7 @@ class Supervisor:
 
     def _oom_killed(self, e: Entry) -> bool:
         try:
-            return container.Loaded(e.record, "").cgroup.oom_killed()
+            return e.loaded.cgroup.oom_killed()
         except (OSError, BerthError) as exc:
             log.warning("container %s: cannot read its OOM count: %s", e.id, exc)
             return False
@@ -692,10 +693,10 @@ class Supervisor:
         if e.exit is not None:
             status = Status.STOPPED
         else:
-            try:
-                status = container.load(self.st, e.id).status
-            except NotFound:
-                status = Status.STOPPED
+            # the runtime's rule (store.status) on the record we hold: no re-reading it
+            created = os.path.exists(self.st.fifo(e.id))
+            frozen = not created and e.record.init_alive() and e.loaded.cgroup.is_frozen()
+            status = self.st.status(e.record, frozen)
         return e.info(status)
 
     def _create(self, req: p.Create) -> p.Info:
