@@ -10,6 +10,7 @@ needs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -210,6 +212,37 @@ def test_save_rmi_load(berthd: Daemon) -> None:
     assert "Loaded image: busybox:latest" in out
     assert berthd.store().resolve("busybox").id == image_id
     tarball.unlink()
+
+
+def test_import_filters_and_prune(berthd: Daemon) -> None:
+    busybox_id = _pull_busybox(berthd)
+    rootfs = berthd.home / "rootfs.tar"
+    with tarfile.open(rootfs, "w") as tar:
+        info = tarfile.TarInfo("hello")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"hi\n"))
+    out = berthd.docker(
+        "import", "-m", "from a test", "--change", 'CMD ["/hello"]', "--change", "LABEL t=1",
+        str(rootfs), "imported:1",
+    ).stdout  # fmt: skip
+    imported_id = out.strip()
+    doc = json.loads(berthd.docker("image", "inspect", "imported:1").stdout)[0]
+    assert doc["Id"] == imported_id and doc["Comment"] == "from a test"
+    assert doc["Config"]["Cmd"] == ["/hello"] and doc["Config"]["Labels"] == {"t": "1"}
+
+    def ids(*flags: str) -> set[str]:
+        return set(berthd.docker("images", "-q", "--no-trunc", *flags).stdout.split())
+
+    assert ids("--filter", "label=t=1") == {imported_id}
+    assert ids("--filter", "reference=imp*") == {imported_id}
+    assert busybox_id in ids("--filter", "reference=busybox")
+    berthd.docker("tag", "busybox", "imported:1")  # imported's only tag moves: it dangles
+    assert ids("--filter", "dangling=true") == {imported_id}
+    out = berthd.docker("image", "prune", "-f").stdout
+    assert f"deleted: {imported_id}" in out and "Total reclaimed space" in out
+    assert imported_id not in ids("-a")
+    berthd.docker("rmi", "imported:1")
+    rootfs.unlink()
 
 
 def test_system_df(berthd: Daemon) -> None:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from berth.engine import api, api_errors, daemon
+from berth.engine import api, api_errors, api_images, daemon
 from berth.engine.filters import (
     Filters,
     parse_bool,
@@ -149,6 +149,21 @@ def test_stream_errors_are_error_detail_lines() -> None:
         "errorDetail": {"message": "gone"},
         "error": "gone",
     }
+
+
+def test_import_changes_make_a_config() -> None:
+    assert api_images.config_from_changes([]) is None
+    config = api_images.config_from_changes(
+        ["CMD echo hi", 'ENTRYPOINT ["/e"]', "ENV A=1 B=2", "ENV A=3", "EXPOSE 80 53/udp",
+         "LABEL k=v", "USER 1:2", "WORKDIR /w", "VOLUME /data", "STOPSIGNAL SIGINT"]
+    )  # fmt: skip
+    assert config is not None
+    assert config.cmd == ("/bin/sh", "-c", "echo hi") and config.entrypoint == ("/e",)
+    assert config.env == ("A=3", "B=2") and config.exposed_ports == ("80/tcp", "53/udp")
+    assert config.labels == {"k": "v"} and config.user == "1:2" and config.working_dir == "/w"
+    assert config.volumes == ("/data",) and config.stop_signal == "SIGINT"
+    with pytest.raises(InvalidArgument, match="COPY is not a valid change command"):
+        api_images.config_from_changes(["COPY a b"])
 
 
 # --------------------------------------------------------------------------- paths, daemon args
@@ -364,12 +379,19 @@ def test_images_end_to_end_in_process(tmp_path: Path) -> None:
             tar.addfile(info, io.BytesIO(data))
         imported = await client.post(
             "/v1.43/images/create?fromSrc=-&repo=imported&tag=v1&message=hi",
+            params=[("changes", 'CMD ["/hello"]'), ("changes", "ENV A=1")],
             data=buf.getvalue(),
         )
         assert imported.status == 200
         new_id = _progress(await imported.text())[0]["status"]
         doc = await _json(client, "GET", "/v1.43/images/imported:v1/json")
         assert doc["Id"] == new_id and doc["Comment"] == "hi"
+        assert doc["Config"]["Cmd"] == ["/hello"] and doc["Config"]["Env"] == ["A=1"]
+        bad = await client.post(
+            "/v1.43/images/create?fromSrc=-&repo=x", params={"changes": "RUN true"}, data=b""
+        )
+        assert bad.status == 400
+        assert (await bad.json())["message"] == "RUN is not a valid change command"
 
         await _json(client, "POST", "/v1.43/images/imported:v1/tag?repo=other", 201)
         await _json(client, "DELETE", "/v1.43/images/imported:v1", 200)

@@ -9,7 +9,7 @@ Status codes as dockerd gives them (moby's ``errdefs`` -> ``httpstatus``):
     InvalidArgument               400   a bad value or parameter
     Unavailable                   503
     Unsupported                   501   (moby's NotImplemented)
-    anything else                 500   logged with its traceback
+    anything else                 500   (the only status logged with its traceback)
 
 The body is ``{"message": ...}``; the messages are Berth's own, which use Docker's wording where
 people grep for it. A stream that has already started cannot change its status: it ends with
@@ -81,7 +81,7 @@ def error_response(exc: BaseException, request_id: str = "-") -> web.Response:
     """The response for an error raised before anything was sent."""
     status = status_of(exc)
     message = message_of(exc)
-    if status >= 500:
+    if status == 500:
         log.error("req %s: %s", request_id, message, exc_info=exc)
     else:
         log.info("req %s: %d %s", request_id, status, message)

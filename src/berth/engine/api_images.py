@@ -28,7 +28,10 @@ from berth.engine.filters import Filters, parse_timestamp, reference_matches
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import archive, base, reference
 from berth.image import digest as digests
+from berth.image import dockerfile as df
 from berth.image.store import ImageSummary
+from berth.spec import image as spec
+from berth.spec.value import replace
 
 log = logging.getLogger(__name__)
 
@@ -281,8 +284,7 @@ async def _import(request: web.Request) -> web.StreamResponse:
             f"import from {query['fromSrc']!r}: berthd fetches nothing from the network; "
             "send the archive as the request body (fromSrc=-, docker import FILE)"
         )
-    if query.getall("changes", []):
-        raise Unsupported("import with --change is not supported yet")
+    config = config_from_changes(query.getall("changes", []))
     repo = query.get("repo", "")
     tag = query.get("tag", "")
     ref = (f"{repo}:{tag}" if tag else repo) or None
@@ -291,12 +293,75 @@ async def _import(request: web.Request) -> web.StreamResponse:
     reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
     async with state.image_lock:
         image = await asyncio.to_thread(
-            state.images.import_rootfs, reader, ref, None, query.get("message", "")
+            state.images.import_rootfs, reader, ref, config, query.get("message", "")
         )
     log.info("req %s: imported %s as %s", api.request_id(request), image.short_id, ref)
     stream = await api.JsonStream(request).start()
     await stream.send({"status": image.id})
     return await stream.finish()
+
+
+COMMIT_CHANGES = (
+    df.Cmd, df.Entrypoint, df.Env, df.Expose, df.Label, df.Onbuild, df.StopSignal, df.User,
+    df.Volume, df.Workdir, df.Healthcheck,
+)  # fmt: skip
+DEFAULT_SHELL = ("/bin/sh", "-c")
+
+
+def config_from_changes(changes: list[str]) -> spec.ContainerConfig | None:
+    """``docker import/commit --change``: Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE,
+    LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR, HEALTHCHECK, as dockerd allows) applied
+    in order to an empty config; None when there are none. Words are taken as written."""
+    lines = [c for c in changes if c.strip()]
+    if not lines:
+        return None
+    parsed = df.parse("FROM scratch\n" + "\n".join(lines), filename="--change")
+    config = spec.ContainerConfig()
+    env: dict[str, str] = {}
+    for ins in parsed.stages[-1].instructions:
+        if not isinstance(ins, COMMIT_CHANGES):
+            word = ins.source.text.split(None, 1)[0].upper()
+            raise InvalidArgument(f"{word} is not a valid change command")
+        if isinstance(ins, df.Cmd):
+            config = replace(config, cmd=_command(ins.command))
+        elif isinstance(ins, df.Entrypoint):
+            config = replace(config, entrypoint=_command(ins.command))
+        elif isinstance(ins, df.Env):
+            env.update((kv.key, kv.value) for kv in ins.pairs)
+            config = replace(config, env=tuple(f"{k}={v}" for k, v in env.items()))
+        elif isinstance(ins, df.Expose):
+            ports = [p if "/" in p else f"{p}/tcp" for w in ins.ports for p in w.split()]
+            config = replace(config, exposed_ports=(*config.exposed_ports, *ports))
+        elif isinstance(ins, df.Label):
+            labels = {**config.labels, **{kv.key: kv.value for kv in ins.pairs}}
+            config = replace(config, labels=labels)
+        elif isinstance(ins, df.Onbuild):
+            config = replace(config, on_build=(*config.on_build, ins.trigger))
+        elif isinstance(ins, df.StopSignal):
+            config = replace(config, stop_signal=ins.signal)
+        elif isinstance(ins, df.User):
+            config = replace(config, user=ins.user)
+        elif isinstance(ins, df.Volume):
+            config = replace(config, volumes=(*config.volumes, *ins.paths))
+        elif isinstance(ins, df.Workdir):
+            config = replace(config, working_dir=ins.path)
+        else:
+            config = replace(
+                config,
+                healthcheck=spec.Healthcheck(
+                    test=ins.test,
+                    interval=ins.interval,
+                    timeout=ins.timeout,
+                    start_period=ins.start_period,
+                    start_interval=ins.start_interval,
+                    retries=ins.retries,
+                ),
+            )
+    return config
+
+
+def _command(cmd: df.Command) -> tuple[str, ...]:
+    return cmd.args if cmd.exec_form else (*DEFAULT_SHELL, cmd.args[0])
 
 
 ROUTES: list[api.Route] = [
