@@ -286,6 +286,9 @@ class Supervisor:
         """Stop serving; leave every container running (their inits are reparented)."""
         for e in self.table.values():
             self._drain(e)
+            if e.log is not None:  # no one will read the rest of a partial line
+                for stream in ("stdout", "stderr"):
+                    e.log.flush(stream)
             self._release_fds(e)
         for conn in list(self.conns):
             self._flush_blocking(conn)
