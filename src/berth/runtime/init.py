@@ -122,6 +122,8 @@ def close_extra_fds(preserve_fds: int, keep: int = -1) -> None:
 
 def exec_process(executable: str, proc: Process) -> None:
     env = dict(entry.split("=", 1) for entry in proc.env)
+    for signum in signals.PYTHON_IGNORES:  # the program starts with default dispositions
+        signals.set_handler(signum, signals.SIG_DFL)
     os.execve(executable, list(proc.args), env)
 
 

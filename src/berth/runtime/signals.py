@@ -19,6 +19,7 @@ SIGHUP = 1
 SIGINT = 2
 SIGQUIT = 3
 SIGKILL = 9
+SIGPIPE = 13
 SIGUSR1 = 10
 SIGUSR2 = 12
 SIGTERM = 15
@@ -26,6 +27,7 @@ SIGCHLD = 17
 SIGCONT = 18
 SIGSTOP = 19
 SIGWINCH = 28
+SIGXFSZ = 25
 
 NUMBERS = {
     "SIGHUP": 1, "SIGINT": 2, "SIGQUIT": 3, "SIGILL": 4, "SIGTRAP": 5, "SIGABRT": 6,
@@ -65,6 +67,11 @@ def parse(text: str) -> int | None:
             result = number + offset
             return result if SIGRTMIN <= result <= SIGRTMAX else None
     return None
+
+
+# what the Python interpreter ignores at start-up; an ignored signal stays ignored across
+# execve, so a container's program would inherit it
+PYTHON_IGNORES = (SIGPIPE, SIGXFSZ)
 
 
 def set_handler(signum: int, handler: Callable[[int, object], None] | Any) -> None:
