@@ -297,6 +297,36 @@ def test_docker_py(berthd: Daemon) -> None:
         client.close()
 
 
+def test_a_client_that_drops_a_save_midway_is_tolerated(berthd: Daemon) -> None:
+    _pull_busybox(berthd)
+    for _ in range(3):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.connect(berthd.socket)
+            conn.sendall(b"GET /v1.43/images/busybox/get HTTP/1.1\r\nHost: berth\r\n\r\n")
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+    # the daemon still serves, and its log (checked at teardown) has no traceback
+    assert "busybox" in berthd.docker("images").stdout
+
+
+def test_restart_after_kill_9_keeps_the_images(berthd: Daemon) -> None:
+    home = berthd.home / "restart"
+    home.mkdir()
+    first = start_daemon(home)
+    try:
+        first.docker("pull", "-q", "busybox")
+        first.proc.kill()
+        first.proc.wait()
+        assert os.path.exists(first.socket)  # a crash leaves the socket and the pid file
+        second = start_daemon(home)  # ... which the next daemon takes over
+        try:
+            assert "busybox" in second.docker("images").stdout
+        finally:
+            assert stop_daemon(second) == 0
+        assert not os.path.exists(second.socket)
+    finally:
+        stop_daemon(first)
+
+
 def test_a_second_daemon_on_the_same_data_root_is_refused(berthd: Daemon) -> None:
     proc = subprocess.run(
         [BERTHD, "--data-root", str(berthd.data_root), "--host",

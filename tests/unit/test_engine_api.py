@@ -190,15 +190,18 @@ def test_daemon_hosts() -> None:
         daemon.parse_host("http://x", False)
 
 
-def test_pid_file_refuses_a_live_daemon(tmp_path: Path) -> None:
+def test_pid_file_is_locked_while_held(tmp_path: Path) -> None:
     pid_file = str(tmp_path / "run" / "berthd.pid")
-    Path(pid_file).parent.mkdir()
-    Path(pid_file).write_text("1\n")  # init is always alive
-    with pytest.raises(Conflict, match="pid file found"):
-        daemon.take_pid_file(pid_file)
-    Path(pid_file).write_text("999999999\n")  # no such process: taken over
-    daemon.take_pid_file(pid_file)
-    assert Path(pid_file).read_text().strip() == str(os.getpid())
+    fd = daemon.take_pid_file(pid_file)
+    try:
+        assert Path(pid_file).read_text().strip() == str(os.getpid())
+        with pytest.raises(Conflict, match="pid file found, ensure berthd is not running"):
+            daemon.take_pid_file(pid_file)
+    finally:
+        daemon.release_pid_file(pid_file, fd)
+    assert not os.path.exists(pid_file)
+    Path(pid_file).write_text("1\n")  # a stale file (crashed daemon) is not locked: taken over
+    daemon.release_pid_file(pid_file, daemon.take_pid_file(pid_file))
 
 
 # --------------------------------------------------------------------------- the application

@@ -139,7 +139,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
             response = api_errors.not_found_response()
         else:
             raise
-    except (ConnectionResetError, BrokenPipeError) as e:  # the client went away
+    except ConnectionError as e:  # the client went away (reset, broken pipe, lost)
         log.debug("req %s: %s %s: client gone (%s)", rid, request.method, request.path, e)
         raise
     except Exception as e:  # every error becomes a response, in one place
@@ -294,13 +294,17 @@ class ThreadWriter:
         self._buffer = bytearray()
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=8)
         self._gone = False
+        self._told = False
 
     def _put(self, item: bytes | None) -> None:
         asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop).result()
 
     def write(self, data: bytes) -> int:
-        if self._gone:
-            raise BrokenPipeError("the client closed the connection")
+        if self._gone:  # raise once to stop the writer; later writes (its cleanup) go nowhere
+            if not self._told:
+                self._told = True
+                raise BrokenPipeError("the client closed the connection")
+            return len(data)
         self._buffer += data
         if len(self._buffer) >= self._chunk:
             self._put(bytes(self._buffer))
@@ -327,7 +331,7 @@ class ThreadWriter:
                 continue
             try:
                 await response.write(chunk)
-            except (ConnectionResetError, BrokenPipeError, RuntimeError):
+            except (ConnectionError, RuntimeError):  # reset, broken pipe, "Connection lost"
                 self._gone = True
 
 
@@ -352,6 +356,11 @@ async def stream_from_thread(
     await writer.pump(response)
     try:
         await task
+    except BrokenPipeError:
+        if not writer._gone:
+            raise
+        log.info("req %s: the client went away; stream stopped", request_id(request))
+        return response
     except Exception:
         log.exception("req %s: stream failed after it started", request_id(request))
         if request.transport is not None:

@@ -3,9 +3,10 @@
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--debug]
 
 Rules:
-- One daemon per data root: the pid file (``Paths.pid_file``) is taken at start (a live pid in
-  it is refused) and removed at exit. A socket path that still answers is refused (another
-  daemon serves it); a dead one is replaced.
+- One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
+  life (a locked one is refused; a crashed daemon's lock goes with it) and removed at exit.
+  A socket path that still answers is refused (another daemon serves it); a dead one is
+  replaced.
 - The API socket is mode 0660 (root and its group, as dockerd's), its directory made 0755.
 - TCP only with TLS client certificates (``--tlsverify --tlscacert --tlscert --tlskey``): a
   plain ``tcp://`` host is refused.
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -95,27 +97,30 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def take_pid_file(path: str) -> None:
-    """Write our pid to ``path``; refuse if it names a live process."""
+def take_pid_file(path: str) -> int:
+    """Lock ``path`` and write our pid in it; the open descriptor (the lock lives as long as it
+    does, so a daemon killed with -9 leaves no lock behind). A locked file is ``Conflict``."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        with open(path, encoding="ascii") as f:
-            old = int(f.read().strip() or "0")
-    except (FileNotFoundError, ValueError):
-        old = 0
-    if old > 0 and old != os.getpid():
-        try:
-            os.kill(old, 0)
-        except ProcessLookupError:
-            pass
-        else:
-            raise Conflict(
-                f"pid file found, ensure berthd is not running or delete {path} (pid {old})"
-            )
-    tmp = f"{path}.{os.getpid()}"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(f"{os.getpid()}\n")
-    os.rename(tmp, path)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip() or "?"
+        os.close(fd)
+        raise Conflict(
+            f"pid file found, ensure berthd is not running: {path} is locked by pid {holder}"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def release_pid_file(path: str, fd: int) -> None:
+    _remove(path)
+    os.close(fd)
 
 
 def _remove(path: str) -> None:
@@ -165,7 +170,7 @@ async def serve(
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
-    take_pid_file(paths.pid_file)
+    pid_fd = take_pid_file(paths.pid_file)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,7 +213,7 @@ async def serve(
             await runner.cleanup()
         if listener.kind == "unix" and runner is not None:
             _remove(listener.address)
-        _remove(paths.pid_file)
+        release_pid_file(paths.pid_file, pid_fd)
     log.info("berthd stopped")
 
 
