@@ -10,7 +10,9 @@ Rules:
   one fixed mtime (``BASE_EPOCH``), no user names, PAX only where needed. The config's
   ``created`` is that same time, so the layer digest and the image id are the same on every
   machine with the same busybox binary, and building it again is a no-op.
-- ``debian:bookworm`` (debootstrap) is a later step: asking for it is ``Unsupported``.
+- ``debian:bookworm`` is built by ``debian.debian_image`` (debootstrap from Debian's package
+  archive, as the official images are made) the first time it is asked for; once tagged in
+  the store it is returned as it is.
 - ``import_rootfs`` keeps the tar as given (plain or gzip), reading it once: the bytes go into
   the content store while the uncompressed stream is hashed for the diffID and parsed as a tar
   (a malformed archive is ``InvalidArgument`` and leaves no blob).
@@ -30,6 +32,7 @@ import platform
 import subprocess
 import tarfile
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from berth.errors import InvalidArgument, NotFound, Unavailable, Unsupported
@@ -72,16 +75,21 @@ ETC_FILES = {
 _CHUNK = 1 << 20
 
 
-def base_image(store: ImageStore, name: str) -> Image:
-    """The built-in base image ``name`` (``busybox``, ``busybox:latest``, …), made if needed."""
+def base_image(
+    store: ImageStore, name: str, progress: Callable[[str], None] | None = None
+) -> Image:
+    """The built-in base image ``name`` (``busybox``, ``busybox:latest``, …), made if needed;
+    ``debian:bookworm`` takes minutes the first time (``progress`` gets its output lines)."""
     ref = str(reference.parse(name))
     if ref == BUSYBOX_REF:
         return busybox_image(store)
     if ref == DEBIAN_REF:
-        raise Unsupported(
-            "base image debian:bookworm: building it with debootstrap is not implemented yet "
-            "(issue 3); use busybox, or load a docker save / OCI tarball"
-        )
+        existing = store.get(ref)
+        if existing is not None:
+            return existing
+        from berth.image.debian import debian_image
+
+        return debian_image(store, "bookworm", progress=progress)
     raise NotFound(f"no built-in base image {name!r} (there are: busybox, debian:bookworm)")
 
 
