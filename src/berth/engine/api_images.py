@@ -13,6 +13,10 @@ Rules:
   ends with an ``errorDetail`` line, as dockerd's do. ``/images/get`` resolves every name before
   the first byte, so a missing image is a 404, not a broken tar.
 - Names in paths contain ``/`` and ``:``: routes match on the suffix (``/images/{name:.+}/json``).
+- ``rmi``'s ``noprune`` changes nothing: Berth's images have no parent images to keep; what
+  the removed image alone used goes at once (``gc``), so ``system df`` shows it gone.
+- ``import``'s ``changes`` are the Dockerfile instructions dockerd allows for
+  ``--change``; a URL as ``fromSrc`` is refused (nothing is fetched from the network).
 """
 
 from __future__ import annotations
