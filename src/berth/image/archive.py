@@ -26,7 +26,8 @@ directory (an existing layout there is added to; entries of the same name are re
 Rules:
 - One pass over the archive: every file that is not small JSON metadata streams into the
   content store; a ``blobs/<alg>/<hex>`` file must hash to its name (``InvalidArgument`` naming
-  the file otherwise). A gzip layer is decompressed once more, from the store, for its diffID.
+  the file otherwise). A gzip or zstd layer is decompressed once more, from the store, for its
+  diffID; a Docker-format layer gets the media type its magic says (tar, gzip or zstd).
 - Everything is checked before any reference is added: configs against their digests (a
   ``<hex>.json`` config must hash to ``<hex>``), sizes against descriptors, each layer's diffID
   against the config's ``rootfs.diff_ids``, every name. A refused archive adds no image and no
@@ -39,7 +40,8 @@ Rules:
   a reader never sees an index naming a blob that is not there.
 - ``export_container`` walks the snapshot dirs in user space, never mounts: top-most wins,
   overlay whiteouts (0:0 character devices) hide, an opaque directory hides what is below it.
-- Imports ``berth.spec``, ``berth.errors`` and this package only; stdlib only.
+- Imports ``berth.spec``, ``berth.errors`` and this package only; stdlib only (zstd layers are
+  read through ``layers.ZstdReader``, which imports ``zstandard`` when one is seen).
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ class _Archive:
         self.files: dict[str, bytes] = {}
         self.blobs: dict[str, Info] = {}
         self.links: dict[str, str] = {}
-        self._diff_ids: dict[str, str | None] = {}
+        self._layers: dict[str, tuple[str, str]] = {}  # digest -> (diffID, media type)
 
     def error(self, text: str) -> InvalidArgument:
         return InvalidArgument(f"{self.label}: {text}")
@@ -212,23 +214,34 @@ class _Archive:
             )
         return size
 
-    def diff_id(self, digest: str) -> str | None:
-        """The digest of the layer's uncompressed tar (None for zstd, which is not read)."""
-        if digest not in self._diff_ids:
-            self._diff_ids[digest] = self._compute_diff_id(digest)
-        return self._diff_ids[digest]
+    def diff_id(self, digest: str) -> str:
+        """The digest of the layer's uncompressed tar."""
+        return self._layer(digest)[0]
 
-    def _compute_diff_id(self, digest: str) -> str | None:
+    def layer_media_type(self, digest: str) -> str:
+        """The OCI layer media type of the blob's content: tar, tar+gzip or tar+zstd."""
+        return self._layer(digest)[1]
+
+    def _layer(self, digest: str) -> tuple[str, str]:
+        if digest not in self._layers:
+            self._layers[digest] = self._compute_layer(digest)
+        return self._layers[digest]
+
+    def _compute_layer(self, digest: str) -> tuple[str, str]:
         with self.store.content.open(digest) as f:
             magic = f.read(4)
-            if magic.startswith(_ZSTD_MAGIC):
-                return None
-            if not magic.startswith(_GZIP_MAGIC):
-                return digest
             f.seek(0)
+            if magic.startswith(_ZSTD_MAGIC):
+                try:
+                    reader = cast("BinaryIO", layers.ZstdReader(f))
+                    return digests.of_stream(reader)[0], spec.OCI_LAYER_ZSTD
+                except layers.ZstdDataError as e:
+                    raise self.error(f"layer {digest}: not valid zstd: {e}") from None
+            if not magic.startswith(_GZIP_MAGIC):
+                return digest, spec.OCI_LAYER
             try:
                 with gzip.GzipFile(fileobj=f, mode="rb") as unzipped:
-                    return digests.of_stream(cast("BinaryIO", unzipped))[0]
+                    return digests.of_stream(cast("BinaryIO", unzipped))[0], spec.OCI_LAYER_GZIP
             except (OSError, EOFError, zlib.error) as e:
                 raise self.error(f"layer {digest}: not valid gzip: {e}") from None
 
@@ -426,7 +439,7 @@ def _oci_entry(
             raise archive.error(f"{where}: {e}") from None
         archive.check_size(layer, where)
         actual = archive.diff_id(layer.digest)
-        if actual is not None and actual != expected:
+        if actual != expected:
             raise archive.error(
                 f"{where}: its content has diffID {actual}, the config says {expected}"
             )
@@ -504,13 +517,11 @@ def _docker_entry(
         where = f"{what}.Layers[{i}] ({path})"
         blob = archive.blob(path, where)
         actual = archive.diff_id(blob.digest)
-        if actual is None:
-            raise Unsupported(f"{archive.label}: {where}: zstd layers are not supported")
         if actual != expected:
             raise archive.error(
                 f"{where}: its content has diffID {actual}, the config says {expected}"
             )
-        media_type = spec.OCI_LAYER if actual == blob.digest else spec.OCI_LAYER_GZIP
+        media_type = archive.layer_media_type(blob.digest)
         layers.append(spec.Descriptor(media_type, blob.digest, blob.size))
     manifest = spec.Manifest(
         config=spec.Descriptor(spec.OCI_CONFIG, config_digest, len(config_bytes)),

@@ -1,12 +1,14 @@
 """OCI image layers: apply a layer tar onto a directory; turn an overlay upper dir into a layer.
 
-The format is image-spec 1.1 ``layer.md``: a tar (plain or gzip) of a filesystem changeset in
+The format is image-spec 1.1 ``layer.md``: a tar (plain, gzip or zstd) of a filesystem changeset in
 which ``<dir>/.wh.<name>`` deletes ``<name>`` of the layers below and ``<dir>/.wh..wh..opq``
 hides everything the layers below put in ``<dir>``. Overlayfs spells the same two things as a
 0:0 character device named ``<name>`` and the ``trusted.overlay.opaque=y`` xattr.
 
 Rules:
-- stdlib only; imports ``berth.spec`` and ``berth.errors`` only (never ``berth.runtime``).
+- stdlib only, but for ``zstandard`` (the bindings of the zstd C library), imported only when
+  a zstd layer is read or written; imports ``berth.spec`` and ``berth.errors`` only (never
+  ``berth.runtime``).
 - ``apply_layer`` writes into a directory the caller owns alone and throws away on failure:
   apply into a fresh directory (for ``whiteouts="delete"``: a fresh copy of the parent
   snapshot) and rename it into place only when the call returned. A failed apply leaves a
@@ -26,8 +28,12 @@ Rules:
   there, never an entry of the same layer, whatever their order in the tar.
 - ``diff_to_layer`` output is deterministic: entries sorted by name (whiteouts before their
   siblings), numeric ids only, no user/group names, integer mtimes (or one fixed mtime), PAX
-  headers only for xattrs and what ustar cannot hold, gzip with mtime 0 and no file name.
-  The same tree gives the same digest, which the build cache relies on.
+  headers only for xattrs and what ustar cannot hold, gzip with mtime 0 and no file name,
+  zstd at a fixed level in one frame with a checksum and no content size. The same tree gives
+  the same digest (with the same zlib/libzstd), which the build cache relies on.
+- zstd is read frame after frame (skippable frames skipped, as zstd:chunked writes them) in
+  bounded memory; a stream that ends inside a frame is refused (``zstandard``'s own stream
+  reader would take that for the end of the data).
 """
 
 from __future__ import annotations
@@ -64,6 +70,12 @@ _XATTR_PAX = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _CHUNK = 1 << 20
+# zstd input is fed in steps sized for about _ZSTD_OUT bytes of output at the last ratio seen,
+# so even a hostile stream (RLE blocks inflate up to 32768:1) cannot blow up one read.
+_ZSTD_STEP_MIN, _ZSTD_STEP_MAX, _ZSTD_OUT = 64, 1 << 17, 1 << 20
+ZSTD_LEVEL = 3  # zstd's default; fixed, so that diff_to_layer's output is deterministic
+
+Compression = Literal["gzip", "zstd"]
 
 Whiteouts = Literal["overlay", "delete"]
 
@@ -87,6 +99,10 @@ class _Reader(Protocol):
 
 class _Writer(Protocol):
     def write(self, data: bytes, /) -> int: ...
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 # --------------------------------------------------------------------------- streams
@@ -142,6 +158,58 @@ class _HashingWriter:
         return "sha256:" + self.hash.hexdigest()
 
 
+class ZstdDataError(ValueError):
+    """A zstd stream that is corrupt or ends inside a frame."""
+
+
+class ZstdReader:
+    """The decompressed bytes of a zstd stream read from ``raw``, as they are read (see the
+    module rules: every frame, bounded memory, truncation refused with ``ZstdDataError``)."""
+
+    def __init__(self, raw: _Reader) -> None:
+        import zstandard  # here, so that only zstd layers pay for the import
+
+        self._error: type[Exception] = zstandard.ZstdError
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._raw = raw
+        self._fed = False  # the current frame has had input
+        self._pending = b""  # input read, not fed yet (what followed the last frame)
+        self._out = b""
+        self._pos = 0
+        self._step = _ZSTD_STEP_MIN
+        self._eof = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            return b"".join(iter(lambda: self.read(_CHUNK), b""))
+        while self._pos == len(self._out) and not self._eof:
+            self._fill()
+        data = self._out[self._pos : self._pos + n]
+        self._pos += len(data)
+        return data
+
+    def _fill(self) -> None:
+        data, self._pending = self._pending or self._raw.read(self._step), b""
+        if not data:
+            if self._fed:
+                raise ZstdDataError("the stream ends inside a zstd frame (truncated)")
+            self._eof = True
+            return
+        try:
+            out = self._frame.decompress(data)
+        except self._error as e:
+            raise ZstdDataError(str(e)) from None
+        self._fed = True
+        if self._frame.eof:  # a frame ended; what followed it starts the next one
+            self._pending = self._frame.unused_data
+            self._frame = self._dctx.decompressobj()
+            self._fed = False
+        ratio = max(1, len(out) // len(data))
+        self._step = min(_ZSTD_STEP_MAX, max(_ZSTD_STEP_MIN, _ZSTD_OUT // ratio))
+        self._out, self._pos = out, 0
+
+
 def _read_magic(raw: _Reader) -> bytes:
     head = b""
     while len(head) < 4:
@@ -158,51 +226,63 @@ def _read_magic(raw: _Reader) -> bytes:
 def apply_layer(
     tar_stream: BinaryIO | _Reader, target_dir: str, *, whiteouts: Whiteouts = "overlay"
 ) -> LayerStats:
-    """Apply one layer tar (plain or gzip, detected by magic) onto ``target_dir``.
+    """Apply one layer tar (plain, gzip or zstd, detected by magic) onto ``target_dir``.
 
     ``whiteouts="overlay"``: ``target_dir`` is a fresh directory that becomes an overlay
     lower/upper dir; whiteouts become 0:0 character devices (root needed), opaque markers the
     ``trusted.overlay.opaque=y`` xattr. ``whiteouts="delete"``: ``target_dir`` is a fresh
     copy of the layers below and the whited-out paths are deleted from it (no overlay needed).
     The whole stream is read (trailing padding included) so the digests cover every byte.
-    Raises ``InvalidArgument`` for a malformed or hostile tar, ``Unsupported`` for zstd or
-    another compression, ``FailedPrecondition`` when the filesystem refuses a write.
+    Raises ``InvalidArgument`` for a malformed or hostile tar or a corrupt or truncated
+    compressed stream, ``Unsupported`` for another compression (bzip2, xz),
+    ``FailedPrecondition`` when the filesystem refuses a write.
     """
     if whiteouts not in ("overlay", "delete"):
         raise InvalidArgument(f"whiteouts: {whiteouts!r} is not 'overlay' or 'delete'")
     if not os.path.isdir(target_dir):
         raise InvalidArgument(f"target_dir: {target_dir!r} is not a directory")
     magic = _read_magic(tar_stream)
-    if magic.startswith(_ZSTD_MAGIC):
-        raise Unsupported(f"layer media type {MEDIA_TYPE_TAR_ZSTD}: zstd is not supported")
     if magic.startswith((b"BZh", b"\xfd7zX")):
         raise Unsupported("layer compression bzip2/xz is not supported (OCI: gzip or zstd)")
     raw = _HashingReader(tar_stream, magic)
-    compressed = magic.startswith(_GZIP_MAGIC)
-    unzipped = gzip.GzipFile(fileobj=cast("BinaryIO", raw), mode="rb") if compressed else None
-    tar_in = raw if unzipped is None else _HashingReader(unzipped)
+    compression: Compression | None = None
+    tar_in = raw
+    if magic.startswith(_GZIP_MAGIC):
+        compression = "gzip"
+        tar_in = _HashingReader(gzip.GzipFile(fileobj=cast("BinaryIO", raw), mode="rb"))
+    elif magic.startswith(_ZSTD_MAGIC):
+        compression = "zstd"
+        tar_in = _HashingReader(ZstdReader(raw))
     applier = _Applier(os.path.abspath(target_dir), whiteouts)
     try:
         with tarfile.open(fileobj=cast("BinaryIO", tar_in), mode="r|", errorlevel=2) as tar:
             for member in tar:
                 applier.entry(member, tar)
         tar_in.drain()
-        if compressed:
+        if compression:
             raw.drain()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+    except (tarfile.TarError, EOFError, zlib.error, OSError, ZstdDataError) as e:
         filesystem = isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile)
         if filesystem and getattr(e, "errno", None) is not None:
             raise FailedPrecondition(f"applying layer onto {target_dir}: {e}") from e
-        raise InvalidArgument(f"layer tar: not a valid (gzip) tar archive: {e}") from e
+        kind = f"({compression}) " if compression else "(gzip) "
+        raise InvalidArgument(f"layer tar: not a valid {kind}tar archive: {e}") from e
     applier.finish()
     return LayerStats(
         diff_id=tar_in.digest(),
         size=tar_in.size,
         digest=raw.digest(),
         compressed_size=raw.size,
-        media_type=MEDIA_TYPE_TAR_GZIP if compressed else MEDIA_TYPE_TAR,
+        media_type=_MEDIA_TYPES[compression],
         entries=applier.entries,
     )
+
+
+_MEDIA_TYPES: dict[Compression | None, str] = {
+    None: MEDIA_TYPE_TAR,
+    "gzip": MEDIA_TYPE_TAR_GZIP,
+    "zstd": MEDIA_TYPE_TAR_ZSTD,
+}
 
 
 def _components(name: str, entry: str) -> tuple[str, ...]:
@@ -468,7 +548,7 @@ def diff_to_layer(
     out_stream: BinaryIO | _Writer,
     lower_dirs: Sequence[str] = (),
     *,
-    compress: bool = False,
+    compress: bool | Compression = False,
     mtime: int | None = None,
 ) -> LayerStats:
     """Write the changes held in an overlay upper dir as an OCI layer tar to ``out_stream``.
@@ -477,22 +557,31 @@ def diff_to_layer(
     ``trusted.overlay.opaque=y`` get a ``.wh..wh..opq`` entry right after their own; every
     other entry is written whole. ``lower_dirs`` (the overlay's lower dirs, any order) are
     optional: given, a whiteout that hides nothing in any of them is left out. ``mtime``
-    replaces every entry's mtime (e.g. 0 for reproducible builds); ``compress`` writes gzip
-    (mtime 0 in its header). Sockets cannot be put in a tar and are left out. Raises
-    ``Unsupported`` for an upper dir made with overlay's redirect_dir or metacopy features,
-    whose content cannot be read from the upper dir alone.
+    replaces every entry's mtime (e.g. 0 for reproducible builds); ``compress`` ``"gzip"`` (or
+    True) writes gzip (mtime 0 in its header), ``"zstd"`` one zstd frame at ``ZSTD_LEVEL`` with
+    a checksum and no content size (see the module rules). Sockets cannot be put in a tar and
+    are left out. Raises ``InvalidArgument`` for another ``compress``, ``Unsupported`` for an
+    upper dir made with overlay's redirect_dir or metacopy features, whose content cannot be
+    read from the upper dir alone.
     """
     if not os.path.isdir(upper_dir):
         raise InvalidArgument(f"upper_dir: {upper_dir!r} is not a directory")
+    compression: Compression | None = "gzip" if compress is True else compress or None
+    if compression not in _MEDIA_TYPES:
+        raise InvalidArgument(f"compress: {compress!r} is not 'gzip' or 'zstd'")
     raw = _HashingWriter(out_stream)
-    zipped: gzip.GzipFile | None = None
-    if compress:
+    zipped: gzip.GzipFile | _Closable | None = None
+    if compression == "gzip":
         zipped = gzip.GzipFile(
             filename="", mode="wb", fileobj=cast("BinaryIO", raw), mtime=0, compresslevel=6
         )
-        tar_out = _HashingWriter(zipped)
-    else:
-        tar_out = raw
+    elif compression == "zstd":
+        import zstandard  # here, so that only zstd layers pay for the import
+
+        zipped = zstandard.ZstdCompressor(
+            level=ZSTD_LEVEL, write_checksum=True, write_content_size=False, threads=0
+        ).stream_writer(cast("BinaryIO", raw), closefd=False)
+    tar_out = raw if zipped is None else _HashingWriter(cast("_Writer", zipped))
     walker = _Differ(os.path.abspath(upper_dir), tuple(lower_dirs), mtime)
     try:
         with tarfile.open(
@@ -509,7 +598,7 @@ def diff_to_layer(
         size=tar_out.size,
         digest=raw.digest(),
         compressed_size=raw.size,
-        media_type=MEDIA_TYPE_TAR_GZIP if compress else MEDIA_TYPE_TAR,
+        media_type=_MEDIA_TYPES[compression],
         entries=walker.entries,
     )
 
