@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import resource
 import stat
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from typing import Any
 from berth.engine.seccomp_default import default_seccomp_profile
 from berth.errors import InvalidArgument
 from berth.spec.defaults import CAPABILITIES, DEFAULT_PATH
-from berth.spec.image import ImageConfig
+from berth.spec.image import ContainerConfig, ImageConfig
 from berth.spec.value import field, value
 
 OCI_VERSION = "1.0.2-dev"
@@ -300,6 +301,7 @@ class CreateRequest:
     stop_signal: str = ""
     stop_timeout: int | None = None
     network_disabled: bool = False
+    console_size: tuple[int, int] | None = None  # [height, width], sent with -it (API >= 1.42)
     host_config: HostConfig = field(default_factory=HostConfig)
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -324,6 +326,10 @@ class CreateRequest:
                 )
             working_dir = posixpath.normpath(working_dir)
         stop_timeout = _opt_int(body, "StopTimeout", p, "int")
+        hostname = _str(body, "Hostname", p)
+        if hostname and not _HOSTNAME.fullmatch(hostname):
+            raise InvalidArgument(f"invalid hostname format: {hostname}")
+        console = _console_size(body.get("HostConfig") or {})
         return CreateRequest(
             image=image,
             cmd=_strs(body, "Cmd", p),
@@ -331,7 +337,7 @@ class CreateRequest:
             env=_strs(body, "Env", p) or (),
             working_dir=working_dir,
             user=_str(body, "User", p),
-            hostname=_str(body, "Hostname", p),
+            hostname=hostname,
             domainname=_str(body, "Domainname", p),
             labels=_str_map(body, "Labels", p),
             tty=_bool(body, "Tty", p),
@@ -343,6 +349,7 @@ class CreateRequest:
             stop_signal=_str(body, "StopSignal", p),
             stop_timeout=stop_timeout,
             network_disabled=_bool(body, "NetworkDisabled", p),
+            console_size=console,
             host_config=_host_config(hc_raw or {}),
             raw=body,
         )
@@ -385,7 +392,7 @@ def _host_config(d: dict[str, Any]) -> HostConfig:
     if nano > 0 and quota > 0:
         raise InvalidArgument("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
     if nano < 0:
-        raise InvalidArgument("Range of CPUs is from 0.01 to the number of CPUs available")
+        raise _cpu_range(len(os.sched_getaffinity(0)))
     if period != 0 and not 1000 <= period <= 1_000_000:
         raise InvalidArgument(
             "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
@@ -447,10 +454,51 @@ def _host_config(d: dict[str, Any]) -> HostConfig:
         oom_score_adj=oom,
         devices=_devices(_objs(d, "Devices", p, "[]container.DeviceMapping")),
         group_add=_strs(d, "GroupAdd", p) or (),
-        sysctls=_str_map(d, "Sysctls", p),
+        sysctls=_sysctls(_str_map(d, "Sysctls", p)),
         auto_remove=_bool(d, "AutoRemove", p),
         init=bool(init),
     )
+
+
+_HOSTNAME = re.compile(
+    r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
+)
+
+
+def _console_size(hc: Any) -> tuple[int, int] | None:
+    size = hc.get("ConsoleSize") if isinstance(hc, dict) else None
+    if size is None:
+        return None
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)
+    ):
+        raise _bad_type("HostConfig.ConsoleSize", size, "[2]uint")
+    if size == [0, 0]:
+        return None
+    return size[0], size[1]
+
+
+# the sysctls that live in a container's own namespaces (moby's opts.ValidateSysctl)
+_SYSCTLS = (
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+)
+
+
+def _sysctls(sysctls: dict[str, str]) -> dict[str, str]:
+    for key in sysctls:
+        if key in _SYSCTLS or key.startswith(("fs.mqueue.", "net.")):
+            continue
+        raise InvalidArgument(f"sysctl '{key}' is not whitelisted")
+    return sysctls
 
 
 def _namespace_mode(mode: str, kind: str) -> str:
@@ -539,6 +587,7 @@ def _tmpfs(tmpfs: dict[str, str]) -> tuple[tuple[str, str], ...]:
                 'invalid mount config for type "tmpfs": '
                 f"invalid mount path: '{dest}' mount path must be absolute"
             )
+        _merge_tmpfs_options(options.split(","))  # Invalid tmpfs option -> 400 now
         out.append((posixpath.normpath(dest), options))
     return tuple(out)
 
@@ -551,7 +600,7 @@ def _ulimits(items: list[dict[str, Any]]) -> tuple[Ulimit, ...]:
         if name not in ULIMITS:
             raise InvalidArgument(f"invalid ulimit type: {name}")
         soft, hard = _int(d, "Soft", p), _int(d, "Hard", p)
-        if soft > hard and hard != -1:
+        if (RLIM_INFINITY if soft < 0 else soft) > (RLIM_INFINITY if hard < 0 else hard):
             raise InvalidArgument(
                 f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
             )
@@ -661,6 +710,10 @@ def build_spec(
     image_conf = image.config if image is not None else None
 
     args = _args(req, image_conf)
+    if req.host_config.network_mode == "host" and req.host_config.sysctls:
+        for key in req.host_config.sysctls:
+            if key.startswith("net."):
+                raise InvalidArgument(f"sysctl '{key}' is not allowed in host network namespace")
     user_spec = req.user or (image_conf.user if image_conf else "")
     uid, gid, groups, home = resolve_user(rootfs, user_spec)
     for extra in hc.group_add:
@@ -674,7 +727,7 @@ def build_spec(
 
     caps = _capabilities(hc)
     user: dict[str, Any] = {"uid": uid, "gid": gid}
-    extra_gids = [g for g in dict.fromkeys(groups) if g != gid]
+    extra_gids = list(dict.fromkeys(groups))
     if extra_gids:
         user["additionalGids"] = extra_gids
     process: dict[str, Any] = {
@@ -692,8 +745,9 @@ def build_spec(
         process["rlimits"] = rlimits
     if hc.no_new_privileges:
         process["noNewPrivileges"] = True
-    if hc.oom_score_adj:
-        process["oomScoreAdj"] = hc.oom_score_adj
+    process["oomScoreAdj"] = hc.oom_score_adj  # dockerd always writes it, 0 included
+    if req.tty and req.console_size is not None:
+        process["consoleSize"] = {"height": req.console_size[0], "width": req.console_size[1]}
 
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
@@ -704,11 +758,11 @@ def build_spec(
         spec["hostname"] = hostname
         if req.domainname:
             spec["domainname"] = req.domainname
-    spec["mounts"] = _mounts(hc)
+    paths = namespace_paths or {}
+    spec["mounts"] = _mounts(hc, paths)
     if annotations:
         spec["annotations"] = dict(annotations)
 
-    paths = namespace_paths or {}
     linux: dict[str, Any] = {
         "namespaces": _namespaces(hc, paths),
         "cgroupsPath": f"berth/{container_id}",
@@ -730,36 +784,45 @@ def build_spec(
     return spec
 
 
-def _args(req: CreateRequest, image: Any) -> list[str]:
-    """Docker's merge: the request's Entrypoint (even an empty one) drops the image's Cmd."""
+def entrypoint_and_cmd(
+    req: CreateRequest, image: ContainerConfig | None
+) -> tuple[list[str], list[str]]:
+    """Docker's merge: the request's Entrypoint (even ``[""]``, --entrypoint "") replaces the
+    image's and drops the image's Cmd; otherwise the request's Cmd replaces the image's."""
     if req.entrypoint is not None:
-        entrypoint = (
-            [a for a in req.entrypoint if a] if req.entrypoint == ("",) else list(req.entrypoint)
-        )
-        cmd = list(req.cmd or ())
-    else:
-        entrypoint = list(image.entrypoint or ()) if image is not None else []
-        cmd = list(req.cmd) if req.cmd else list(image.cmd or ()) if image is not None else []
-    args = entrypoint + cmd
-    if not args:
+        entrypoint = [] if req.entrypoint == ("",) else list(req.entrypoint)
+        return entrypoint, list(req.cmd or ())
+    if image is None:
+        return [], list(req.cmd or ())
+    return list(image.entrypoint or ()), list(req.cmd or image.cmd or ())
+
+
+def _args(req: CreateRequest, image: ContainerConfig | None) -> list[str]:
+    entrypoint, cmd = entrypoint_and_cmd(req, image)
+    if not entrypoint + cmd:
         raise InvalidArgument("No command specified")
-    return args
+    return entrypoint + cmd
 
 
-def _env(req: CreateRequest, image: Any, hostname: str, home: str) -> list[str]:
-    """dockerd's CreateDaemonEnvironment: PATH, HOSTNAME, TERM, then image env and request env."""
-    base = [DEFAULT_PATH, f"HOSTNAME={hostname}"]
+def config_env(req: CreateRequest, image: ContainerConfig | None) -> list[str]:
+    """``Config.Env`` as dockerd stores it: the request's, then the image's it does not name."""
+    env = list(req.env)
+    named = {e.partition("=")[0] for e in env}
+    env.extend(e for e in (image.env if image else ()) if e.partition("=")[0] not in named)
+    return env
+
+
+def _env(req: CreateRequest, image: ContainerConfig | None, hostname: str, home: str) -> list[str]:
+    """dockerd's CreateDaemonEnvironment: PATH, HOSTNAME and TERM, replaced or extended by
+    ``Config.Env`` ("NAME" alone unsets NAME); HOME from passwd as runc's init adds it."""
+    merged: dict[str, str | None] = {"PATH": DEFAULT_PATH.partition("=")[2], "HOSTNAME": hostname}
     if req.tty:
-        base.append("TERM=xterm")
-    merged: dict[str, str | None] = {}
-    for entry in base:
-        key, _, val = entry.partition("=")
-        merged[key] = val
-    for entry in [*(image.env if image is not None else ()), *req.env]:
+        merged["TERM"] = "xterm"
+    for entry in config_env(req, image):
         key, sep, val = entry.partition("=")
         if not key:
             raise InvalidArgument(f"invalid environment variable: {entry}")
-        merged[key] = val if sep else None  # "NAME" alone unsets NAME
+        merged[key] = val if sep else None
     if "HOME" not in merged:
         merged["HOME"] = home
     return [f"{k}={v}" for k, v in merged.items() if v is not None]
@@ -801,13 +864,22 @@ def _show(limit: int) -> str:
     return "unlimited" if limit < 0 or limit >= RLIM_INFINITY else str(limit)
 
 
+_TMPFS_FLAGS = {o for pair in _FLAG_PAIRS for o in pair} | set(_PROPAGATIONS) | {
+    "dirsync", "remount", "mand", "nomand", "bind", "rbind", "unbindable", "runbindable"
+}  # fmt: skip
+_TMPFS_DATA = ("size", "mode", "uid", "gid", "nr_inodes", "nr_blocks", "mpol")
+
+
 def _merge_tmpfs_options(options: Iterable[str]) -> list[str]:
     """mount.MergeTmpfsOptions: a later flag overrides its opposite, a later key=value its key."""
     out: list[str] = []
     for opt in options:
-        if not opt:
+        if not opt or opt == "defaults":
             continue
         key = opt.split("=", 1)[0]
+        if opt not in _TMPFS_FLAGS and ("=" not in opt or key not in _TMPFS_DATA):
+            shown = " ".join(json.dumps(part) for part in opt.split("=", 1))
+            raise InvalidArgument(f"Invalid tmpfs option [{shown}]")
         opposite = [o for pair in _FLAG_PAIRS if opt in pair for o in pair if o != opt] + (
             [p for p in _PROPAGATIONS if p != opt] if opt in _PROPAGATIONS else []
         )
@@ -820,7 +892,30 @@ def _merge_tmpfs_options(options: Iterable[str]) -> list[str]:
     return out
 
 
-def _mounts(hc: HostConfig) -> list[dict[str, Any]]:
+def _shm_mount(hc: HostConfig, paths: Mapping[str, str]) -> dict[str, Any] | None:
+    """/dev/shm: a tmpfs of ShmSize; the host's with --ipc host; with --ipc container:<id>,
+    that container's (through /proc/<pid>/root when the engine gives /proc/<pid>/ns/ipc)."""
+    if hc.ipc_mode == "none":
+        return None
+    source = ""
+    if hc.ipc_mode == "host":
+        source = "/dev/shm"
+    elif hc.ipc_mode.startswith("container:"):
+        ns_path = paths.get("ipc", "")
+        if ns_path.startswith("/proc/") and ns_path.endswith("/ns/ipc"):
+            source = ns_path[: -len("/ns/ipc")] + "/root/dev/shm"
+    if source:
+        return {
+            "destination": "/dev/shm",
+            "type": "bind",
+            "source": source,
+            "options": ["rbind", "nosuid", "noexec", "nodev"],
+        }
+    options = ["nosuid", "noexec", "nodev", "mode=1777", f"size={hc.shm_size}"]
+    return {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": options}
+
+
+def _mounts(hc: HostConfig, paths: Mapping[str, str]) -> list[dict[str, Any]]:
     ro_sys = [] if hc.privileged else ["ro"]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -836,25 +931,9 @@ def _mounts(hc: HostConfig) -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
     ]  # fmt: skip
-    if hc.ipc_mode not in ("none", "host") and not hc.ipc_mode.startswith("container:"):
-        mounts.append(
-            {
-                "destination": "/dev/shm",
-                "type": "tmpfs",
-                "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={hc.shm_size}"],
-            }
-        )
-    elif hc.ipc_mode != "none":
-        # host or another container's IPC: the engine binds that /dev/shm; a private one here
-        mounts.append(
-            {
-                "destination": "/dev/shm",
-                "type": "tmpfs",
-                "source": "shm",
-                "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={hc.shm_size}"],
-            }
-        )
+    shm = _shm_mount(hc, paths)
+    if shm is not None:
+        mounts.append(shm)
     for dest, data in hc.tmpfs:
         options = _merge_tmpfs_options(["noexec", "nosuid", "nodev", "rprivate", *data.split(",")])
         mounts = [m for m in mounts if m["destination"] != dest]
@@ -914,9 +993,7 @@ def _resources(hc: HostConfig, host: HostFacts, notes: list[str]) -> dict[str, A
     if hc.nano_cpus > 0:
         ncpu = len(host.cpus)
         if hc.nano_cpus > ncpu * 10**9:
-            raise InvalidArgument(
-                f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
-            )
+            raise _cpu_range(ncpu)
         cpu["quota"] = hc.nano_cpus * CPU_PERIOD // 10**9
         cpu["period"] = CPU_PERIOD
     if hc.cpu_quota:
@@ -954,6 +1031,12 @@ def _resources(hc: HostConfig, host: HostFacts, notes: list[str]) -> dict[str, A
     if hc.blkio_weight:
         res["blockIO"] = {"weight": hc.blkio_weight}
     return res
+
+
+def _cpu_range(ncpu: int) -> InvalidArgument:
+    return InvalidArgument(
+        f"Range of CPUs is from 0.01 to {ncpu}.00, as there are only {ncpu} CPUs available"
+    )
 
 
 def _device_nodes(

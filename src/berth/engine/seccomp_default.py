@@ -15,8 +15,11 @@ that makes the call legitimate:
 * acct (CAP_SYS_PACCT), swapon/swapoff, quotactl, syslog, lookup_dcookie (CAP_SYS_ADMIN)
 * open_by_handle_at (CAP_DAC_READ_SEARCH), name_to_handle_at (CAP_SYS_ADMIN)
 * personality except the harmless personas, vm86, iopl/ioperm (CAP_SYS_RAWIO)
-* kcmp, process_vm_readv/writev, pidfd_getfd (CAP_SYS_PTRACE); ptrace itself is allowed,
-  as Docker allows it on kernels >= 4.8 (seccomp is re-checked after a tracer's changes)
+* kcmp, pidfd_getfd, process_madvise (CAP_SYS_PTRACE); ptrace and process_vm_readv/writev
+  are allowed, as Docker allows them on kernels >= 4.8 (seccomp is re-checked after a
+  tracer's changes; the kernel's ptrace access checks still apply)
+* socket(AF_VSOCK); adjtimex and clock_adjtime stay allowed, as in Docker's profile: they
+  read the clock's state, and the kernel refuses any change without CAP_SYS_TIME
 * clone3 returns ENOSYS (its flags live in memory a filter cannot read), so libc falls back
   to clone, whose flags are checked; with CAP_SYS_ADMIN both are allowed.
 
@@ -65,7 +68,7 @@ arch_prctl capget capset execve execveat exit exit_group fork getcpu getegid get
 geteuid32 getgid getgid32 getgroups getgroups32 getpgid getpgrp getpid getppid getpriority
 getresgid getresgid32 getresuid getresuid32 getrlimit get_robust_list getrusage getsid
 get_thread_area gettid getuid getuid32 ioprio_get ioprio_set kill modify_ldt pidfd_open
-pidfd_send_signal prctl prlimit64 ptrace restart_syscall rseq sched_getaffinity sched_getattr
+pidfd_send_signal prctl prlimit64 restart_syscall rseq sched_getaffinity sched_getattr
 sched_getparam sched_get_priority_max sched_get_priority_min sched_getscheduler
 sched_rr_get_interval sched_rr_get_interval_time64 sched_setaffinity sched_setattr
 sched_setparam sched_setscheduler sched_yield seccomp setfsgid setfsgid32 setfsuid setfsuid32
@@ -94,9 +97,18 @@ semop semtimedop semtimedop_time64 shmat shmctl shmdt shmget getrandom
 """
 _NETWORK = """
 accept accept4 bind connect getpeername getsockname getsockopt listen recv recvfrom recvmmsg
-recvmmsg_time64 recvmsg send sendmmsg sendmsg sendto setsockopt shutdown socket socketcall
+recvmmsg_time64 recvmsg send sendmmsg sendmsg sendto setsockopt shutdown socketcall
 socketpair
 """
+# newer calls that grant nothing the process could not already do
+_CONFINING = """
+landlock_add_rule landlock_create_ruleset landlock_restrict_self memfd_secret pkey_alloc
+pkey_free pkey_mprotect process_mrelease
+"""
+# ptrace and reading/writing another process's memory: seccomp is re-checked after a tracer's
+# changes since Linux 4.8, so Docker allows them (the kernel's own ptrace checks still apply)
+_TRACING = "ptrace process_vm_readv process_vm_writev"
+AF_VSOCK = 40
 
 # calls a capability makes legitimate, allowed only when the container holds it
 BY_CAPABILITY: dict[str, tuple[str, ...]] = {
@@ -192,7 +204,8 @@ _DOCKER_DEFAULT_CAPS = (
 def allowed_unconditionally() -> tuple[str, ...]:
     """The system calls every container may make, whatever its capabilities."""
     names: list[str] = []
-    for group in (_FILES, _MEMORY, _PROCESSES, _SIGNALS_AND_TIME, _EVENTS_AND_IPC, _NETWORK):
+    groups = (_FILES, _MEMORY, _PROCESSES, _SIGNALS_AND_TIME, _EVENTS_AND_IPC, _NETWORK)
+    for group in (*groups, _CONFINING, _TRACING):
         names.extend(group.split())
     return tuple(sorted(set(names)))
 
@@ -224,6 +237,8 @@ def default_seccomp_profile(
     """
     caps = set(_DOCKER_DEFAULT_CAPS if capabilities is None else capabilities)
     syscalls: list[dict[str, Any]] = [_allow(allowed_unconditionally())]
+    # sockets of every family but vsock (a channel to the hypervisor, not namespaced)
+    syscalls.append(_allow(["socket"], [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]))
     syscalls.extend(
         _allow(["personality"], [{"index": 0, "value": v, "op": "SCMP_CMP_EQ"}])
         for v in SAFE_PERSONAS
@@ -291,7 +306,8 @@ def from_docker_profile(
     if isinstance(profile.get("flags"), list):
         out["flags"] = list(profile["flags"])
     rules: list[dict[str, Any]] = []
-    raw_rules = profile.get("syscalls") or []
+    raw_rules = profile.get("syscalls")
+    raw_rules = [] if raw_rules is None else raw_rules
     if not isinstance(raw_rules, list):
         raise InvalidArgument("Decoding seccomp profile failed: syscalls must be a list")
     for i, rule in enumerate(raw_rules):
