@@ -867,6 +867,19 @@ def test_container_modes_join_the_paths_the_engine_gives(rootfs: str) -> None:
         build_spec(CID, req, BUSYBOX, rootfs, hostname=HOSTNAME, host=HOST)
 
 
+@pytest.mark.parametrize(
+    ("mode", "v2", "has_cgroupns"),
+    [("", False, False), ("", True, True), ("private", False, True), ("host", True, False)],
+)
+def test_cgroup_namespace_as_dockerd_defaults_it(
+    rootfs: str, mode: str, v2: bool, has_cgroupns: bool
+) -> None:
+    req = CreateRequest.from_json(_create_body(HostConfig={"CgroupnsMode": mode}))
+    host = HostFacts(cpus=HOST.cpus, mems=HOST.mems, hard_limits={}, cgroup_v2=v2)
+    spec = build_spec(CID, req, BUSYBOX, rootfs, hostname=HOSTNAME, host=host)
+    assert ({"type": "cgroup"} in spec["linux"]["namespaces"]) is has_cgroupns
+
+
 def test_annotations_are_passed_through(rootfs: str) -> None:
     req = CreateRequest.from_json(_create_body(Cmd=["true"]))
     spec = build_spec(
@@ -1018,6 +1031,11 @@ PARSE_ERRORS: list[tuple[str, dict[str, Any], str]] = [
         "invalid UTS mode: container:x",
     ),
     ("--ipc bogus", {"HostConfig": {"IpcMode": "bogus"}}, "invalid IPC mode: bogus"),
+    (
+        "--cgroupns bogus",
+        {"HostConfig": {"CgroupnsMode": "bogus"}},
+        "invalid cgroup namespace mode: bogus",
+    ),
     (
         "--device rel",
         {"HostConfig": {"Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "rel"}]}},

@@ -21,9 +21,13 @@ host's; "container:<id>" joins the namespace whose path the engine passes in
 ``namespace_paths["network"]`` (likewise "container:<id>" for PidMode and IpcMode).
 
 What this module does not do, because it owns no files: /etc/hostname, /etc/hosts,
-/etc/resolv.conf bind mounts, volumes and binds, and creating the working directory in the
-rootfs (the engine mkdirs ``spec["process"]["cwd"]``). Labels stay in the request for the
-engine; they are not OCI annotations.
+/etc/resolv.conf bind mounts, volumes and binds (``HostConfig.Binds``/``Mounts`` stay in
+``req.raw``), ``--init`` (``host_config.init`` is parsed, the engine decides), and creating the
+working directory in the rootfs (the engine mkdirs ``spec["process"]["cwd"]``). Labels stay in
+the request for the engine; they are not OCI annotations. dockerd resolves the user at start,
+not create; calling ``build_spec`` at create reports an unknown user earlier, with the same
+message. HOME comes from the user's passwd entry when the env has none (runc's init adds it
+the same way).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from berth.engine.seccomp_default import default_seccomp_profile
+from berth.engine.seccomp_default import default_seccomp_profile, from_docker_profile
 from berth.errors import InvalidArgument
 from berth.spec.defaults import CAPABILITIES, DEFAULT_PATH
 from berth.spec.image import ContainerConfig, ImageConfig
@@ -649,6 +653,7 @@ class HostFacts:
     cpus: frozenset[int]
     mems: frozenset[int]
     hard_limits: dict[str, int]  # RLIMIT_* -> the caller's hard limit (RLIM_INFINITY: none)
+    cgroup_v2: bool = False  # a pure cgroup v2 host: containers get a cgroup namespace
 
     @staticmethod
     def probe() -> HostFacts:
@@ -664,7 +669,8 @@ class HostFacts:
             if number is not None:
                 limit = resource.getrlimit(number)[1]
                 hard[rname] = RLIM_INFINITY if limit == resource.RLIM_INFINITY else limit
-        return HostFacts(cpus=cpus, mems=mems, hard_limits=hard)
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        return HostFacts(cpus=cpus, mems=mems, hard_limits=hard, cgroup_v2=v2)
 
 
 def _format_cpuset(cpus: Iterable[int]) -> str:
@@ -764,7 +770,7 @@ def build_spec(
         spec["annotations"] = dict(annotations)
 
     linux: dict[str, Any] = {
-        "namespaces": _namespaces(hc, paths),
+        "namespaces": _namespaces(hc, paths, host.cgroup_v2),
         "cgroupsPath": f"berth/{container_id}",
         "resources": _resources(hc, host, notes),
     }
@@ -941,7 +947,9 @@ def _mounts(hc: HostConfig, paths: Mapping[str, str]) -> list[dict[str, Any]]:
     return mounts
 
 
-def _namespaces(hc: HostConfig, paths: Mapping[str, str]) -> list[dict[str, Any]]:
+def _namespaces(hc: HostConfig, paths: Mapping[str, str], v2: bool) -> list[dict[str, Any]]:
+    """Docker's order; a cgroup namespace when asked, or by default on cgroup v2 (dockerd's
+    default cgroupns mode is "private" on v2 hosts and "host" on v1 and hybrid ones)."""
     out: list[dict[str, Any]] = [{"type": "mount"}]
 
     def join(ns_type: str, mode: str) -> None:
@@ -961,7 +969,7 @@ def _namespaces(hc: HostConfig, paths: Mapping[str, str]) -> list[dict[str, Any]
     join("uts", "host" if hc.uts_mode == "host" else "")
     join("pid", hc.pid_mode)
     join("ipc", hc.ipc_mode)
-    if hc.cgroupns_mode == "private":
+    if hc.cgroupns_mode == "private" or (hc.cgroupns_mode == "" and v2):
         out.append({"type": "cgroup"})
     return out
 
@@ -1125,8 +1133,6 @@ def _seccomp_from_docker(
     profile: dict[str, Any], caps: Iterable[str] | None = None
 ) -> dict[str, Any]:
     """A Docker seccomp profile (``--security-opt seccomp=file.json``) as the OCI section."""
-    from berth.engine.seccomp_default import from_docker_profile
-
     return from_docker_profile(profile, caps)
 
 
