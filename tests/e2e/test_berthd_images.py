@@ -1,11 +1,11 @@
 """berthd driven by the real clients: the docker CLI 28 (``docker -H unix://…``) and docker-py.
 
 A module fixture starts ``.venv/bin/berthd`` on a private socket and data root in a fresh temp
-dir, waits for ``/_ping``, and at the end stops it with SIGTERM and checks it exited 0 and
-removed its socket and pid file, then removes the dir. The CLI gets its own DOCKER_CONFIG dir
-(nothing written to ~/.docker). Nothing here mounts: pulls, loads and removals touch only the
-content store. The tests run in file order and share the daemon; each makes the images it
-needs.
+dir, waits for ``/_ping``, and at the end stops it with SIGTERM (then the supervisor it started)
+and checks it exited 0 and removed its socket and pid file, then removes the dir. The CLI gets
+its own DOCKER_CONFIG dir (nothing written to ~/.docker). Nothing here mounts: pulls, loads and
+removals touch only the content store. The tests run in file order and share the daemon; each
+makes the images it needs.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from berth.engine import supervisor_client
 from berth.image.store import ImageStore
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
@@ -107,15 +108,27 @@ def start_daemon(home: Path) -> Daemon:
 
 
 def stop_daemon(daemon: Daemon) -> int:
-    if daemon.proc.poll() is None:
-        daemon.proc.send_signal(signal.SIGTERM)
-        try:
-            daemon.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            daemon.proc.kill()
-            daemon.proc.wait()
-            raise
+    """Stop berthd, then the supervisor it started (which outlives berthd by design)."""
+    try:
+        if daemon.proc.poll() is None:
+            daemon.proc.send_signal(signal.SIGTERM)
+            try:
+                daemon.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                daemon.proc.kill()
+                daemon.proc.wait()
+                raise
+    finally:
+        stop_supervisor(daemon.data_root)
     return daemon.proc.returncode
+
+
+def stop_supervisor(data_root: Path) -> None:
+    """Shut down the supervisor berthd started for ``data_root``, if it still runs."""
+    supervisor = str(data_root / "run" / "supervisor.sock")
+    if supervisor_client.answers(supervisor):
+        with supervisor_client.Client(supervisor, timeout=30) as client:
+            client.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -401,5 +414,6 @@ def test_tcp_with_tls_client_certificates(berthd: Daemon) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
+        stop_supervisor(home / "root")
     assert proc.returncode == 0, err
     assert "Traceback" not in err, err

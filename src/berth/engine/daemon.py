@@ -1,6 +1,7 @@
 """``berthd``: the engine daemon's command line, start-up and shutdown.
 
-    berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--debug]
+    berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
+           [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -12,6 +13,9 @@ Rules:
   plain ``tcp://`` host is refused.
 - SIGTERM and SIGINT stop the daemon gracefully: the listener closes, requests in flight
   finish (up to ``SHUTDOWN_TIMEOUT`` s), the socket and the pid file are removed.
+- Containers (``containers.ContainerManager``) are loaded before the API serves, with the
+  supervisor started if none serves the data root; the supervisor and its containers outlive
+  the daemon. Their cgroups go under ``--cgroup-parent`` (relative to the daemon's own).
 - Logging goes to stderr through ``logging``; ``--debug`` adds one line per request.
 """
 
@@ -35,7 +39,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from berth.engine import api
+from berth.engine import api, api_containers
+from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.image.store import ImageStore
@@ -93,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tlscacert", help="CA that signs client certificates")
     p.add_argument("--tlscert", help="the server's certificate")
     p.add_argument("--tlskey", help="the server's key")
+    p.add_argument(
+        "--cgroup-parent",
+        default=DEFAULT_CGROUP_PARENT,
+        help="the cgroup containers go under, relative to the daemon's own",
+    )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
 
@@ -167,6 +177,7 @@ async def serve(
     ssl_context: ssl.SSLContext | None = None,
     debug: bool = False,
     stop: asyncio.Event | None = None,
+    cgroup_parent: str = DEFAULT_CGROUP_PARENT,
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -176,6 +187,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
+    containers: ContainerManager | None = None
     try:
         state = api.Engine(
             paths=paths,
@@ -183,7 +195,12 @@ async def serve(
             engine_id=engine_id(paths),
             debug=debug,
         )
+        containers = ContainerManager(paths, state.images, state.image_lock, cgroup_parent)
+        await containers.open()
+        state.image_in_use = containers.image_in_use
         app = api.make_app(state)
+        app[api_containers.CONTAINERS] = containers
+        app.on_shutdown.append(containers.shutdown)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site: web.BaseSite
@@ -211,6 +228,8 @@ async def serve(
             loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
+        if containers is not None:
+            await containers.close()
         if listener.kind == "unix" and runner is not None:
             _remove(listener.address)
         release_pid_file(paths.pid_file, pid_fd)
@@ -234,7 +253,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         context = None
         if listener.kind == "tcp":
             context = tls_context(args.tlscacert, args.tlscert, args.tlskey)
-        asyncio.run(serve(Paths(args.data_root), listener, context, debug=args.debug))
+        asyncio.run(
+            serve(
+                Paths(args.data_root),
+                listener,
+                context,
+                debug=args.debug,
+                cgroup_parent=args.cgroup_parent,
+            )
+        )
     except BerthError as e:
         print(f"berthd: {e.message}", file=sys.stderr)
         return 1

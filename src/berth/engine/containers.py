@@ -1,0 +1,777 @@
+"""Containers in berthd: records, lifecycle, exits, waits and logs, over the image store and
+the supervisor.
+
+Rules:
+- One record per container (``containers_state.Record``) in ``<containers>/<id>/``, beside the
+  bundle's ``config.json``, the json-file log ``<id>-json.log`` and the ``rootfs`` mount point.
+  Every change of a record is saved at once (atomically) before anyone is told of it.
+- Create prepares everything and runs nothing: it resolves the image (404 "No such image"),
+  makes the container's snapshot, mounts it to mkdir the WorkingDir, writes ``config.json``
+  (``oci_config.build_spec``) and unmounts. Start mounts the rootfs (berthd runs as root in
+  the host mount namespace) and asks the supervisor to create and start the container; the
+  rootfs stays mounted while the container runs and is unmounted when its exit is handled;
+  on daemon start, running containers get theirs back. A failed create leaves nothing.
+- Exits come only from the supervisor's ``subscribe`` stream (and, at start-up and after a
+  lost connection, from its ``state``): the record is updated (ExitCode, OOMKilled,
+  FinishedAt), the supervisor's record deleted (its cgroup goes), the rootfs unmounted, then
+  waiters are woken; ``--rm`` containers are then removed (after a failed start too: the CLI
+  waits for ``condition=removed``).
+- One ``asyncio.Lock`` per container orders start, exit handling and removal; waiters use
+  one ``asyncio.Condition`` per container and counters (starts, exits) to tell "the next
+  exit" from an old one.
+- Cgroups go under ``--cgroup-parent`` (``<parent>/<id>``, relative to the supervisor's own
+  cgroup); the parent is removed at daemon stop when it is empty.
+- Errors are ``berth.errors`` kinds with Docker's messages; ``api_errors`` maps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import shutil
+import signal as signals
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth.engine import containers_logs as clogs
+from berth.engine import oci_config
+from berth.engine import supervisor_protocol as p
+from berth.engine.api_errors import NotModified
+from berth.engine.containers_state import (
+    Record,
+    check_name,
+    generate_name,
+    merged_config,
+    new_id,
+    now_rfc3339,
+)
+from berth.engine.paths import Paths
+from berth.engine.supervisor_client import AsyncClient, ensure_started_async
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
+from berth.image.snapshots import Mount
+from berth.image.store import Image, ImageStore
+from berth.runtime import cgroups
+from berth.runtime import syscalls as s
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CGROUP_PARENT = "berth"
+DEFAULT_STOP_TIMEOUT = 10
+KILL_WAIT = 10.0
+FOLLOW_POLL = 0.05
+RECONNECT_DELAY = 0.5
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_signal(text: str | int | None, default: int = signals.SIGTERM) -> int:
+    """``SIGTERM``, ``TERM``, ``15`` (Docker's forms); ``InvalidArgument`` otherwise."""
+    if text is None or text == "":
+        return default
+    if isinstance(text, int):
+        return text
+    value = text.strip().upper()
+    if value.isdigit():
+        number = int(value)
+        if 0 < number < 65:
+            return number
+    else:
+        name = value if value.startswith("SIG") else "SIG" + value
+        found = getattr(signals.Signals, name, None)
+        if found is not None:
+            return int(found)
+    raise InvalidArgument(f"Invalid signal: {text}")
+
+
+def start_exit_code(message: str) -> int:
+    """The ExitCode dockerd records for a start that failed (and the CLI derives)."""
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message or "is a directory" in message:
+        return 126
+    return 128
+
+
+def mount_rootfs(mounts: list[Mount], target: str) -> None:
+    for m in mounts:
+        if m.type == "bind":
+            flags = s.MS_BIND | (s.MS_REC if "rbind" in m.options else 0)
+            s.LINUX.mount(m.source, target, None, flags, None)
+        else:
+            s.LINUX.mount(m.source, target, m.type, 0, ",".join(m.options))
+
+
+def unmount(target: str) -> None:
+    try:
+        s.LINUX.umount2(target, 0)
+    except OSError as e:
+        if e.errno == errno.EINVAL:  # not mounted
+            return
+        if e.errno != errno.EBUSY:
+            raise
+        s.LINUX.umount2(target, s.MNT_DETACH)
+
+
+def is_mount_point(path: str) -> bool:
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            return any(line.split()[4] == path for line in f)
+    except OSError:
+        return False
+
+
+def make_dir_in(root: str, path: str) -> None:
+    """``mkdir -p path`` inside ``root``, resolving symlinks as if ``root`` were ``/``."""
+    current = root
+    depth = 0
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = os.path.dirname(current) if current != root else root
+            continue
+        candidate = os.path.join(current, part)
+        if os.path.islink(candidate):
+            depth += 1
+            if depth > 40:
+                raise InvalidArgument(f"WorkingDir {path!r}: too many levels of symbolic links")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = root
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        if not os.path.exists(candidate):
+            os.mkdir(candidate, 0o755)
+        elif not os.path.isdir(candidate):
+            raise InvalidArgument(f"Cannot mkdir: {path} is not a directory")
+        current = candidate
+
+
+@dataclass
+class Live:
+    """What waiters share about one container, in memory."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    starts: int = 0
+    exits: int = 0
+    removed: bool = False
+    exit_code: int = 0
+    error: str = ""
+
+    async def notify(self) -> None:
+        async with self.cond:
+            self.cond.notify_all()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        async with self.cond:
+            try:
+                await asyncio.wait_for(self.cond.wait_for(predicate), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+class ContainerManager:
+    def __init__(
+        self,
+        paths: Paths,
+        images: ImageStore,
+        image_lock: asyncio.Lock,
+        cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+    ) -> None:
+        self.paths = paths
+        self.images = images
+        self.image_lock = image_lock
+        self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
+        self.records: dict[str, Record] = {}
+        self.live: dict[str, Live] = {}
+        self.sup = AsyncClient(paths.supervisor_socket)
+        self._create_lock = asyncio.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscribed = asyncio.Event()
+        # Set when the daemon stops: waits, follows and attaches end (their clients see the
+        # connection close), so the API's shutdown does not wait for container exits.
+        self.closing = asyncio.Event()
+
+    # -- paths
+    @property
+    def supervisor_root(self) -> str:
+        return os.path.join(self.paths.run_dir, "supervisor")
+
+    @property
+    def supervisor_log(self) -> str:
+        return os.path.join(self.paths.run_dir, "supervisor.log")
+
+    def bundle(self, cid: str) -> str:
+        return self.paths.container(cid)
+
+    # -- start-up and shutdown
+    async def open(self) -> None:
+        """Load the records, start (or find) the supervisor, follow its exits, reconcile."""
+        os.makedirs(self.paths.containers, mode=0o700, exist_ok=True)
+        for cid in sorted(os.listdir(self.paths.containers)):
+            directory = self.paths.container(cid)
+            try:
+                rec = Record.load(directory)
+            except FileNotFoundError:
+                log.warning("container dir %s has no record: removed", directory)
+                shutil.rmtree(directory, ignore_errors=True)
+                continue
+            except (ValueError, KeyError, OSError) as e:
+                log.error("container %s: unreadable record, skipped: %s", cid, e)
+                continue
+            self.records[rec.id] = rec
+            self.live[rec.id] = Live()
+        await ensure_started_async(
+            self.supervisor_root, self.paths.supervisor_socket, self.supervisor_log
+        )
+        self._watcher = asyncio.create_task(self._watch())
+        await asyncio.wait_for(self._subscribed.wait(), 30)
+        log.info("containers: %d loaded", len(self.records))
+
+    async def shutdown(self, _app: object = None) -> None:
+        """The API is stopping (aiohttp's ``on_shutdown``): end every wait and stream."""
+        self.closing.set()
+        for live in list(self.live.values()):
+            await live.notify()
+
+    async def close(self) -> None:
+        self.closing.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sup.close()
+        await asyncio.to_thread(self._remove_cgroup_parent)
+
+    def _remove_cgroup_parent(self) -> None:
+        try:
+            layout = cgroups.detect()
+            parent = cgroups.Cgroup.plan(layout, self.cgroup_parent, "parent")
+        except BerthError as e:
+            log.debug("cgroup parent: %s", e.message)
+            return
+        for path in set(parent.paths.values()):
+            try:
+                os.rmdir(path)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
+                    log.warning("cgroup parent %s: %s", path, e)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("containers: background task failed", exc_info=task.exception())
+
+    async def _watch(self) -> None:
+        """Follow the supervisor's exit events for as long as the daemon runs."""
+        while True:
+            writer: asyncio.StreamWriter | None = None
+            try:
+                reader, writer = await self.sup._open()
+                await self.sup._exchange(reader, writer, p.Subscribe())
+                await self._reconcile()
+                self._subscribed.set()
+                while True:
+                    line = await reader.readline()
+                    if not line:
+                        raise Unavailable("supervisor closed the event stream")
+                    body = p.decode_reply(line)
+                    if body.get("event") == "exit":
+                        self._spawn(self._on_exit(p.Exit.from_json(body["exit"])))
+            except (Unavailable, OSError) as e:
+                log.warning("containers: lost the supervisor's events (%s); reconnecting", e)
+                await asyncio.sleep(RECONNECT_DELAY)
+                with contextlib.suppress(BerthError, OSError, TimeoutError):
+                    await ensure_started_async(
+                        self.supervisor_root, self.paths.supervisor_socket, self.supervisor_log
+                    )
+            finally:
+                if writer is not None:
+                    writer.close()
+
+    async def _reconcile(self) -> None:
+        """Exits missed while no one listened; rootfs mounts running containers need."""
+        for rec in list(self.records.values()):
+            if not rec.running:
+                continue
+            try:
+                info = await self.sup.state(rec.id)
+            except NotFound:
+                log.warning("container %s: unknown to the supervisor; marked exited", rec.id)
+                gone = p.Exit(rec.id, 0, p.UNKNOWN_EXIT_CODE, False, now_rfc3339(), False)
+                self._spawn(self._on_exit(gone))
+                continue
+            if info.exit is not None:
+                self._spawn(self._on_exit(info.exit))
+            elif not await asyncio.to_thread(is_mount_point, rec.rootfs):
+                await asyncio.to_thread(self._mount, rec)
+
+    # -- lookups
+    def get(self, ref: str) -> Record:
+        """By full id, name (with or without ``/``) or unique id prefix (404 otherwise)."""
+        rec = self.records.get(ref)
+        if rec is not None:
+            return rec
+        name = ref if ref.startswith("/") else "/" + ref
+        for rec in self.records.values():
+            if rec.name == name:
+                return rec
+        if ref:
+            found = [r for r in self.records.values() if r.id.startswith(ref)]
+            if len(found) == 1:
+                return found[0]
+            if len(found) > 1:
+                raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def _live(self, cid: str) -> Live:
+        return self.live.setdefault(cid, Live())
+
+    def image_in_use(self, image_id: str) -> bool:
+        return any(r.image_id == image_id for r in self.records.values())
+
+    def counts(self) -> dict[str, int]:
+        running = sum(1 for r in self.records.values() if r.running and not r.state["Paused"])
+        paused = sum(1 for r in self.records.values() if r.state["Paused"])
+        total = len(self.records)
+        return {
+            "Containers": total,
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": total - running - paused,
+        }
+
+    # -- create
+    async def create(self, body: dict[str, Any], name: str | None) -> tuple[Record, list[str]]:
+        """A new container (nothing runs yet); the record and the create response's
+        Warnings."""
+        req = oci_config.CreateRequest.from_json(body)
+        image_ref = req.image
+        warnings: list[str] = []
+        async with self._create_lock:
+            taken = {r.name for r in self.records.values()}
+            cid = new_id()
+            if name:
+                wanted = check_name(name)
+                if wanted in taken:
+                    other = next(r.id for r in self.records.values() if r.name == wanted)
+                    raise Conflict(
+                        f'Conflict. The container name "{wanted}" is already in use by container'
+                        f' "{other}". You have to remove (or rename) that container to be able'
+                        " to reuse that name."
+                    )
+            else:
+                wanted = generate_name(taken)
+            async with self.image_lock:
+                rec = await asyncio.to_thread(
+                    self._prepare, cid, wanted, image_ref, body, req, warnings
+                )
+            self.records[cid] = rec
+            self.live[cid] = Live()
+        log.info("container %s: created as %s from %s", cid, rec.name, rec.image_id)
+        return rec, warnings
+
+    def _prepare(
+        self,
+        cid: str,
+        name: str,
+        image_ref: str,
+        body: dict[str, Any],
+        req: oci_config.CreateRequest,
+        warnings: list[str],
+    ) -> Record:
+        image = self.images.resolve(image_ref)
+        directory = self.paths.container(cid)
+        os.makedirs(directory, mode=0o700)
+        rootfs = os.path.join(directory, "rootfs")
+        mounted = False
+        try:
+            os.mkdir(rootfs, 0o755)
+            mounts = self.images.container_mounts(image, cid)
+            config = merged_config(body, _image_config(image))
+            if not config.get("Hostname"):
+                config["Hostname"] = cid[:12]
+            mount_rootfs(mounts, rootfs)
+            mounted = True
+            spec = oci_config.build_spec(
+                cid, req, image.config, rootfs, hostname=config["Hostname"], warnings=warnings
+            )
+            spec.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+            cwd = str((spec.get("process") or {}).get("cwd") or "/")
+            make_dir_in(rootfs, cwd)
+            data = json.dumps(spec, indent=1).encode() + b"\n"
+            from berth.runtime import store as runtime_store
+
+            runtime_store.write_atomically(os.path.join(directory, "config.json"), data, 0o600)
+            args = [str(a) for a in (spec.get("process") or {}).get("args") or []]
+            host_config = dict(body.get("HostConfig") or {})
+            rec = Record(
+                id=cid,
+                name=name,
+                created=now_rfc3339(),
+                image_id=image.id,
+                image_ref=image_ref,
+                config=config,
+                host_config=host_config,
+                path=args[0] if args else "",
+                args=args[1:],
+                log_path=os.path.join(directory, f"{cid}-json.log"),
+                rootfs=rootfs,
+            )
+            unmount(rootfs)
+            mounted = False
+            rec.save(directory)
+        except BaseException:
+            if mounted:
+                with contextlib.suppress(OSError):
+                    unmount(rootfs)
+            with contextlib.suppress(BerthError, OSError):
+                self.images.remove_container(cid)
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+        return rec
+
+    def _mount(self, rec: Record) -> None:
+        image = self.images.resolve(rec.image_id)
+        mount_rootfs(self.images.container_mounts(image, rec.id), rec.rootfs)
+        rec.mounted = True
+        rec.save(self.bundle(rec.id))
+
+    def _unmount(self, rec: Record) -> None:
+        if rec.mounted or is_mount_point(rec.rootfs):
+            unmount(rec.rootfs)
+        rec.mounted = False
+
+    # -- start
+    async def start(self, ref: str) -> Record:
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        async with live.lock:
+            if rec.id not in self.records:
+                raise NotFound(f"No such container: {ref}")
+            if rec.running:
+                raise NotModified(f"container {rec.id} is already running")
+            async with self.image_lock:
+                await asyncio.to_thread(self._mount, rec)
+            try:
+                info = await self.sup.create(
+                    rec.id,
+                    self.bundle(rec.id),
+                    rec.log_path,
+                    start=True,
+                    stdin=bool(rec.config.get("OpenStdin")),
+                )
+            except BerthError as e:
+                message = await self._start_failed(rec, live, e)
+                raise InvalidArgument(message) from None
+            st = rec.state
+            st.update(
+                Status="running",
+                Running=True,
+                Paused=False,
+                OOMKilled=False,
+                Dead=False,
+                Pid=info.pid,
+                ExitCode=0,
+                Error="",
+                StartedAt=info.started_at or now_rfc3339(),
+            )
+            rec.save(self.bundle(rec.id))
+            live.starts += 1
+        await live.notify()
+        log.info("container %s: started, pid %d", rec.id, info.pid)
+        return rec
+
+    async def _start_failed(self, rec: Record, live: Live, e: BerthError) -> str:
+        message = f"failed to create task for container: OCI runtime create failed: {e.message}"
+        message += ": unknown"
+        await asyncio.to_thread(self._unmount, rec)
+        code = start_exit_code(e.message)
+        rec.state.update(ExitCode=code, Error=message, Running=False, Pid=0)
+        if rec.state["StartedAt"] != "0001-01-01T00:00:00Z":
+            rec.state.update(Status="exited", FinishedAt=now_rfc3339())
+        rec.save(self.bundle(rec.id))
+        live.exit_code, live.error = code, message
+        live.exits += 1
+        self._spawn(live.notify())
+        log.info("container %s: start failed: %s", rec.id, e.message)
+        if rec.auto_remove:
+            self._spawn(self._auto_remove(rec.id))
+        return message
+
+    # -- exits
+    async def _on_exit(self, ex: p.Exit) -> None:
+        rec = self.records.get(ex.id)
+        if rec is None:
+            with contextlib.suppress(BerthError):
+                await self.sup.delete(ex.id, force=True)
+            return
+        live = self._live(rec.id)
+        async with live.lock:
+            if not rec.running or self.records.get(ex.id) is not rec:
+                return
+            rec.state.update(
+                Status="exited",
+                Running=False,
+                Paused=False,
+                Pid=0,
+                ExitCode=ex.exit_code,
+                OOMKilled=ex.oom_killed,
+                FinishedAt=ex.finished_at,
+            )
+            rec.save(self.bundle(rec.id))
+            try:
+                await self.sup.delete(rec.id, force=True)
+            except NotFound:
+                pass
+            except BerthError as e:
+                log.warning("container %s: supervisor delete: %s", rec.id, e.message)
+            await asyncio.to_thread(self._unmount, rec)
+            rec.save(self.bundle(rec.id))
+            live.exit_code, live.error = ex.exit_code, ""
+            live.exits += 1
+        await live.notify()
+        log.info("container %s: exited %d (oom %s)", rec.id, ex.exit_code, ex.oom_killed)
+        if rec.auto_remove:
+            await self._auto_remove(rec.id)
+
+    async def _auto_remove(self, cid: str) -> None:
+        try:
+            await self.remove(cid, force=True)
+        except NotFound:
+            pass
+
+    # -- stop, kill, restart
+    async def _wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
+        return await live.wait_for(lambda: live.exits > after or live.removed, timeout)
+
+    async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        rec = self.get(ref)
+        if not rec.running:
+            raise NotModified(f"container {rec.id} is already stopped")
+        live = self._live(rec.id)
+        seen = live.exits
+        sig = parse_signal(signal or rec.config.get("StopSignal"))
+        if timeout is None:
+            configured = rec.config.get("StopTimeout")
+            timeout = int(configured) if configured is not None else DEFAULT_STOP_TIMEOUT
+        with contextlib.suppress(BerthError):
+            await self.sup.kill(rec.id, sig)
+        wait = None if timeout < 0 else float(timeout)
+        if await self._wait_exit(live, seen, wait):
+            return
+        log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
+        with contextlib.suppress(BerthError):
+            await self.sup.kill(rec.id, signals.SIGKILL, all=True)
+        if not await self._wait_exit(live, seen, KILL_WAIT):
+            raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+
+    async def kill(self, ref: str, signal: str | None = None) -> None:
+        rec = self.get(ref)
+        sig = parse_signal(signal, signals.SIGKILL)
+        if not rec.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
+        live = self._live(rec.id)
+        seen = live.exits
+        try:
+            await self.sup.kill(rec.id, sig)
+        except BerthError as e:
+            raise Conflict(f"Cannot kill container: {ref}: {e.message}") from None
+        if sig == signals.SIGKILL:
+            await self._wait_exit(live, seen, KILL_WAIT)
+
+    async def restart(self, ref: str, timeout: int | None = None) -> None:
+        rec = self.get(ref)
+        if rec.running:
+            await self.stop(rec.id, timeout)
+        await self.start(rec.id)
+
+    # -- remove
+    async def remove(self, ref: str, force: bool = False) -> None:
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        if rec.running:
+            if not force:
+                raise Conflict(
+                    f"You cannot remove a running container {rec.id}. Stop the container"
+                    " before attempting removal or force remove"
+                )
+            seen = live.exits
+            with contextlib.suppress(BerthError):
+                await self.sup.kill(rec.id, signals.SIGKILL, all=True)
+            if not await self._wait_exit(live, seen, KILL_WAIT):
+                raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+        async with live.lock:
+            if self.records.get(rec.id) is not rec:
+                raise NotFound(f"No such container: {ref}")
+            if rec.running:
+                raise Conflict(f"container {rec.id} was started again while being removed")
+            rec.state["Status"] = "removing"
+            with contextlib.suppress(NotFound):
+                await self.sup.delete(rec.id, force=True)
+            await asyncio.to_thread(self._destroy, rec)
+            del self.records[rec.id]
+            live.removed = True
+        self.live.pop(rec.id, None)
+        await live.notify()
+        log.info("container %s: removed", rec.id)
+
+    def _destroy(self, rec: Record) -> None:
+        self._unmount(rec)
+        try:
+            self.images.remove_container(rec.id)
+        except NotFound:
+            pass
+        shutil.rmtree(self.bundle(rec.id), ignore_errors=True)
+
+    async def prune(self, keep: Callable[[Record], bool]) -> list[str]:
+        gone = []
+        for rec in list(self.records.values()):
+            if rec.running or keep(rec):
+                continue
+            with contextlib.suppress(NotFound):
+                await self.remove(rec.id)
+                gone.append(rec.id)
+        return gone
+
+    # -- wait
+    def waiter(self, ref: str, condition: str) -> Callable[[], Awaitable[tuple[int, str]]]:
+        """Check now (404, bad condition), wait later: the API sends its headers between."""
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        seen = live.exits
+        if condition in ("", "not-running"):
+            if not rec.running:
+                code = int(rec.state["ExitCode"])
+
+                async def now() -> tuple[int, str]:
+                    return code, ""
+
+                return now
+
+            def pred() -> bool:
+                return live.exits > seen or live.removed
+        elif condition == "next-exit":
+
+            def pred() -> bool:
+                return live.exits > seen or live.removed
+        elif condition == "removed":
+
+            def pred() -> bool:
+                return live.removed
+        else:
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+
+        async def wait() -> tuple[int, str]:
+            await live.wait_for(lambda: pred() or self.closing.is_set(), None)
+            if self.closing.is_set() and not pred():
+                raise Unavailable("the daemon is shutting down")
+            return live.exit_code, live.error
+
+        return wait
+
+    # -- logs and attach
+    async def logs(
+        self,
+        ref: str,
+        selection: clogs.Selection,
+        follow: bool,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> AsyncGenerator[bytes, None]:
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        seen = live.exits
+        reader = clogs.LogReader(rec.log_path)
+        entries = clogs.select(await asyncio.to_thread(reader.read), selection)
+        for entry in entries:
+            yield selection.render(entry, rec.tty)
+        if not follow or not rec.running:
+            return
+        plain = clogs.Selection(
+            selection.stdout,
+            selection.stderr,
+            selection.since,
+            selection.until,
+            selection.timestamps,
+        )
+        async for chunk in self._follow(rec, live, reader, seen, plain, gone):
+            yield chunk
+
+    async def _follow(
+        self,
+        rec: Record,
+        live: Live,
+        reader: clogs.LogReader,
+        seen: int,
+        selection: clogs.Selection,
+        gone: Callable[[], bool],
+    ) -> AsyncGenerator[bytes, None]:
+        """New entries until the exit after ``seen`` (then the last ones), the container's
+        removal, the daemon's shutdown, or ``gone()`` (the client left)."""
+        while True:
+            done = await self._wait_exit(live, seen, FOLLOW_POLL)
+            if self.closing.is_set() or gone():
+                return
+            for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
+                yield selection.render(entry, rec.tty)
+            if done:
+                return
+
+    async def attach(
+        self, ref: str, gone: Callable[[], bool] = lambda: False
+    ) -> tuple[Record, AsyncGenerator[bytes, None]]:
+        """The container's output from now until its next exit (attach comes before start)."""
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        reader = clogs.LogReader(rec.log_path, clogs.LogReader.end_of(rec.log_path))
+        return rec, self._follow(rec, live, reader, live.exits, clogs.Selection(), gone)
+
+    async def pump_stdin(self, ref: str, chunks: asyncio.Queue[bytes]) -> None:
+        """Write ``chunks`` (``b""`` is EOF) to the container's stdin, once it runs: the
+        CLI sends stdin as soon as it is attached, before ``start``."""
+        rec = self.get(ref)
+        live = self._live(rec.id)
+        starts, exits = live.starts, live.exits
+        if not rec.running:
+            await live.wait_for(
+                lambda: (
+                    live.starts > starts
+                    or live.exits > exits
+                    or live.removed
+                    or self.closing.is_set()
+                ),
+                None,
+            )
+            if not rec.running:
+                return
+        while True:
+            data = await chunks.get()
+            await self.sup.write_stdin(rec.id, data, eof=not data)
+            if not data:
+                return
+
+
+def _image_config(image: Image) -> dict[str, Any]:
+    out: dict[str, Any] = image.config.config.to_json()
+    return out

@@ -1,0 +1,289 @@
+"""Containers in berthd, driven by the real clients: the docker CLI 28 and docker-py.
+
+A module fixture starts ``berthd`` (the helpers of ``test_berthd_images``) on a private socket
+and data root with ``--cgroup-parent`` set to a session-tagged name, so the leak check watches
+the containers' cgroups; it pulls busybox (made locally). Each test removes the containers it
+made. At the end the fixture removes whatever is left, stops berthd, then its supervisor
+(which outlives berthd by design), and checks that no rootfs mount is left under the data root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_berthd_images import DOCKER, Daemon, _wait_for_socket, stop_daemon
+
+import leakcheck
+from berth.engine.supervisor_client import Client, answers
+
+pytestmark = [pytest.mark.root, pytest.mark.peer]
+
+
+def _berthd_path() -> str:
+    import sys
+
+    return str(Path(sys.executable).parent / "berthd")
+
+
+def _mounts_under(directory: str) -> list[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    return [p for p in points if p.startswith(directory + "/")]
+
+
+@pytest.fixture(scope="module")
+def berthd() -> Iterator[Daemon]:
+    home = Path(tempfile.mkdtemp(prefix="berthd-ctr-"))
+    sock = str(home / "berth.sock")
+    data_root = home / "root"
+    parent = leakcheck.tagged_name()
+    log = open(home / "berthd.log", "wb")  # noqa: SIM115  (the child holds it)
+    proc = subprocess.Popen(
+        [
+            _berthd_path(),
+            "--data-root",
+            str(data_root),
+            "--host",
+            f"unix://{sock}",
+            "--cgroup-parent",
+            parent,
+            "--debug",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    daemon = Daemon(home, sock, data_root, proc)
+    supervisor_socket = str(data_root / "run" / "supervisor.sock")
+    try:
+        _wait_for_socket(sock, proc)
+        daemon.docker("pull", "busybox")
+        yield daemon
+    finally:
+        try:
+            if proc.poll() is None:
+                left = daemon.docker("ps", "-aq", check=False).stdout.split()
+                if left:
+                    daemon.docker("rm", "-f", *left, check=False)
+            code = stop_daemon(daemon)
+            text = (home / "berthd.log").read_text(errors="replace")
+            assert code == 0, f"berthd exited {code}:\n{text}"
+            assert "Traceback" not in text, text
+        finally:
+            if answers(supervisor_socket):
+                with Client(supervisor_socket, timeout=30) as sup:
+                    sup.shutdown()
+            leaked = _mounts_under(str(data_root))
+            assert not leaked, f"rootfs mounts left: {leaked}"
+            shutil.rmtree(home)
+
+
+def _inspect(berthd: Daemon, ref: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(berthd.docker("inspect", ref).stdout)[0]
+    return doc
+
+
+def _no_containers(berthd: Daemon) -> None:
+    assert berthd.docker("ps", "-aq").stdout.split() == []
+
+
+# --------------------------------------------------------------------------- docker CLI
+
+
+def test_run_rm_prints_and_exits_zero(berthd: Daemon) -> None:
+    proc = berthd.docker("run", "--rm", "busybox", "echo", "hi")
+    assert proc.stdout == "hi\n"
+    _no_containers(berthd)
+    assert not _mounts_under(str(berthd.data_root))
+
+
+def test_run_exit_code_and_inspect(berthd: Daemon) -> None:
+    proc = berthd.docker(
+        "run", "--name", "three", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == "err\n"
+    doc = _inspect(berthd, "three")
+    assert doc["Name"] == "/three" and len(doc["Id"]) == 64
+    state = doc["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 3 and not state["Running"]
+    assert state["FinishedAt"] >= state["StartedAt"] > "2000"
+    assert doc["Path"] == "sh" and doc["Args"] == ["-c", "echo err >&2; exit 3"]
+    assert doc["HostConfig"]["LogConfig"]["Type"] == "json-file"
+    row = berthd.docker("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout
+    assert re.match(r"three Exited \(3\) .* ago", row), row
+    assert berthd.docker("logs", "three").stderr == "err\n"
+    berthd.docker("rm", "three")
+    _no_containers(berthd)
+
+
+def test_detached_ps_logs_stop_rm(berthd: Daemon) -> None:
+    cid = berthd.docker(
+        "run", "-d", "--name", "sleeper", "busybox", "sh", "-c", "echo started; exec sleep 30"
+    ).stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
+    rows = berthd.docker("ps", "--format", "{{.ID}} {{.Names}} {{.Status}}").stdout.splitlines()
+    assert len(rows) == 1
+    short, name, status = rows[0].split(" ", 2)
+    assert short == cid[:12] and name == "sleeper" and status.startswith("Up ")
+    doc = _inspect(berthd, cid[:12])
+    assert doc["State"]["Running"] and doc["State"]["Pid"] > 0
+    deadline = time.monotonic() + 5
+    while "started" not in berthd.docker("logs", "sleeper").stdout:
+        assert time.monotonic() < deadline, "no log line"
+        time.sleep(0.05)
+    stamped = berthd.docker("logs", "-t", "sleeper").stdout
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z started\n", stamped), stamped
+    refused = berthd.docker("rm", "sleeper", check=False)
+    assert refused.returncode == 1
+    assert "You cannot remove a running container" in refused.stderr
+    started = time.monotonic()
+    berthd.docker("stop", "-t", "1", "sleeper")  # sleep as PID 1 ignores SIGTERM: SIGKILL
+    assert time.monotonic() - started < 5
+    state = _inspect(berthd, "sleeper")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137
+    berthd.docker("rm", "sleeper")
+    _no_containers(berthd)
+
+
+def test_name_in_use_is_a_conflict(berthd: Daemon) -> None:
+    cid = berthd.docker("create", "--name", "dup", "busybox", "true").stdout.strip()
+    again = berthd.docker("run", "--name", "dup", "busybox", "true", check=False)
+    assert again.returncode == 125  # run's "daemon error"
+    assert (
+        f'The container name "/dup" is already in use by container "{cid}". You have to remove'
+        " (or rename) that container to be able to reuse that name." in again.stderr
+    )
+    assert berthd.docker("ps", "-a", "--filter", "status=created", "-q").stdout.split() == [
+        cid[:12]
+    ]
+    berthd.docker("rm", "dup")
+    _no_containers(berthd)
+
+
+def test_missing_image_and_missing_command(berthd: Daemon) -> None:
+    missing = berthd.docker("run", "nosuchimage", check=False)
+    assert missing.returncode == 125
+    assert "Unable to find image 'nosuchimage:latest' locally" in missing.stderr
+    assert "pull access denied for nosuchimage" in missing.stderr
+    nocmd = berthd.docker("run", "--rm", "busybox", "nosuchcmd", check=False)
+    assert nocmd.returncode == 127
+    assert 'exec: "nosuchcmd": executable file not found in $PATH' in nocmd.stderr
+    kept = berthd.docker("run", "--name", "nocmd", "busybox", "nosuchcmd", check=False)
+    assert kept.returncode == 127
+    state = _inspect(berthd, "nocmd")["State"]
+    assert state["ExitCode"] == 127 and "executable file not found" in state["Error"]
+    berthd.docker("rm", "nocmd")
+    _no_containers(berthd)
+
+
+def test_stdin_and_filters(berthd: Daemon) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(berthd.home / "docker-config")
+    piped = subprocess.run(
+        [DOCKER, "-H", berthd.url, "run", "--rm", "-i", "busybox", "cat"],
+        input="hello\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert piped.returncode == 0 and piped.stdout == "hello\n", piped.stderr
+    a = berthd.docker("run", "-d", "--name", "a1", "-l", "role=web", "busybox", "sleep", "30")
+    b = berthd.docker("run", "--name", "b1", "busybox", "true")
+    assert a.returncode == 0 and b.returncode == 0
+
+    def names(*args: str) -> list[str]:
+        return sorted(berthd.docker("ps", *args, "--format", "{{.Names}}").stdout.split())
+
+    assert names() == ["a1"]
+    assert names("-a") == ["a1", "b1"]
+    assert names("-a", "--filter", "status=exited") == ["b1"]
+    assert names("-a", "--filter", "label=role=web") == ["a1"]
+    assert names("-a", "--filter", "name=b") == ["b1"]
+    assert names("-a", "--filter", "ancestor=busybox") == ["a1", "b1"]
+    berthd.docker("kill", "a1")
+    assert _inspect(berthd, "a1")["State"]["ExitCode"] == 137
+    pruned = berthd.docker("container", "prune", "-f").stdout
+    assert "Deleted Containers:" in pruned
+    _no_containers(berthd)
+
+
+def test_oom_kill_is_reported(berthd: Daemon) -> None:
+    proc = berthd.docker(
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "32m",
+        "--memory-swap",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=128M",
+        "count=1",
+        check=False,
+    )
+    assert proc.returncode == 137, proc.stderr
+    state = _inspect(berthd, "oom")["State"]
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    berthd.docker("rm", "oom")
+    _no_containers(berthd)
+
+
+def test_restart_and_wait(berthd: Daemon) -> None:
+    berthd.docker("run", "-d", "--name", "r1", "busybox", "sleep", "30")
+    first = _inspect(berthd, "r1")["State"]["Pid"]
+    berthd.docker("restart", "-t", "0", "r1")
+    state = _inspect(berthd, "r1")["State"]
+    assert state["Running"] and state["Pid"] != first
+    berthd.docker("kill", "r1")
+    assert berthd.docker("wait", "r1").stdout.strip() == "137"
+    berthd.docker("rm", "r1")
+    _no_containers(berthd)
+
+
+# --------------------------------------------------------------------------- docker-py
+
+
+def _client(berthd: Daemon) -> Any:
+    import docker
+
+    return docker.DockerClient(base_url=berthd.url, timeout=60)
+
+
+def test_docker_py_run_and_detach(berthd: Daemon) -> None:
+    client = _client(berthd)
+    try:
+        assert client.containers.run("busybox", "echo hi", remove=True) == b"hi\n"
+        c = client.containers.run("busybox", ["sh", "-c", "echo up; exec sleep 30"], detach=True)
+        try:
+            c.reload()
+            assert c.status == "running" and c.attrs["State"]["Pid"] > 0
+            deadline = time.monotonic() + 5
+            while b"up" not in c.logs():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert [x.id for x in client.containers.list()] == [c.id]
+            c.stop(timeout=1)
+            c.reload()
+            assert c.status == "exited"
+        finally:
+            c.remove(force=True)
+        assert client.containers.list(all=True) == []
+    finally:
+        client.close()
