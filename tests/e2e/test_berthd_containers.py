@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -21,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_berthd_images import DOCKER, Daemon, _wait_for_socket, stop_daemon
+from test_berthd_images import DOCKER, Daemon, _wait_for_socket, stop_daemon, stop_supervisor
 
 import leakcheck
-from berth.engine.supervisor_client import Client, answers
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -41,20 +41,15 @@ def _mounts_under(directory: str) -> list[str]:
     return [p for p in points if p.startswith(directory + "/")]
 
 
-@pytest.fixture(scope="module")
-def berthd() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="berthd-ctr-"))
-    sock = str(home / "berth.sock")
-    data_root = home / "root"
-    parent = leakcheck.tagged_name()
-    log = open(home / "berthd.log", "wb")  # noqa: SIM115  (the child holds it)
+def _launch(home: Path, parent: str) -> subprocess.Popen[bytes]:
+    log = open(home / "berthd.log", "ab")  # noqa: SIM115  (the child holds it)
     proc = subprocess.Popen(
         [
             _berthd_path(),
             "--data-root",
-            str(data_root),
+            str(home / "root"),
             "--host",
-            f"unix://{sock}",
+            f"unix://{home / 'berth.sock'}",
             "--cgroup-parent",
             parent,
             "--debug",
@@ -64,29 +59,39 @@ def berthd() -> Iterator[Daemon]:
         stderr=subprocess.STDOUT,
     )
     log.close()
-    daemon = Daemon(home, sock, data_root, proc)
-    supervisor_socket = str(data_root / "run" / "supervisor.sock")
     try:
-        _wait_for_socket(sock, proc)
-        daemon.docker("pull", "busybox")
-        yield daemon
-    finally:
+        _wait_for_socket(str(home / "berth.sock"), proc)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+@pytest.fixture(scope="module")
+def berthd() -> Iterator[Daemon]:
+    home = Path(tempfile.mkdtemp(prefix="berthd-ctr-"))
+    parent = leakcheck.tagged_name()
+    data_root = home / "root"
+    try:
+        daemon = Daemon(home, str(home / "berth.sock"), data_root, _launch(home, parent))
         try:
-            if proc.poll() is None:
+            daemon.docker("pull", "busybox")
+            yield daemon
+        finally:
+            if daemon.proc.poll() is None:
                 left = daemon.docker("ps", "-aq", check=False).stdout.split()
                 if left:
                     daemon.docker("rm", "-f", *left, check=False)
-            code = stop_daemon(daemon)
+            code = stop_daemon(daemon)  # and the supervisor
             text = (home / "berthd.log").read_text(errors="replace")
             assert code == 0, f"berthd exited {code}:\n{text}"
             assert "Traceback" not in text, text
-        finally:
-            if answers(supervisor_socket):
-                with Client(supervisor_socket, timeout=30) as sup:
-                    sup.shutdown()
-            leaked = _mounts_under(str(data_root))
-            assert not leaked, f"rootfs mounts left: {leaked}"
-            shutil.rmtree(home)
+    finally:
+        stop_supervisor(data_root)
+        leaked = _mounts_under(str(data_root))
+        assert not leaked, f"rootfs mounts left: {leaked}"
+        shutil.rmtree(home)
 
 
 def _inspect(berthd: Daemon, ref: str) -> dict[str, Any]:
@@ -255,6 +260,59 @@ def test_restart_and_wait(berthd: Daemon) -> None:
     assert berthd.docker("wait", "r1").stdout.strip() == "137"
     berthd.docker("rm", "r1")
     _no_containers(berthd)
+
+
+def test_logs_follow_info_and_df(berthd: Daemon) -> None:
+    berthd.docker("run", "-d", "--name", "f1", "busybox", "sh", "-c",
+                  "for i in 1 2 3; do echo line $i; sleep 0.2; done")  # fmt: skip
+    started = time.monotonic()
+    followed = berthd.docker("logs", "-f", "f1").stdout
+    assert followed == "line 1\nline 2\nline 3\n"
+    assert time.monotonic() - started < 5
+    assert berthd.docker("logs", "--tail", "1", "f1").stdout == "line 3\n"
+    info = json.loads(berthd.docker("info", "-f", "{{json .}}").stdout)
+    assert info["Containers"] == 1 and info["ContainersStopped"] == 1
+    assert info["ContainersRunning"] == 0
+    rows = berthd.docker("system", "df", "--format", "{{.Type}} {{.TotalCount}}").stdout
+    assert "Containers 1" in rows.splitlines()
+    berthd.docker("rm", "f1")
+    _no_containers(berthd)
+
+
+def test_daemon_restart_keeps_containers() -> None:
+    """berthd stops (its supervisor and containers do not); a container that exits meanwhile
+    is seen exited on restart, a running one keeps running and stops as usual. A daemon of its
+    own, stopped (with its supervisor) by the end of the test."""
+    home = Path(tempfile.mkdtemp(prefix="berthd-rst-"))
+    parent = leakcheck.tagged_name()
+    d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
+    try:
+        d.docker("pull", "busybox")
+        d.docker("run", "-d", "--name", "stays", "busybox", "sleep", "30")
+        d.docker("run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 0.5; exit 4")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=20) == 0
+        time.sleep(1.0)  # "ends" exits while no berthd listens
+        d.proc = _launch(home, parent)
+        ended = _inspect(d, "ends")["State"]
+        assert ended["Status"] == "exited" and ended["ExitCode"] == 4
+        stays = _inspect(d, "stays")["State"]
+        assert stays["Running"] and stays["Status"] == "running"
+        d.docker("stop", "-t", "0", "stays")
+        assert _inspect(d, "stays")["State"]["ExitCode"] == 137
+        d.docker("rm", "stays", "ends")
+        _no_containers(d)
+        assert not _mounts_under(str(d.data_root))
+    finally:
+        if d.proc.poll() is None:
+            left = d.docker("ps", "-aq", check=False).stdout.split()
+            if left:
+                d.docker("rm", "-f", *left, check=False)
+        code = stop_daemon(d)
+        stop_supervisor(d.data_root)
+        leaked = _mounts_under(str(d.data_root))
+        shutil.rmtree(home)
+    assert code == 0 and not leaked, leaked
 
 
 # --------------------------------------------------------------------------- docker-py

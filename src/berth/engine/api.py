@@ -91,9 +91,9 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     app[ENGINE] = state
     app.on_response_prepare.append(_common_headers)
     add_routes(app, [("HEAD", "/_ping", ping_head), ("GET", "/_ping", ping)])
+    add_routes(app, api_containers.ROUTES)  # first: its /info and /system/df wrap api_system's
     add_routes(app, api_system.ROUTES)
     add_routes(app, api_images.ROUTES)
-    add_routes(app, api_containers.ROUTES)
     add_routes(app, extra_routes)
     return app
 
