@@ -280,8 +280,8 @@ def test_logs_follow_info_and_df(berthd: Daemon) -> None:
 
 
 def test_daemon_restart_keeps_containers() -> None:
-    """berthd stops (its supervisor and containers do not); a container that exits meanwhile
-    is seen exited on restart, a running one keeps running and stops as usual. A daemon of its
+    """berthd stops, then crashes (its supervisor and containers go on); a container that
+    exits meanwhile is seen exited on restart, a running one keeps running and stops as usual. A daemon of its
     own, stopped (with its supervisor) by the end of the test."""
     home = Path(tempfile.mkdtemp(prefix="berthd-rst-"))
     parent = leakcheck.tagged_name()
@@ -293,6 +293,9 @@ def test_daemon_restart_keeps_containers() -> None:
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
         time.sleep(1.0)  # "ends" exits while no berthd listens
+        d.proc = _launch(home, parent)
+        d.proc.kill()  # a crash this time: kill -9 leaves the socket and the pid file
+        d.proc.wait()
         d.proc = _launch(home, parent)
         ended = _inspect(d, "ends")["State"]
         assert ended["Status"] == "exited" and ended["ExitCode"] == 4

@@ -43,6 +43,7 @@ from berth.engine import oci_config
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
 from berth.engine.containers_state import (
+    ZERO_TIME,
     Record,
     check_name,
     generate_name,
@@ -311,21 +312,49 @@ class ContainerManager:
                     writer.close()
 
     async def _reconcile(self) -> None:
-        """Exits missed while no one listened; rootfs mounts running containers need."""
+        """Match the records with the supervisor's containers after a (re)connection: exits
+        missed while no one listened, a start whose record was not saved (berthd died in
+        between), containers no record knows (killed and deleted), rootfs mounts to remount,
+        and removals a crash interrupted."""
+        infos = {info.id: info for info in await self.sup.list()}
+        for cid, info in infos.items():
+            rec = self.records.get(cid)
+            try:
+                if rec is None:
+                    log.warning("container %s: in the supervisor but no record: deleted", cid)
+                    await self.sup.delete(cid, force=True)
+                elif not rec.running and info.exit is None and info.status == "running":
+                    log.warning("container %s: running without a saved start: adopted", cid)
+                    rec.state.update(
+                        Status="running",
+                        Running=True,
+                        Pid=info.pid,
+                        StartedAt=info.started_at or now_rfc3339(),
+                    )
+                    rec.save(self.bundle(cid))
+                    self._live(cid).starts += 1
+                elif not rec.running:
+                    await self.sup.delete(cid, force=True)  # left over from a crash
+            except (BerthError, OSError) as e:
+                log.error("container %s: cannot reconcile: %s", cid, e)
         for rec in list(self.records.values()):
+            if rec.status == "removing":
+                self._spawn(self._auto_remove(rec.id))
+                continue
             if not rec.running:
                 continue
-            try:
-                info = await self.sup.state(rec.id)
-            except NotFound:
+            found = infos.get(rec.id)
+            if found is None:
                 log.warning("container %s: unknown to the supervisor; marked exited", rec.id)
                 gone = p.Exit(rec.id, 0, p.UNKNOWN_EXIT_CODE, False, now_rfc3339(), False)
                 self._spawn(self._on_exit(gone))
-                continue
-            if info.exit is not None:
-                self._spawn(self._on_exit(info.exit))
+            elif found.exit is not None:
+                self._spawn(self._on_exit(found.exit))
             elif not await asyncio.to_thread(is_mount_point, rec.rootfs):
-                await asyncio.to_thread(self._mount, rec)
+                try:
+                    await asyncio.to_thread(self._mount, rec)
+                except (BerthError, OSError) as e:
+                    log.error("container %s: cannot mount its rootfs again: %s", rec.id, e)
 
     # -- lookups
     def get(self, ref: str) -> Record:
@@ -509,7 +538,7 @@ class ContainerManager:
         await asyncio.to_thread(self._unmount, rec)
         code = start_exit_code(e.message)
         rec.state.update(ExitCode=code, Error=message, Running=False, Pid=0)
-        if rec.state["StartedAt"] != "0001-01-01T00:00:00Z":
+        if rec.state["StartedAt"] != ZERO_TIME:
             rec.state.update(Status="exited", FinishedAt=now_rfc3339())
         rec.save(self.bundle(rec.id))
         live.exit_code, live.error = code, message
@@ -627,7 +656,8 @@ class ContainerManager:
                 raise NotFound(f"No such container: {ref}")
             if rec.running:
                 raise Conflict(f"container {rec.id} was started again while being removed")
-            rec.state["Status"] = "removing"
+            rec.state["Status"] = "removing"  # a crash from here on: finished at start-up
+            rec.save(self.bundle(rec.id))
             with contextlib.suppress(NotFound):
                 await self.sup.delete(rec.id, force=True)
             await asyncio.to_thread(self._destroy, rec)
