@@ -281,8 +281,8 @@ def test_logs_follow_info_and_df(berthd: Daemon) -> None:
 
 def test_daemon_restart_keeps_containers() -> None:
     """berthd stops, then crashes (its supervisor and containers go on); a container that
-    exits meanwhile is seen exited on restart, a running one keeps running and stops as usual. A daemon of its
-    own, stopped (with its supervisor) by the end of the test."""
+    exits meanwhile is seen exited on restart, a running one keeps running and stops as usual.
+    A daemon of its own, stopped (with its supervisor) by the end of the test."""
     home = Path(tempfile.mkdtemp(prefix="berthd-rst-"))
     parent = leakcheck.tagged_name()
     d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
