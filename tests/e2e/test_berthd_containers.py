@@ -113,6 +113,14 @@ def test_run_rm_prints_and_exits_zero(berthd: Daemon) -> None:
     assert not _mounts_under(str(berthd.data_root))
 
 
+def test_run_env_workdir_user_hostname(berthd: Daemon) -> None:
+    proc = berthd.docker("run", "--rm", "-e", "A=1", "-w", "/made/here", "-u", "1000:1000",
+                         "--hostname", "box", "busybox", "sh", "-c",
+                         "echo $A; pwd; id -u; hostname")  # fmt: skip
+    assert proc.stdout == "1\n/made/here\n1000\nbox\n"
+    _no_containers(berthd)
+
+
 def test_run_exit_code_and_inspect(berthd: Daemon) -> None:
     proc = berthd.docker(
         "run", "--name", "three", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False
