@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from berth.engine import containers_logs as logs
-from berth.engine.containers import make_dir_in, parse_signal, start_exit_code
+from berth.engine.containers import parse_signal, start_exit_code
+from berth.engine.containers_rootfs import make_dir_in
 from berth.engine.containers_state import (
     ZERO_TIME,
     Record,

@@ -42,6 +42,7 @@ from berth.engine import containers_logs as clogs
 from berth.engine import oci_config
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
+from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
 from berth.engine.containers_state import (
     ZERO_TIME,
     Record,
@@ -54,10 +55,8 @@ from berth.engine.containers_state import (
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
-from berth.image.snapshots import Mount
 from berth.image.store import Image, ImageStore
 from berth.runtime import cgroups
-from berth.runtime import syscalls as s
 
 log = logging.getLogger(__name__)
 
@@ -97,61 +96,6 @@ def start_exit_code(message: str) -> int:
     if "permission denied" in message or "is a directory" in message:
         return 126
     return 128
-
-
-def mount_rootfs(mounts: list[Mount], target: str) -> None:
-    for m in mounts:
-        if m.type == "bind":
-            flags = s.MS_BIND | (s.MS_REC if "rbind" in m.options else 0)
-            s.LINUX.mount(m.source, target, None, flags, None)
-        else:
-            s.LINUX.mount(m.source, target, m.type, 0, ",".join(m.options))
-
-
-def unmount(target: str) -> None:
-    try:
-        s.LINUX.umount2(target, 0)
-    except OSError as e:
-        if e.errno == errno.EINVAL:  # not mounted
-            return
-        if e.errno != errno.EBUSY:
-            raise
-        s.LINUX.umount2(target, s.MNT_DETACH)
-
-
-def is_mount_point(path: str) -> bool:
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            return any(line.split()[4] == path for line in f)
-    except OSError:
-        return False
-
-
-def make_dir_in(root: str, path: str) -> None:
-    """``mkdir -p path`` inside ``root``, resolving symlinks as if ``root`` were ``/``."""
-    current = root
-    depth = 0
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            current = os.path.dirname(current) if current != root else root
-            continue
-        candidate = os.path.join(current, part)
-        if os.path.islink(candidate):
-            depth += 1
-            if depth > 40:
-                raise InvalidArgument(f"WorkingDir {path!r}: too many levels of symbolic links")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = root
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        if not os.path.exists(candidate):
-            os.mkdir(candidate, 0o755)
-        elif not os.path.isdir(candidate):
-            raise InvalidArgument(f"Cannot mkdir: {path} is not a directory")
-        current = candidate
 
 
 @dataclass
