@@ -108,7 +108,8 @@ def test_log_selection_and_frames(tmp_path: Path) -> None:
     entries = reader.read()
     assert [e.data for e in entries] == [b"one\n", b"two\n", b"three\n"]
     assert reader.offset == path.stat().st_size - len(b'{"log":')  # half a line waits
-    assert reader.read() == []
+    assert reader.read() == [] and reader.grown()  # the half line is there, unread
+    assert not logs.LogReader(str(path), path.stat().st_size).grown()
     only_out = logs.Selection(stderr=False)
     assert [e.data for e in logs.select(entries, only_out)] == [b"one\n", b"three\n"]
     assert [e.data for e in logs.select(entries, logs.Selection(tail=1))] == [b"three\n"]

@@ -707,8 +707,9 @@ class ContainerManager:
             done = await self._wait_exit(live, seen, FOLLOW_POLL)
             if self.closing.is_set() or gone():
                 return
-            for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
-                yield selection.render(entry, rec.tty)
+            if reader.grown():  # one stat per poll; a thread only when there is something
+                for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
+                    yield selection.render(entry, rec.tty)
             if done:
                 return
 

@@ -89,6 +89,10 @@ class LogReader:
         except FileNotFoundError:
             return 0
 
+    def grown(self) -> bool:
+        """Whether the file has bytes past the offset (a cheap check before ``read``)."""
+        return self.end_of(self.path) > self.offset
+
     def read(self) -> list[Entry]:
         try:
             with open(self.path, "rb") as f:
