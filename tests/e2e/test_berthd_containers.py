@@ -356,3 +356,31 @@ def test_docker_py_run_and_detach(berthd: Daemon) -> None:
         assert client.containers.list(all=True) == []
     finally:
         client.close()
+
+
+def test_docker_py_errors_and_image_in_use(berthd: Daemon) -> None:
+    import docker
+
+    client = _client(berthd)
+    try:
+        with pytest.raises(docker.errors.ContainerError) as failed:
+            client.containers.run("busybox", ["sh", "-c", "echo oops >&2; exit 2"], remove=True)
+        assert failed.value.exit_status == 2 and failed.value.stderr == b"oops\n"
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get("nosuch")
+        c = client.containers.create("busybox", "true", name="holder")
+        try:
+            with pytest.raises(docker.errors.APIError) as in_use:
+                client.images.remove("busybox")
+            assert in_use.value.status_code == 409
+            c.start()
+            assert c.wait(timeout=30) == {"Error": None, "StatusCode": 0}
+        finally:
+            c.remove(force=True)
+        gone = berthd.docker("run", "-d", "--rm", "busybox", "true").stdout.strip()
+        deadline = time.monotonic() + 10
+        while berthd.docker("ps", "-aq").stdout.strip():
+            assert time.monotonic() < deadline, f"{gone} not removed"
+            time.sleep(0.05)
+    finally:
+        client.close()
