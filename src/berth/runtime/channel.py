@@ -55,8 +55,19 @@ class Channel:
             raise BerthError(f"{peer} sent {msg.get('type')!r} where {expected!r} was expected")
         return msg
 
+    def wait_closed(self) -> None:
+        """Block until the peer has closed its end (exited, or exec'd: it is close-on-exec)."""
+        while os.read(self.read_fd, 65536):
+            pass
+
+    def close_reading(self) -> None:
+        os.close(self.read_fd)
+        self.read_fd = -1
+
     def close(self) -> None:
         for fd in (self.read_fd, self.write_fd):
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:

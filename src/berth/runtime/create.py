@@ -292,6 +292,8 @@ def create(
         hooks.run_hooks(spec.hooks, "createRuntime", creating)
         parent.send("hooks-done")
         parent.receive("created")
+        if start_at_once:
+            parent.wait_closed()  # the init has run its startContainer hooks and exec'd
         if opts.pid_file:
             store.write_atomically(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
         return Created(record, pid)

@@ -228,7 +228,12 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
     sys_.prctl(s.PR_SET_DUMPABLE, 1)
     sys_.prctl(s.PR_SET_PDEATHSIG, 0)
     ctx.channel.send("created")
-    ctx.channel.close()
+    if ctx.fifo_path:
+        ctx.channel.close()
+    else:
+        # started at once (run): our end stays open until execve closes it (close-on-exec),
+        # so the runtime knows when the user's program has started (poststart comes after)
+        ctx.channel.close_reading()
 
 
 def _wait_for_start(ctx: InitContext) -> None:
