@@ -166,13 +166,18 @@ def delete(st: store.Store, container_id: str, force: bool = False) -> None:
             return
         raise
     check_operation(container_id, "delete --force" if force else "delete", loaded.status)
+    _remove(st, loaded)
+
+
+def _remove(st: store.Store, loaded: Loaded) -> None:
+    """Kill what is left, remove the cgroup and the record, then the poststop hooks."""
     if loaded.status != Status.STOPPED:
         loaded.cgroup.kill_all()
         _signal(loaded.record.pid, signals.SIGKILL)
         _wait_gone(loaded.record)
     loaded.cgroup.kill_all()
     loaded.cgroup.destroy()
-    st.remove(container_id)
+    st.remove(loaded.record.id)
     loaded.run_hooks("poststop", Status.STOPPED)
 
 
@@ -260,8 +265,13 @@ def run(st: store.Store, container_id: str, opts: CreateOptions, detach: bool) -
         from berth.runtime import process
 
         status = process.wait_exit(created.pid)
-    finally:
+    except BaseException:
         for sig in forwarded:
             signals.set_handler(sig, signals.SIG_DFL)
         delete(st, container_id, force=True)
+        raise
+    for sig in forwarded:
+        signals.set_handler(sig, signals.SIG_DFL)
+    # the init is reaped: what we hold is the container's state, no need to read it back
+    _remove(st, Loaded(created.record, Status.STOPPED, created.cgroup))
     return status

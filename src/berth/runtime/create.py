@@ -14,7 +14,7 @@ import errno
 import os
 
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.runtime import capabilities, cgroups, hooks, log, signals, store
+from berth.runtime import capabilities, cgroups, log, signals, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
 from berth.spec import jsonio
@@ -168,6 +168,7 @@ def _host_id(mappings: tuple[IDMapping, ...], container_id: int) -> int:
 class Created:
     record: store.Record
     pid: int
+    cgroup: cgroups.Cgroup
 
 
 def create(
@@ -288,15 +289,18 @@ def create(
             bundle.rootfs,
             annotations=spec.annotations,
         )
-        hooks.run_hooks(spec.hooks, "prestart", creating)
-        hooks.run_hooks(spec.hooks, "createRuntime", creating)
+        if spec.hooks["prestart"] or spec.hooks["createRuntime"]:
+            from berth.runtime import hooks
+
+            hooks.run_hooks(spec.hooks, "prestart", creating)
+            hooks.run_hooks(spec.hooks, "createRuntime", creating)
         parent.send("hooks-done")
         parent.receive("created")
         if start_at_once:
             parent.wait_closed()  # the init has run its startContainer hooks and exec'd
         if opts.pid_file:
             store.write_atomically(os.path.abspath(opts.pid_file), str(pid).encode(), 0o644)
-        return Created(record, pid)
+        return Created(record, pid, cgroup)
     except BaseException:
         _undo(st, container_id, pid, cgroup)
         if pid > 0:  # the container existed: its lifecycle ends with delete's poststop hooks
@@ -308,6 +312,8 @@ def create(
                 bundle.rootfs,
                 annotations=spec.annotations,
             )
+            from berth.runtime import hooks
+
             hooks.run_hooks(spec.hooks, "poststop", stopped)
         raise
     finally:
