@@ -27,14 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from runtime_suite import BINARIES, container_cgroups, is_plain_id
 
 import leakcheck
 
 REPO = Path(__file__).resolve().parents[3]
-BINARIES = {
-    "runc": shutil.which("runc") or "/usr/sbin/runc",
-    "berth": str(REPO / ".venv" / "bin" / "berth-runtime"),
-}
 TIMEOUT = 30.0  # seconds for one runtime command; a hung runtime fails the test, not the run
 
 Edit = Callable[[dict[str, Any]], None]
@@ -201,7 +198,7 @@ class Runtime:
     def _stem(self, cid: str) -> Path:
         """Fresh file names in io_dir for one create/run call of ``cid`` (a malformed id such
         as "../x" gets a hashed name): a later call never mixes into an earlier one's files."""
-        name = cid if _plain(cid) else "bad-" + hashlib.sha1(cid.encode()).hexdigest()[:12]
+        name = cid if is_plain_id(cid) else "bad-" + hashlib.sha1(cid.encode()).hexdigest()[:12]
         stems = self._stems.setdefault(cid, [])
         stems.append(self.io_dir / f"{name}.{len(stems)}")
         return stems[-1]
@@ -345,11 +342,6 @@ class Runtime:
         return leaks
 
 
-def _plain(cid: str) -> bool:
-    """A well-formed id that names one directory entry."""
-    return bool(cid) and "/" not in cid and cid not in (".", "..")
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -381,36 +373,6 @@ def _still_alive(pid: int, *, kill: bool, timeout: float = 2.0) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def own_cgroup_dirs() -> list[Path]:
-    """This process's cgroup directory in every mounted hierarchy (v1 and v2)."""
-    mounts: dict[str, Path] = {}
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ", 1)
-        fstype, _source, options = right.split()[:3]
-        mountpoint = Path(left.split()[4])
-        if fstype == "cgroup2":
-            mounts[""] = mountpoint
-        elif fstype == "cgroup":
-            for opt in options.split(","):
-                if "=" in opt and not opt.startswith("name="):
-                    continue
-                mounts[opt] = mountpoint
-    dirs = []
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _hid, controllers, path = line.split(":", 2)
-        key = controllers.split(",")[0] if controllers else ""
-        if key in mounts:
-            dirs.append(mounts[key] / path.lstrip("/"))
-    return dirs
-
-
-def container_cgroups(cid: str) -> list[Path]:
-    """The cgroups named ``cid`` below our own cgroup (where runc puts a container's)."""
-    if not _plain(cid):
-        return []
-    return [d / cid for d in own_cgroup_dirs() if (d / cid).exists()]
 
 
 @pytest.fixture(params=list(BINARIES))

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 from helpers_extra import alive, detached, wait_for, writable
-
-from conftest import BINARIES, container_cgroups
+from runtime_suite import BINARIES, container_cgroups
 
 pytestmark = pytest.mark.root
 
