@@ -235,6 +235,22 @@ def _opt_descriptor(d: f.Obj, key: str, p: str) -> Descriptor | None:
     return None if sub is None else Descriptor.from_json(sub, _join(p, key))
 
 
+def _document_json(doc: Manifest | Index, body: dict[str, Any]) -> dict[str, Any]:
+    """A manifest's or an index's JSON: the shared head and tail around its own ``body``, in
+    the spec's key order."""
+    out: dict[str, Any] = {"schemaVersion": doc.schema_version}
+    if doc.media_type:
+        out["mediaType"] = doc.media_type
+    if doc.artifact_type is not None:
+        out["artifactType"] = doc.artifact_type
+    out.update(body)
+    if doc.subject is not None:
+        out["subject"] = doc.subject.to_json()
+    if doc.annotations:
+        out["annotations"] = dict(doc.annotations)
+    return out
+
+
 @value
 class Manifest:
     config: Descriptor
@@ -246,18 +262,13 @@ class Manifest:
     schema_version: int = 2
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schemaVersion": self.schema_version}
-        if self.media_type:
-            out["mediaType"] = self.media_type
-        if self.artifact_type is not None:
-            out["artifactType"] = self.artifact_type
-        out["config"] = self.config.to_json()
-        out["layers"] = [layer.to_json() for layer in self.layers]
-        if self.subject is not None:
-            out["subject"] = self.subject.to_json()
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
+        return _document_json(
+            self,
+            {
+                "config": self.config.to_json(),
+                "layers": [layer.to_json() for layer in self.layers],
+            },
+        )
 
     @staticmethod
     def from_json(data: Any, p: str = "") -> Manifest:
@@ -297,17 +308,7 @@ class Index:
     schema_version: int = 2
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"schemaVersion": self.schema_version}
-        if self.media_type:
-            out["mediaType"] = self.media_type
-        if self.artifact_type is not None:
-            out["artifactType"] = self.artifact_type
-        out["manifests"] = [m.to_json() for m in self.manifests]
-        if self.subject is not None:
-            out["subject"] = self.subject.to_json()
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
+        return _document_json(self, {"manifests": [m.to_json() for m in self.manifests]})
 
     @staticmethod
     def from_json(data: Any, p: str = "") -> Index:
