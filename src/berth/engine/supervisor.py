@@ -7,7 +7,9 @@ One small, long-lived, single-threaded process, separate from berthd, with no as
 stdout/stderr pipes, pidfds of adopted containers and a self-pipe woken by signals. It is a
 child subreaper and creates every container itself through the runtime library (the init is
 cloned from this process, with the library already loaded), so it reaps every container init
-and every orphan of theirs.
+and every orphan of theirs. Beside this module: ``supervisor_logs`` (the json-file writer),
+``supervisor_table`` (``Entry``, ``Conn``, exit statuses) and ``supervisor_process`` (detaching,
+signal dispositions, rlimits), each with its own rules.
 
 Rules:
 - Layout: the runtime's store is ``--root`` itself (``<root>/<id>/state.json``); beside the
@@ -48,6 +50,15 @@ import time
 from collections.abc import Callable
 
 from berth.engine import supervisor_protocol as p
+from berth.engine.supervisor_logs import JsonFileLog, now
+from berth.engine.supervisor_process import (
+    _is_child,
+    _raise_nofile,
+    _readable,
+    _unignore_signals,
+    detach,
+)
+from berth.engine.supervisor_table import Conn, Entry, _read_json, exit_code_of, zombie_wait_status
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable, Unsupported
 from berth.runtime import container, store
 from berth.runtime import syscalls as s
@@ -68,133 +79,6 @@ LOCK = "supervisor.lock"  # flock'ed for the supervisor's life; holds its pid
 MAX_REQUEST = 1 << 20
 DELETE_TIMEOUT = 10.0
 MAX_STDIN_BUFFER = 16 << 20
-
-
-def now() -> str:
-    return store.rfc3339(time.time_ns())
-
-
-def exit_code_of(status: int) -> int:
-    """A wait status as a shell reports it: the exit code, or 128 + the signal."""
-    if os.WIFSIGNALED(status):
-        return 128 + os.WTERMSIG(status)
-    return os.WEXITSTATUS(status)
-
-
-def zombie_wait_status(pid: int, pid_start: int) -> int | None:
-    """The wait status of ``pid`` (started at ``pid_start``) while it is a zombie, from
-    /proc/<pid>/stat field 52; None when it is gone, alive or another process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(b")") + 2 :].split()
-    if rest[0] not in (b"Z", b"X") or int(rest[19]) != pid_start or len(rest) < 50:
-        return None
-    return int(rest[49])
-
-
-# --------------------------------------------------------------------------- json-file logs
-
-
-class JsonFileLog:
-    """One container's log in Docker's json-file format."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self.fd = os.open(path, flags, 0o640)
-        self.partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-
-    def _entry(self, stream: str, chunk: bytes, stamp: str) -> bytes:
-        text = chunk.decode("utf-8", "replace")
-        return jsonio.dumps({"log": text, "stream": stream, "time": stamp}).encode() + b"\n"
-
-    def feed(self, stream: str, data: bytes) -> None:
-        buf = self.partial[stream] + data
-        stamp = now()
-        out = []
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            end = nl + 1 if nl >= 0 else -1
-            if end < 0 or end - start > p.LOG_LINE_MAX:
-                if len(buf) - start >= p.LOG_LINE_MAX:
-                    end = start + p.LOG_LINE_MAX
-                else:
-                    break
-            out.append(self._entry(stream, buf[start:end], stamp))
-            start = end
-        self.partial[stream] = buf[start:]
-        if out:
-            self._write(b"".join(out))
-
-    def flush(self, stream: str) -> None:
-        if self.partial[stream]:
-            self._write(self._entry(stream, self.partial[stream], now()))
-            self.partial[stream] = b""
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.fd, view) :]
-
-    def sync(self) -> None:
-        os.fsync(self.fd)
-
-    def close(self) -> None:
-        os.close(self.fd)
-
-
-# --------------------------------------------------------------------------- connections
-
-
-class Conn:
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.inbuf = b""
-        self.outbuf = b""
-        self.subscribed = False
-        self.closed = False
-
-
-class Entry:
-    """One container in the supervisor's table."""
-
-    def __init__(self, cid: str, record: store.Record, meta: dict[str, Any], adopted: bool) -> None:
-        self.id = cid
-        self.record = record
-        self.meta = meta
-        self.adopted = adopted
-        self.pidfd = -1
-        self.streams: dict[int, str] = {}  # read end -> "stdout" | "stderr"
-        self.stdin_w = -1
-        self.stdin_buf = b""  # written when the pipe has room (the loop never blocks on it)
-        self.stdin_eof = False
-        self.stdin_polled = False
-        self.log: JsonFileLog | None = None
-        self.exit: p.Exit | None = None
-        self.waiters: list[tuple[Conn, int]] = []
-        self.loaded = container.Loaded(record, "")  # its cgroup, opened once when needed
-
-    @property
-    def pid(self) -> int:
-        return self.record.pid
-
-    def info(self, status: str) -> p.Info:
-        return p.Info(
-            id=self.id,
-            status=status,
-            pid=self.pid,
-            bundle=self.record.bundle,
-            log_path=str(self.meta.get("log_path", "")),
-            created=self.record.created,
-            started_at=str(self.meta.get("started_at", "")),
-            stdin=self.stdin_w >= 0,
-            adopted=self.adopted,
-            exit=self.exit,
-        )
 
 
 # --------------------------------------------------------------------------- the supervisor
@@ -853,59 +737,6 @@ class Supervisor:
                 raise Unavailable(f"container {e.id}: init {e.pid} survived SIGKILL")
 
 
-def _raise_nofile() -> None:
-    """Four fds per container (two pipes, the log, stdin): take the whole hard limit."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log.info("supervisor: open files limit %d -> %d", soft, hard)
-
-
-def _noop(_signum: int, _frame: object) -> None:
-    pass
-
-
-def _unignore_signals() -> None:
-    """Containers must start with default signal dispositions, but ignored ones survive
-    clone and execve: Python ignores SIGPIPE and SIGXFSZ, a launcher may ignore more. A
-    handled signal is reset by execve, so each ignored one gets a handler that does nothing
-    (for us the same as ignoring it: a write to a closed pipe still fails with EPIPE)."""
-    for signum in range(1, signal.NSIG):
-        try:
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                signal.signal(signum, _noop)
-        except (OSError, ValueError):
-            continue  # SIGKILL, SIGSTOP, and the C library's own real-time signals
-
-
-def _is_child(pid: int) -> bool:
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _readable(fd: int, timeout: float = 0.0) -> bool:
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        return bool(sel.select(timeout))
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, "rb") as f:
-            data = jsonio.loads(f.read())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        log.error("%s: damaged, ignored: %s", path, exc)
-        return None
-    return data if isinstance(data, dict) else None
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -923,44 +754,11 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _redirect_stdio(log_path: str | None) -> None:
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    if log_path:
-        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        os.dup2(fd, 2)
-        os.close(fd)
-    else:
-        os.dup2(null, 2)
-    os.close(null)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    ready_w = -1
-    if args.daemonize:
-        ready_r, ready_w = os.pipe()
-        if os.fork() > 0:  # the launcher: exits 0 once the grandchild serves, else 1
-            os.close(ready_w)
-            with os.fdopen(ready_r, "rb") as f:
-                answer = f.read()
-            if answer != b"ok":
-                sys.stderr.write(answer.decode(errors="replace") or "supervisor did not start\n")
-                return 1
-            return 0
-        os.close(ready_r)
-        os.setsid()
-        if os.fork() > 0:
-            os._exit(0)
-        _redirect_stdio(args.log)
-    else:
-        try:
-            os.setsid()  # out of the caller's session: its end (or ^C) is not ours
-        except PermissionError:
-            pass  # already a process-group leader
-        if args.log:
-            _redirect_stdio(args.log)
+    code, ready_w = detach(args.daemonize, args.log)
+    if code is not None:
+        return code
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
