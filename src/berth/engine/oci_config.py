@@ -55,7 +55,7 @@ from berth.engine.oci_request import (
     _parse_cpuset,
     _seccomp_from_docker,
 )
-from berth.engine.seccomp_default import default_seccomp_profile
+from berth.engine.seccomp_default import DEFAULT_CAPABILITIES, default_seccomp_profile
 from berth.errors import InvalidArgument
 from berth.spec.defaults import CAPABILITIES, DEFAULT_PATH
 from berth.spec.image import ContainerConfig, ImageConfig
@@ -92,23 +92,6 @@ OCI_VERSION = "1.0.2-dev"
 CPU_PERIOD = 100_000  # the CFS period --cpus uses
 MIN_CPU_SHARES, MAX_CPU_SHARES = 2, 262144
 
-# Docker's default capability set (moby oci/caps/defaults.go), in Docker's order.
-DEFAULT_CAPABILITIES = (
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-)
 
 # Docker's masked and read-only paths (moby oci/defaults.go), not runc's `spec` lists.
 MASKED_PATHS = (

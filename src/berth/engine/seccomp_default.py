@@ -183,7 +183,9 @@ ALWAYS_BLOCKED = (
     "query_module",
 )
 
-_DOCKER_DEFAULT_CAPS = (
+# Docker's default capability set (moby oci/caps/defaults.go), in Docker's order; oci_config
+# grants it and the profile opens the system calls it needs.
+DEFAULT_CAPABILITIES = (
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_FSETID",
@@ -235,7 +237,7 @@ def default_seccomp_profile(
     ``capabilities`` defaults to Docker's 14; ``machine`` to this host's (``uname -m``).
     Returns a fresh dict.
     """
-    caps = set(_DOCKER_DEFAULT_CAPS if capabilities is None else capabilities)
+    caps = set(DEFAULT_CAPABILITIES if capabilities is None else capabilities)
     syscalls: list[dict[str, Any]] = [_allow(allowed_unconditionally())]
     # sockets of every family but vsock (a channel to the hypervisor, not namespaced)
     syscalls.append(_allow(["socket"], [{"index": 0, "value": AF_VSOCK, "op": "SCMP_CMP_NE"}]))
@@ -285,7 +287,7 @@ def from_docker_profile(
     capability and ``comment``; rules whose includes/excludes do not match ``capabilities``
     are dropped, as dockerd does. Raises ``InvalidArgument`` for a malformed profile.
     """
-    caps = set(_DOCKER_DEFAULT_CAPS if capabilities is None else capabilities)
+    caps = set(DEFAULT_CAPABILITIES if capabilities is None else capabilities)
     default = profile.get("defaultAction")
     if not isinstance(default, str) or not default:
         raise InvalidArgument("Decoding seccomp profile failed: defaultAction is required")
