@@ -12,131 +12,32 @@ removing it, even on failure. Berth's stores are temp dirs in copy mode (nothing
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from private_podman import TIMEOUT, ULIMITS, Podman, private_podman
 
-import leakcheck
 from berth.image import archive, base
 from berth.image.store import Image, ImageStore
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
-PODMAN = shutil.which("podman") or "/usr/bin/podman"
 RUNC = shutil.which("runc") or "/usr/sbin/runc"
 SKOPEO = shutil.which("skopeo")
 UMOCI = shutil.which("umoci")
-ULIMITS = ["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=32768:32768"]
 BUSYBOX = "docker.io/library/busybox:latest"
 EXTRA = "localhost/berth/extra:v1"
-TIMEOUT = 60.0
-
-
-@dataclass
-class Podman:
-    home: Path
-    cgroup_parent: str
-
-    def __call__(self, *args: str) -> subprocess.CompletedProcess[str]:
-        home = self.home
-        return subprocess.run(
-            [
-                PODMAN,
-                "--root", str(home / "storage"),
-                "--runroot", str(home / "run"),
-                "--tmpdir", str(home / "tmp"),
-                "--network-config-dir", str(home / "networks"),
-                "--volumepath", str(home / "volumes"),
-                "--storage-driver", "vfs",
-                "--cgroup-manager", "cgroupfs",
-                "--events-backend", "file",
-                "--runtime", RUNC,
-                *args,
-            ],
-            check=False,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-        )  # fmt: skip
-
-    def ok(self, *args: str) -> str:
-        proc = self(*args)
-        assert proc.returncode == 0, f"podman {' '.join(args)}: {proc.stderr}"
-        return proc.stdout
-
-
-def _processes_using(path: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if path.encode() in cmdline and state != "Z":
-            found.append(int(entry))
-    return found
-
-
-def _mounts_under(path: str) -> list[str]:
-    lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    return [line.split()[4] for line in lines if line.split()[4].startswith(path)]
-
-
-def _remove_cgroup_tree(name: str) -> list[str]:
-    failures = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, right = line.split(" - ", 1)
-        if right.split()[0] not in ("cgroup", "cgroup2"):
-            continue
-        top = Path(left.split()[4]) / name
-        if not top.is_dir():
-            continue
-        dirs = sorted((Path(d) for d, _s, _f in os.walk(top)), key=lambda p: -len(p.parts))
-        for d in dirs:
-            try:
-                d.rmdir()
-            except OSError as exc:
-                failures.append(f"{d}: {exc}")
-    return failures
 
 
 @pytest.fixture
 def podman() -> Iterator[Podman]:
-    home = Path(tempfile.mkdtemp(prefix="berth-podman-", dir="/tmp"))
-    pm = Podman(home, leakcheck.tagged_name("test") + "-podman")
-    try:
+    with private_podman(RUNC) as pm:
         yield pm
-    finally:
-        problems = []
-        deadline = time.monotonic() + 10
-        while _processes_using(str(home)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for pid in _processes_using(str(home)):
-            problems.append(f"podman helper {pid} still running; killed it")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, 9)
-        reset = pm("system", "reset", "--force")
-        if reset.returncode != 0:
-            problems.append(f"podman system reset: {reset.stderr.strip()}")
-        mounted = _mounts_under(str(home))
-        problems.extend(f"mount left under the podman home: {m}" for m in mounted)
-        if not mounted:
-            shutil.rmtree(home, ignore_errors=True)
-        problems.extend(_remove_cgroup_tree(pm.cgroup_parent))
-        assert not problems, "\n".join(problems)
 
 
 @pytest.fixture
