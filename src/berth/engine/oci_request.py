@@ -28,6 +28,7 @@ from typing import Any
 
 from berth.engine.seccomp_default import from_docker_profile
 from berth.errors import InvalidArgument
+from berth.runtime.rootfs import NAMESPACED_SYSCTLS  # the ones moby's ValidateSysctl allows
 from berth.spec.defaults import CAPABILITIES
 from berth.spec.value import field, value
 
@@ -416,22 +417,9 @@ def _console_size(hc: Any) -> tuple[int, int] | None:
     return size[0], size[1]
 
 
-# the sysctls that live in a container's own namespaces (moby's opts.ValidateSysctl)
-_SYSCTLS = (
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-)
-
-
 def _sysctls(sysctls: dict[str, str]) -> dict[str, str]:
     for key in sysctls:
-        if key in _SYSCTLS or key.startswith(("fs.mqueue.", "net.")):
+        if key in NAMESPACED_SYSCTLS or key.startswith(("fs.mqueue.", "net.")):
             continue
         raise InvalidArgument(f"sysctl '{key}' is not whitelisted")
     return sysctls

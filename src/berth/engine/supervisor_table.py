@@ -41,13 +41,8 @@ def exit_code_of(status: int) -> int:
 def zombie_wait_status(pid: int, pid_start: int) -> int | None:
     """The wait status of ``pid`` (started at ``pid_start``) while it is a zombie, from
     /proc/<pid>/stat field 52; None when it is gone, alive or another process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(b")") + 2 :].split()
-    if rest[0] not in (b"Z", b"X") or int(rest[19]) != pid_start or len(rest) < 50:
+    rest = store.proc_stat(pid)
+    if rest is None or rest[0] not in (b"Z", b"X") or int(rest[19]) != pid_start or len(rest) < 50:
         return None
     return int(rest[49])
 

@@ -61,15 +61,21 @@ def rfc3339(ts_ns: int) -> str:
     return f"{base}.{frac}Z" if frac else f"{base}Z"
 
 
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat, or None when the process is gone or a zombie."""
+def proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first: field 3), or None
+    when the process is gone. The name is skipped by its last ')', as it may hold anything."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
     except OSError:
         return None
-    rest = raw[raw.rindex(b")") + 2 :].split()
-    if rest[0] in (b"Z", b"X"):
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat, or None when the process is gone or a zombie."""
+    rest = proc_stat(pid)
+    if rest is None or rest[0] in (b"Z", b"X"):
         return None
     return int(rest[19])
 
