@@ -66,8 +66,7 @@ _SURNAMES_TEXT = (
 )
 
 
-def now_rfc3339() -> str:
-    return runtime_store.rfc3339(time.time_ns())
+now_rfc3339 = runtime_store.now
 
 
 def parse_rfc3339(text: str) -> float:

@@ -12,15 +12,12 @@ Rules:
 from __future__ import annotations
 
 import os
-import time
 
 from berth.engine import supervisor_protocol as p
 from berth.runtime import store
 from berth.spec import jsonio
 
-
-def now() -> str:
-    return store.rfc3339(time.time_ns())
+now = store.now
 
 
 class JsonFileLog:

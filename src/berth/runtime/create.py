@@ -337,7 +337,7 @@ def _write_record(
         rootfs=bundle.rootfs,
         pid=pid,
         pid_start=start_time,
-        created=store.rfc3339(_now_ns()),
+        created=store.now(),
         config=bundle.raw,
         cgroup=cgroup.to_json(),
         annotations=dict(bundle.spec.annotations),
@@ -372,12 +372,6 @@ def _clone(
     finally:
         if cgroup_fd is not None:
             os.close(cgroup_fd)
-
-
-def _now_ns() -> int:
-    import time
-
-    return time.time_ns()
 
 
 def _undo(st: store.Store, container_id: str, pid: int, cgroup: cgroups.Cgroup | None) -> None:

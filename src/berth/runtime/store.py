@@ -61,6 +61,11 @@ def rfc3339(ts_ns: int) -> str:
     return f"{base}.{frac}Z" if frac else f"{base}Z"
 
 
+def now() -> str:
+    """The current time as ``rfc3339`` writes it."""
+    return rfc3339(time.time_ns())
+
+
 def proc_stat(pid: int) -> list[bytes] | None:
     """The fields of /proc/<pid>/stat after the command name (state first: field 3), or None
     when the process is gone. The name is skipped by its last ')', as it may hold anything."""
