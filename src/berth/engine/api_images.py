@@ -350,17 +350,7 @@ def config_from_changes(changes: list[str]) -> spec.ContainerConfig | None:
         elif isinstance(ins, df.Workdir):
             config = replace(config, working_dir=ins.path)
         else:
-            config = replace(
-                config,
-                healthcheck=spec.Healthcheck(
-                    test=ins.test,
-                    interval=ins.interval,
-                    timeout=ins.timeout,
-                    start_period=ins.start_period,
-                    start_interval=ins.start_interval,
-                    retries=ins.retries,
-                ),
-            )
+            config = replace(config, healthcheck=ins.config())
     return config
 
 

@@ -448,16 +448,7 @@ class _Builder:
         elif isinstance(ins, df.Shell):
             st.set(shell=ins.shell)
         elif isinstance(ins, df.Healthcheck):
-            st.set(
-                healthcheck=spec.Healthcheck(
-                    test=ins.test,
-                    interval=ins.interval,
-                    timeout=ins.timeout,
-                    start_period=ins.start_period,
-                    start_interval=ins.start_interval,
-                    retries=ins.retries,
-                )
-            )
+            st.set(healthcheck=ins.config())
         elif isinstance(ins, df.Maintainer):
             st.config = replace(st.config, author=ins.name)
         elif isinstance(ins, df.Onbuild):

@@ -46,6 +46,7 @@ from berth.image.dockerfile_words import (
 )
 from berth.image.dockerfile_words import Line as _Line
 from berth.image.dockerfile_words import Reader as _Reader
+from berth.spec import image as spec_image
 from berth.spec.value import value
 
 TYPE_CHECKING = False
@@ -280,6 +281,17 @@ class Healthcheck:
     start_period: int = 0
     start_interval: int = 0
     retries: int = 0
+
+    def config(self) -> spec_image.Healthcheck:
+        """As an image config holds it (the builder's and ``docker commit --change``'s)."""
+        return spec_image.Healthcheck(
+            test=self.test,
+            interval=self.interval,
+            timeout=self.timeout,
+            start_period=self.start_period,
+            start_interval=self.start_interval,
+            retries=self.retries,
+        )
 
 
 @value
