@@ -84,6 +84,15 @@ MAX_STDIN_BUFFER = 16 << 20
 # --------------------------------------------------------------------------- the supervisor
 
 
+def stale_event(sel: selectors.BaseSelector, key: selectors.SelectorKey) -> bool:
+    """True for an event of a select batch whose fd an earlier callback of the same batch
+    closed (a container's exit drains and closes its pipes) or closed and registered anew."""
+    try:
+        return sel.get_key(key.fileobj) is not key
+    except KeyError:
+        return True
+
+
 class Supervisor:
     def __init__(
         self,
@@ -254,6 +263,8 @@ class Supervisor:
     def serve(self) -> None:
         while not self.stopping:
             for key, mask in self.sel.select():
+                if stale_event(self.sel, key):
+                    continue
                 callback: Callable[[int], None] = key.data
                 callback(mask)  # after a stop request the rest of this batch still runs
 
