@@ -17,17 +17,24 @@ Rules:
   the removed image alone used goes at once (``gc``), so ``system df`` shows it gone.
 - ``import``'s ``changes`` are the Dockerfile instructions dockerd allows for
   ``--change``; a URL as ``fromSrc`` is refused (nothing is fetched from the network).
+- ``/commit``: the container's active snapshot's upper dir as a new layer on its image
+  (``ImageStore.commit_container``, overlay snapshots only), under ``image_lock``. The new
+  config is the image's, with the container's ``Config`` over it, then the request body's
+  (a ``Config``, as docker-py's ``conf``), then ``changes``; history's ``created_by`` is the
+  container's command. ``pause`` is not honoured: a running container is committed as it
+  runs (pausing belongs to the container lifecycle, not here).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, BinaryIO, cast
 
 from aiohttp import web
 
-from berth.engine import api
+from berth.engine import api, api_containers
 from berth.engine.filters import Filters, parse_timestamp, reference_matches
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import archive, base, reference
@@ -312,16 +319,19 @@ COMMIT_CHANGES = (
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
 
-def config_from_changes(changes: list[str]) -> spec.ContainerConfig | None:
+def config_from_changes(
+    changes: list[str], base: spec.ContainerConfig | None = None
+) -> spec.ContainerConfig | None:
     """``docker import/commit --change``: Dockerfile instructions (CMD, ENTRYPOINT, ENV, EXPOSE,
     LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR, HEALTHCHECK, as dockerd allows) applied
-    in order to an empty config; None when there are none. Words are taken as written."""
+    in order to ``base`` (ENV and LABEL merge by key; EXPOSE and VOLUME add); with no base and
+    no changes, None. Words are taken as written."""
     lines = [c for c in changes if c.strip()]
     if not lines:
-        return None
+        return base
     parsed = df.parse("FROM scratch\n" + "\n".join(lines), filename="--change")
-    config = spec.ContainerConfig()
-    env: dict[str, str] = {}
+    config = base or spec.ContainerConfig()
+    env: dict[str, str] = dict(e.partition("=")[::2] for e in config.env)
     for ins in parsed.stages[-1].instructions:
         if not isinstance(ins, COMMIT_CHANGES):
             word = ins.source.text.split(None, 1)[0].upper()
@@ -335,6 +345,7 @@ def config_from_changes(changes: list[str]) -> spec.ContainerConfig | None:
             config = replace(config, env=tuple(f"{k}={v}" for k, v in env.items()))
         elif isinstance(ins, df.Expose):
             ports = [p if "/" in p else f"{p}/tcp" for w in ins.ports for p in w.split()]
+            ports = [p for p in ports if p not in config.exposed_ports]
             config = replace(config, exposed_ports=(*config.exposed_ports, *ports))
         elif isinstance(ins, df.Label):
             labels = {**config.labels, **{kv.key: kv.value for kv in ins.pairs}}
@@ -346,7 +357,8 @@ def config_from_changes(changes: list[str]) -> spec.ContainerConfig | None:
         elif isinstance(ins, df.User):
             config = replace(config, user=ins.user)
         elif isinstance(ins, df.Volume):
-            config = replace(config, volumes=(*config.volumes, *ins.paths))
+            volumes = [v for v in ins.paths if v not in config.volumes]
+            config = replace(config, volumes=(*config.volumes, *volumes))
         elif isinstance(ins, df.Workdir):
             config = replace(config, working_dir=ins.path)
         else:
@@ -358,9 +370,84 @@ def _command(cmd: df.Command) -> tuple[str, ...]:
     return cmd.args if cmd.exec_form else (*DEFAULT_SHELL, cmd.args[0])
 
 
+# --------------------------------------------------------------------------- commit
+
+# The keys of a container's Config that become its image's (the rest, Hostname, Tty, …, are
+# the container's own).
+COMMITTED_KEYS = (
+    "User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels",
+    "StopSignal", "Healthcheck", "OnBuild", "Shell",
+)  # fmt: skip
+
+
+def committed_config(
+    image: spec.ContainerConfig, *overlays: dict[str, Any] | None
+) -> spec.ContainerConfig:
+    """The image's config with each overlay's (a Docker ``Config``) non-null keys over it."""
+    merged = image.to_json()
+    for overlay in overlays:
+        for key in COMMITTED_KEYS:
+            found = (overlay or {}).get(key)
+            if found is not None:
+                merged[key] = found
+    return spec.ContainerConfig.from_json(merged, "Config")
+
+
+async def _commit_body(request: web.Request) -> dict[str, Any]:
+    """The request's ``Config`` (the CLI sends ``null``, docker-py ``{}``)."""
+    raw = await request.read()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except ValueError as e:
+        raise InvalidArgument(f"invalid JSON body: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise InvalidArgument("invalid JSON body: expected a container Config object")
+    return data or {}
+
+
+async def commit_container(request: web.Request) -> web.StreamResponse:
+    """``docker commit``: the container's changes as a new layer on its image (see the
+    module docstring); 201 ``{"Id": …}``."""
+    state = api.engine(request)
+    query = request.query
+    manager = api_containers.manager(request)
+    rec = manager.get(query.get("container", ""))
+    body = await _commit_body(request)
+    repo, tag = query.get("repo", ""), query.get("tag", "")
+    if tag and not repo:
+        raise InvalidArgument(f"tag={tag!r}: a tag needs a repository (repo=)")
+    ref = (f"{repo}:{tag}" if tag else repo) or None
+    if ref is not None and reference.parse(ref).digest:
+        raise InvalidArgument(f"refusing to create a tag with a digest reference: {ref}")
+    changes = query.getall("changes", [])
+    created_by = " ".join([rec.path, *rec.args]).strip()
+
+    def commit() -> str:
+        parent = state.images.resolve(rec.image_id)
+        base = committed_config(parent.config.config, rec.config, body)
+        config = config_from_changes(changes, base)
+        image = state.images.commit_container(
+            rec.id,
+            parent,
+            ref,
+            config,
+            comment=query.get("comment", ""),
+            author=query.get("author", ""),
+            created_by=created_by,
+        )
+        return image.id
+
+    async with state.image_lock:
+        image_id = await asyncio.to_thread(commit)
+    log.info("req %s: committed container %s as %s (%s)", api.request_id(request),
+             rec.id[:12], image_id, ref)  # fmt: skip
+    return api.json_response({"Id": image_id}, status=201)
+
+
 ROUTES: list[api.Route] = [
     ("GET", "/images/json", list_images),
     ("POST", "/images/create", create_image),
+    ("POST", "/commit", commit_container),
     ("POST", "/images/load", load_images),
     ("POST", "/images/prune", prune_images),
     ("GET", "/images/get", save_images),

@@ -4,6 +4,7 @@ Layout::
 
     <data_root>/image/            the ImageStore (content, snapshots, images.json)
     <data_root>/containers/       one directory per container
+    <data_root>/builds/           build contexts and RUN steps' bundles while a build runs
     <data_root>/engine-id         the daemon's persistent id (``docker info`` ID)
     <data_root>/run/              runtime state that dies with the host: sockets, pid files
     <data_root>/run/supervisor.sock   the supervisor's control socket
@@ -40,6 +41,10 @@ class Paths:
 
     def container(self, container_id: str) -> str:
         return os.path.join(self.containers, container_id)
+
+    @property
+    def builds(self) -> str:
+        return os.path.join(self.data_root, "builds")
 
     @property
     def engine_id(self) -> str:

@@ -1,7 +1,8 @@
 """The image builder: a Dockerfile, a context directory and a store in, an ``Image`` out.
 
 ``build(store, context_dir, dockerfile_text, runner=..., events=...)`` builds the target stage
-(the last one unless ``target`` names another) and the stages it needs, in order.
+(the last one unless ``target`` names another) and the stages it needs, in order (``plan``
+says which, for progress output); ``labels`` are added to the image's config at the end.
 
 Rules:
 - ``image/`` does not import the runtime: RUN steps go through a ``Runner`` the caller hands
@@ -81,19 +82,28 @@ PROXY_ARGS = frozenset(
 
 
 class BuildError(InvalidArgument):
-    """A build that failed; ``line`` is the Dockerfile line, ``status`` a RUN's exit code."""
+    """A build that failed; ``line`` is the Dockerfile line, ``status`` a RUN's exit code and
+    ``command`` its args (Docker reports "The command '…' returned a non-zero code: N")."""
 
-    def __init__(self, message: str, line: int = 0, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        line: int = 0,
+        status: int | None = None,
+        command: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.line = line
         self.status = status
+        self.command = command
 
 
 @value
 class BuildEvent:
     """Progress: ``kind`` is "step" (started, ``text`` like ``[2/5] RUN …``), "output" (a
-    line of a RUN, ``stream`` stdout/stderr), "done" (``cached``, ``duration`` in seconds) or
-    "error" (``text`` the message)."""
+    line of a RUN, ``stream`` stdout/stderr), "done" (``cached``, ``duration`` in seconds,
+    ``key`` the step's cache key, or the base image's id for a FROM) or "error" (``text`` the
+    message)."""
 
     kind: str
     stage: str
@@ -104,6 +114,7 @@ class BuildEvent:
     cached: bool = False
     duration: float = 0.0
     stream: str = ""
+    key: str = ""
 
 
 @value
@@ -195,8 +206,10 @@ def build(
     build_args: Mapping[str, str] | None = None,
     target: str = "",
     no_cache: bool = False,
+    labels: Mapping[str, str] | None = None,
 ) -> Image:
-    """Build ``dockerfile_text`` in ``context_dir``; the image, tagged ``tags``."""
+    """Build ``dockerfile_text`` in ``context_dir``; the image, tagged ``tags``, with
+    ``labels`` added to its config (``docker build --label``)."""
     for tag in tags:
         reference.parse(tag)
     args = dict(build_args or {})
@@ -209,11 +222,64 @@ def build(
     finally:
         builder.save_cache()
     final = builder.done[want.index]
+    if labels:
+        final.set(labels={**final.container.labels, **labels})
     image = store.write_image(final.config, final.layers, tags[0] if tags else None)
     for tag in tags[1:]:
         store.tag(image.id, tag)
     log.info("build: image %s (%d layers) tagged %s", image.short_id, len(final.layers), tags)
     return image
+
+
+def plan(
+    dockerfile: df.Dockerfile, build_args: Mapping[str, str] | None = None, target: str = ""
+) -> list[df.Stage]:
+    """The stages ``build`` runs for ``target``, in order (the target last)."""
+    want = dockerfile.stage(target)
+    needed = _needed(dockerfile, want.index, _global_args(dockerfile, dict(build_args or {})))
+    return [dockerfile.stages[i] for i in sorted(needed)]
+
+
+def _global_args(dockerfile: df.Dockerfile, build_args: Mapping[str, str]) -> dict[str, str]:
+    """The values of the ARGs before the first FROM (with the automatic platform ones)."""
+    values = platform_args()
+    for arg in dockerfile.args:
+        for a in arg.args:
+            if a.name in build_args:
+                values[a.name] = build_args[a.name]
+            elif a.default is not None:
+                values[a.name] = df.expand(a.default, values, escape=dockerfile.escape)
+    return values
+
+
+def _stage_index(dockerfile: df.Dockerfile, name: str) -> int | None:
+    for st in dockerfile.stages:
+        if st.name and st.name == name.lower():
+            return st.index
+    if name.isdigit() and int(name) < len(dockerfile.stages):
+        return int(name)
+    return None
+
+
+def _needed(dockerfile: df.Dockerfile, index: int, globals_: Mapping[str, str]) -> set[int]:
+    """``index`` and the stages it builds on or copies from."""
+    out: set[int] = set()
+    todo = [index]
+    while todo:
+        i = todo.pop()
+        if i in out:
+            continue
+        out.add(i)
+        st = dockerfile.stages[i]
+        if st.base_stage is not None:
+            todo.append(st.base_stage)
+        for ins in st.instructions:
+            if isinstance(ins, df.Copy) and ins.copy_from:
+                name = df.expand(ins.copy_from, globals_, escape=dockerfile.escape)
+                dep = _stage_index(dockerfile, name)
+                if dep is not None and dep < i:
+                    todo.append(dep)
+    return out
 
 
 class _Builder:
@@ -237,14 +303,7 @@ class _Builder:
         self.cache = BuildCache(os.path.join(store.root, "build"))
         self.pending: dict[str, Layer] = {}
         self.done: dict[int, _Stage] = {}
-        self.platform = platform_args()
-        self.globals: dict[str, str] = dict(self.platform)
-        for arg in dockerfile.args:
-            for a in arg.args:
-                if a.name in build_args:
-                    self.globals[a.name] = build_args[a.name]
-                elif a.default is not None:
-                    self.globals[a.name] = self.expand(a.default, self.globals)
+        self.globals = _global_args(dockerfile, build_args)
 
     # -- helpers
 
@@ -252,31 +311,10 @@ class _Builder:
         return df.expand(word, scope, escape=self.dockerfile.escape)
 
     def stage_index(self, name: str) -> int | None:
-        for st in self.dockerfile.stages:
-            if st.name and st.name == name.lower():
-                return st.index
-        if name.isdigit() and int(name) < len(self.dockerfile.stages):
-            return int(name)
-        return None
+        return _stage_index(self.dockerfile, name)
 
     def needed(self, index: int) -> set[int]:
-        """``index`` and the stages it builds on or copies from."""
-        out: set[int] = set()
-        todo = [index]
-        while todo:
-            i = todo.pop()
-            if i in out:
-                continue
-            out.add(i)
-            st = self.dockerfile.stages[i]
-            if st.base_stage is not None:
-                todo.append(st.base_stage)
-            for ins in st.instructions:
-                if isinstance(ins, df.Copy) and ins.copy_from:
-                    dep = self.stage_index(self.expand(ins.copy_from, self.globals))
-                    if dep is not None and dep < i:
-                        todo.append(dep)
-        return out
+        return _needed(self.dockerfile, index, self.globals)
 
     def save_cache(self) -> None:
         if self.pending:
@@ -353,6 +391,7 @@ class _Builder:
                 source.line,
                 cached=present,
                 duration=time.monotonic() - started,
+                key=st.key,
             )
         )
         for n, ins in enumerate(steps, start=2):
@@ -365,7 +404,7 @@ class _Builder:
             text = f"Dockerfile:{source.line}: {text}"
         self.emit(BuildEvent("error", label, 0, 0, text, source.line))
         if isinstance(e, BuildError):
-            return BuildError(text, source.line, e.status)
+            return BuildError(text, source.line, e.status, e.command)
         return BuildError(text, source.line)
 
     def step(self, st: _Stage, ins: df.Instruction, n: int, total: int) -> None:
@@ -388,6 +427,7 @@ class _Builder:
                 source.line,
                 cached=cached,
                 duration=time.monotonic() - started,
+                key=st.key,
             )
         )
 
@@ -546,6 +586,7 @@ class _Builder:
                     f"Dockerfile:{ins.source.line}: RUN exited with status {status}",
                     ins.source.line,
                     status,
+                    process.args,
                 )
             upper = snaps.stat(key).path
             lowers = snaps.lowers(st.chain) if st.chain else []

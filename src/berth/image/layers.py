@@ -210,10 +210,11 @@ class ZstdReader:
         self._out, self._pos = out, 0
 
 
-def _read_magic(raw: _Reader) -> bytes:
+def read_head(raw: _Reader, n: int = 4) -> bytes:
+    """The first ``n`` bytes of ``raw`` (fewer only at its end): a format's magic."""
     head = b""
-    while len(head) < 4:
-        more = raw.read(4 - len(head))
+    while len(head) < n:
+        more = raw.read(n - len(head))
         if not more:
             break
         head += more
@@ -241,7 +242,7 @@ def apply_layer(
         raise InvalidArgument(f"whiteouts: {whiteouts!r} is not 'overlay' or 'delete'")
     if not os.path.isdir(target_dir):
         raise InvalidArgument(f"target_dir: {target_dir!r} is not a directory")
-    magic = _read_magic(tar_stream)
+    magic = read_head(tar_stream)
     if magic.startswith((b"BZh", b"\xfd7zX")):
         raise Unsupported("layer compression bzip2/xz is not supported (OCI: gzip or zstd)")
     raw = _HashingReader(tar_stream, magic)

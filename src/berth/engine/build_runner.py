@@ -1,0 +1,204 @@
+"""The RUN steps of ``docker build`` in berthd: ``image.build.Runner`` as real containers.
+
+``StepRunner(paths, cgroup_parent).run(mounts, process)`` runs one step and returns its exit
+status; ``cancel()`` (from any thread) stops the step in progress and every later one.
+
+Rules:
+- Each step is a container of ``berth-runtime run`` (a child process, so berthd never forks
+  from its threads) with the id ``new_id()``; its bundle is ``<data root>/builds/<id>/``
+  (``config.json`` beside the ``rootfs`` mount point) and its runtime state is under
+  ``<run dir>/build-runtime``.
+- The config is the one dockerd gives build containers: ``oci_config.build_spec`` of a create
+  request with the step's args, env, user and working dir, network mode ``none`` (loopback
+  only: berthd has no networks yet), Docker's default capabilities, seccomp profile and masked
+  paths; hostname ``<id>[:12]``; cgroup ``<cgroup parent>/<id>`` (relative to berthd's own, as
+  for containers). The working dir is made in the rootfs first (it becomes part of the layer,
+  as with Docker).
+- The snapshot's mounts are mounted on ``rootfs`` in berthd's mount namespace (``/`` has
+  private propagation) and always unmounted in ``finally``, whatever happened; the bundle dir
+  is then removed with ``rmdir``/``unlink`` only (never a recursive delete that could reach
+  into a rootfs still mounted).
+- Output: stdout and stderr are read as they come and handed to ``process.output`` line by
+  line (a last line without a newline too).
+- Cancelling kills every process of the step's cgroup (the runtime library's ``kill --all``),
+  waits for ``berth-runtime run`` to reap its init and delete the container, and deletes it
+  itself (``--force``) if it is still known; the step then raises ``BuildCancelled``. A step
+  whose ``berth-runtime run`` is still alive when the step ends is killed the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from berth.engine import oci_config
+from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
+from berth.engine.containers_state import new_id
+from berth.engine.paths import Paths
+from berth.errors import BerthError, Unavailable
+from berth.image.build import RunProcess
+from berth.image.snapshots import Mount
+from berth.runtime import container as runtime
+from berth.runtime import store as runtime_store
+
+log = logging.getLogger(__name__)
+
+POLL = 0.2  # seconds between looks at the cancel flag while a step is silent
+READ_SIZE = 1 << 16
+RUNTIME = os.path.join(os.path.dirname(sys.executable), "berth-runtime")
+
+
+class BuildCancelled(Unavailable):
+    """The build was stopped: the client went away or the daemon is stopping."""
+
+
+class StepRunner:
+    """Runs RUN steps (``image.build.Runner``); ``started(id)`` is told each step's id."""
+
+    def __init__(
+        self,
+        paths: Paths,
+        cgroup_parent: str,
+        started: Callable[[str], None] = lambda _cid: None,
+        runtime_path: str = RUNTIME,
+    ) -> None:
+        self.paths = paths
+        self.cgroup_parent = cgroup_parent.strip("/")
+        self.started = started
+        self.runtime_path = runtime_path
+        self.state = runtime_store.Store(os.path.join(paths.run_dir, "build-runtime"))
+        self.cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def run(self, mounts: list[Mount], process: RunProcess) -> int:
+        if self.cancelled.is_set():
+            raise BuildCancelled("the build was cancelled")
+        cid = new_id()
+        bundle = os.path.join(self.paths.builds, cid)
+        rootfs = os.path.join(bundle, "rootfs")
+        os.makedirs(rootfs, mode=0o755)
+        mounted = False
+        try:
+            mount_rootfs(mounts, rootfs)
+            mounted = True
+            spec = self.step_spec(cid, process, rootfs)
+            make_dir_in(rootfs, str(spec["process"]["cwd"]))
+            runtime_store.write_atomically(
+                os.path.join(bundle, "config.json"), json.dumps(spec).encode(), 0o600
+            )
+            self.started(cid)
+            log.info("build step %s: running %s", cid[:12], list(process.args))
+            return self._execute(cid, bundle, process)
+        finally:
+            if mounted:
+                unmount(rootfs)
+            _remove_bundle(bundle, rootfs)
+
+    def step_spec(self, cid: str, process: RunProcess, rootfs: str) -> dict[str, Any]:
+        """The config.json of the step (see the module docstring)."""
+        user = "" if process.user in ("", "root") else process.user
+        req = oci_config.CreateRequest.from_json(
+            {
+                "Image": "build",
+                "Cmd": list(process.args),
+                "Env": list(process.env),
+                "User": user,
+                "WorkingDir": process.workdir or "/",
+                "HostConfig": {"NetworkMode": "none"},
+            }
+        )
+        spec = oci_config.build_spec(cid, req, None, rootfs, hostname=cid[:12])
+        spec["linux"]["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+        return spec
+
+    def _execute(self, cid: str, bundle: str, process: RunProcess) -> int:
+        argv = [self.runtime_path, "--root", self.state.root, "run", "--bundle", bundle, cid]
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            self._pump(cid, proc, process)
+            status = proc.wait()
+        finally:
+            if proc.poll() is None:
+                self._stop(cid, proc)
+            self._forget(cid)
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+        if self.cancelled.is_set():
+            raise BuildCancelled(f"build step {cid[:12]} was cancelled")
+        return status
+
+    def _pump(self, cid: str, proc: subprocess.Popen[bytes], process: RunProcess) -> None:
+        """Hand the output to ``process.output`` until both pipes close; stop on cancel."""
+        assert proc.stdout is not None and proc.stderr is not None
+        partial = {"stdout": b"", "stderr": b""}
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, "stdout")
+            sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
+            killed = False
+            while sel.get_map():
+                if self.cancelled.is_set() and not killed:
+                    killed = True
+                    self._kill(cid)
+                for key, _ in sel.select(timeout=POLL):
+                    stream = str(key.data)
+                    data = os.read(key.fd, READ_SIZE)
+                    if not data:
+                        sel.unregister(key.fileobj)
+                        if partial[stream]:
+                            process.output(stream, partial[stream].decode(errors="replace"))
+                        continue
+                    *lines, partial[stream] = (partial[stream] + data).split(b"\n")
+                    for line in lines:
+                        process.output(stream, line.decode(errors="replace"))
+
+    def _kill(self, cid: str) -> None:
+        log.info("build step %s: cancelled, killing its processes", cid[:12])
+        with contextlib.suppress(BerthError, OSError):
+            runtime.kill(self.state, cid, signal.SIGKILL, all_processes=True)
+
+    def _stop(self, cid: str, proc: subprocess.Popen[bytes]) -> None:
+        self._kill(cid)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("build step %s: berth-runtime run did not exit; killed", cid[:12])
+            proc.kill()
+            proc.wait()
+
+    def _forget(self, cid: str) -> None:
+        """Delete the runtime's container if ``berth-runtime run`` did not (killed early)."""
+        if not os.path.isdir(os.path.join(self.state.root, cid)):
+            return
+        try:
+            runtime.delete(self.state, cid, force=True)
+        except (BerthError, OSError) as e:
+            log.error("build step %s: cannot delete the container: %s", cid[:12], e)
+
+
+def _remove_bundle(bundle: str, rootfs: str) -> None:
+    if is_mount_point(rootfs):
+        log.error("build step: %s is still mounted; left in place", rootfs)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(bundle, "config.json"))
+    for path in (rootfs, bundle):
+        try:
+            os.rmdir(path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error("build step: cannot remove %s: %s", path, e)
