@@ -1,10 +1,9 @@
 """Containers in berthd, driven by the real clients: the docker CLI 28 and docker-py.
 
-A module fixture starts ``berthd`` (the helpers of ``test_berthd_images``) on a private socket
-and data root with ``--cgroup-parent`` set to a session-tagged name, so the leak check watches
-the containers' cgroups; it pulls busybox (made locally). Each test removes the containers it
-made. At the end the fixture removes whatever is left, stops berthd, then its supervisor
-(which outlives berthd by design), and checks that no rootfs mount is left under the data root.
+The module fixture ``berthd`` (``conftest``) starts a private berthd with a session-tagged
+``--cgroup-parent`` and pulls busybox. Each test removes the containers it made. At the end
+the fixture removes whatever is left, stops berthd, then its supervisor (which outlives berthd
+by design), and checks that no rootfs mount is left under the data root.
 """
 
 from __future__ import annotations
@@ -17,81 +16,17 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_berthd_images import DOCKER, Daemon, _wait_for_socket, stop_daemon, stop_supervisor
+from berthd_process import launch as _launch
+from berthd_process import mounts_under as _mounts_under
+from test_berthd_images import DOCKER, Daemon, stop_daemon, stop_supervisor
 
 import leakcheck
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
-
-
-def _berthd_path() -> str:
-    import sys
-
-    return str(Path(sys.executable).parent / "berthd")
-
-
-def _mounts_under(directory: str) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p.startswith(directory + "/")]
-
-
-def _launch(home: Path, parent: str) -> subprocess.Popen[bytes]:
-    log = open(home / "berthd.log", "ab")  # noqa: SIM115  (the child holds it)
-    proc = subprocess.Popen(
-        [
-            _berthd_path(),
-            "--data-root",
-            str(home / "root"),
-            "--host",
-            f"unix://{home / 'berth.sock'}",
-            "--cgroup-parent",
-            parent,
-            "--debug",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        _wait_for_socket(str(home / "berth.sock"), proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
-
-
-@pytest.fixture(scope="module")
-def berthd() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="berthd-ctr-"))
-    parent = leakcheck.tagged_name()
-    data_root = home / "root"
-    try:
-        daemon = Daemon(home, str(home / "berth.sock"), data_root, _launch(home, parent))
-        try:
-            daemon.docker("pull", "busybox")
-            yield daemon
-        finally:
-            if daemon.proc.poll() is None:
-                left = daemon.docker("ps", "-aq", check=False).stdout.split()
-                if left:
-                    daemon.docker("rm", "-f", *left, check=False)
-            code = stop_daemon(daemon)  # and the supervisor
-            text = (home / "berthd.log").read_text(errors="replace")
-            assert code == 0, f"berthd exited {code}:\n{text}"
-            assert "Traceback" not in text, text
-    finally:
-        stop_supervisor(data_root)
-        leaked = _mounts_under(str(data_root))
-        assert not leaked, f"rootfs mounts left: {leaked}"
-        shutil.rmtree(home)
 
 
 def _inspect(berthd: Daemon, ref: str) -> dict[str, Any]:
