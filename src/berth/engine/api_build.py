@@ -160,6 +160,8 @@ def extract_context(body: BinaryIO, dest: str) -> None:
         stream = cast("BinaryIO", lzma.LZMAFile(stream))  # noqa: SIM115  (read to the end)
     try:
         apply_layer(stream, dest, whiteouts="delete")
+    except InvalidArgument as e:
+        raise InvalidArgument(f"build context: {e.message}") from e
     except (lzma.LZMAError, EOFError) as e:
         raise InvalidArgument(f"build context: not a valid compressed tar: {e}") from e
 
@@ -262,11 +264,11 @@ async def build_image(request: web.Request) -> web.StreamResponse:
                  len(stages), list(opts.tags))  # fmt: skip
         stream = await api.JsonStream(request).start()
         await _run(request, state, opts, context, text, progress, stream)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await stream.finish()
-        return stream.response
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await stream.finish()
+    return stream.response
 
 
 async def _run(

@@ -410,8 +410,11 @@ async def commit_container(request: web.Request) -> web.StreamResponse:
     module docstring); 201 ``{"Id": …}``."""
     state = api.engine(request)
     query = request.query
-    manager = api_containers.manager(request)
-    rec = manager.get(query.get("container", ""))
+    name = query.get("container", "")
+    manager = request.app.get(api_containers.CONTAINERS)
+    if manager is None:  # an app without containers (tests of the image endpoints)
+        raise NotFound(f"No such container: {name}")
+    rec = manager.get(name)
     body = await _commit_body(request)
     repo, tag = query.get("repo", ""), query.get("tag", "")
     if tag and not repo:
