@@ -120,6 +120,36 @@ def test_build_arg_file_target_no_cache_and_quiet(berthd: Daemon, tmp_path: Path
     _nothing_left(berthd)
 
 
+def test_dockerfile_outside_the_context_and_from_stdin(berthd: Daemon, tmp_path: Path) -> None:
+    """The CLI adds such a Dockerfile to the context tar under a random name, listed in
+    .dockerignore, and ends the tar right after its data (no padding, no end blocks)."""
+    ctx = _context(tmp_path, "unused\n")
+    (ctx / ".dockerignore").write_text("app.txt\n")
+    outside = tmp_path / "outside.df"
+    outside.write_text("FROM busybox\nCOPY . /c/\nRUN ls -A /c\n")
+    built = berthd.docker("build", "-f", str(outside), str(ctx)).stdout
+    assert "\n.dockerignore\nDockerfile\nRemoving intermediate container" in built
+    piped = subprocess.run(
+        [DOCKER, "-H", berthd.url, "build", "-f-", "-t", "piped", str(ctx)],
+        env=_cli_env(berthd),
+        input="FROM busybox\nRUN echo from stdin\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.returncode == 0, piped.stderr
+    assert "\nfrom stdin\n" in piped.stdout
+    berthd.docker("rmi", "piped")
+    _nothing_left(berthd)
+
+
+def _cli_env(berthd: Daemon) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = str(berthd.home / "docker-config")
+    return env
+
+
 def test_failing_run_exits_with_dockers_message(berthd: Daemon, tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM busybox\nRUN echo before\nRUN false\n")
     failed = berthd.docker("build", "-t", "broken", str(ctx), check=False)
@@ -151,11 +181,9 @@ def test_bad_requests_are_refused_before_building(berthd: Daemon, tmp_path: Path
 def test_a_client_gone_mid_step_stops_the_build(berthd: Daemon, tmp_path: Path) -> None:
     seconds = random.randint(100000, 999999)  # names the step's process
     ctx = _context(tmp_path, f"FROM busybox\nRUN echo started; sleep {seconds}; echo never\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_CONFIG"] = str(berthd.home / "docker-config")
     cli = subprocess.Popen(
         [DOCKER, "-H", berthd.url, "build", str(ctx)],
-        env=env,
+        env=_cli_env(berthd),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

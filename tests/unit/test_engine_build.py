@@ -110,6 +110,16 @@ def test_context_tars_plain_and_compressed(
     assert api_build.read_dockerfile(str(tmp_path), "Dockerfile") == "FROM scratch\n"
 
 
+def test_context_cut_after_the_last_files_data(tmp_path: Path) -> None:
+    """The CLI's context with ``-f`` outside it has no padding and no end blocks."""
+    whole = _tar({"a.txt": b"a\n", ".dockerfile.1234": b"FROM scratch\n"})
+    cut = whole[: 3 * 512 + len(b"FROM scratch\n")]
+    for n, body in enumerate((cut, gzip.compress(cut))):
+        (tmp_path / str(n)).mkdir()
+        extract_context(io.BytesIO(body), str(tmp_path / str(n)))
+        assert (tmp_path / str(n) / ".dockerfile.1234").read_text() == "FROM scratch\n"
+
+
 def test_context_empty_body_and_hostile_entries(tmp_path: Path) -> None:
     extract_context(io.BytesIO(b""), str(tmp_path))
     assert list(tmp_path.iterdir()) == []

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import bz2
 import contextlib
+import gzip
 import json
 import logging
 import lzma
@@ -131,6 +132,8 @@ def _json_map(query: MultiMapping[str], name: str) -> dict[str, str | None]:
 
 
 class _Prefixed:
+    """``raw`` after its first bytes ``prefix`` (already read to sniff the format)."""
+
     def __init__(self, prefix: bytes, raw: BinaryIO) -> None:
         self._prefix, self._raw = prefix, raw
 
@@ -147,22 +150,53 @@ class _Prefixed:
         return True
 
 
+class _Padded:
+    """A tar stream completed at its end: zeros to the next 512-byte block, then the two
+    zero blocks that end an archive. The CLI's context with ``-f`` outside the context (or
+    from stdin) ends right after the last file's data, which Go's tar reader accepts and
+    Python's does not."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._count = 0
+        self._tail: bytes | None = None
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._tail is None:
+            data = self._raw.read(n)
+            if data or n == 0:
+                self._count += len(data)
+                return data
+            self._tail = bytes(-self._count % 512 + 1024)
+        size = len(self._tail) if n < 0 else n
+        data, self._tail = self._tail[:size], self._tail[size:]
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
 def extract_context(body: BinaryIO, dest: str) -> None:
     """The context tar into the empty dir ``dest``; an empty body is an empty context.
-    ``apply_layer`` reads plain, gzip and zstd tars; bzip2 and xz are decompressed here."""
+    gzip, bzip2 and xz are decompressed here (so that the tar can be completed, ``_Padded``);
+    ``apply_layer`` reads a zstd one itself."""
     head = read_head(body, 6)
     if not head:
         return
     stream = cast("BinaryIO", _Prefixed(head, body))
-    if head.startswith(b"BZh"):
+    if head.startswith(b"\x1f\x8b"):
+        stream = cast("BinaryIO", gzip.GzipFile(fileobj=stream, mode="rb"))
+    elif head.startswith(b"BZh"):
         stream = cast("BinaryIO", bz2.BZ2File(stream))
     elif head.startswith(b"\xfd7zXZ"):
         stream = cast("BinaryIO", lzma.LZMAFile(stream))  # noqa: SIM115  (read to the end)
+    if not head.startswith(b"\x28\xb5\x2f\xfd"):  # zstd
+        stream = cast("BinaryIO", _Padded(stream))
     try:
         apply_layer(stream, dest, whiteouts="delete")
     except InvalidArgument as e:
         raise InvalidArgument(f"build context: {e.message}") from e
-    except (lzma.LZMAError, EOFError) as e:
+    except (lzma.LZMAError, EOFError, gzip.BadGzipFile) as e:
         raise InvalidArgument(f"build context: not a valid compressed tar: {e}") from e
 
 
