@@ -13,15 +13,19 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from berthd_process import mounts_under
-from test_berthd_images import DOCKER, Daemon
+from berthd_process import launch, mounts_under
+from test_berthd_images import DOCKER, Daemon, stop_daemon, stop_supervisor
+
+from leakcheck import tagged_name
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -211,6 +215,44 @@ def test_a_client_gone_mid_step_stops_the_build(berthd: Daemon, tmp_path: Path) 
     _wait_for_empty(berthd.data_root / "builds")
     _nothing_left(berthd)
     assert "cancelling the build" in (berthd.home / "berthd.log").read_text()
+
+
+def test_a_daemon_killed_mid_build_leaves_nothing_after_its_restart(tmp_path: Path) -> None:
+    """kill -9 berthd while a step runs: the step goes on, mounted; the next daemon's first
+    build removes it."""
+    home = Path(tempfile.mkdtemp(prefix="berthd-bld-"))
+    daemon = Daemon(home, str(home / "berth.sock"), home / "root", launch(home, tagged_name()))
+    try:
+        daemon.docker("pull", "busybox")
+        seconds = random.randint(100000, 999999)
+        ctx = _context(tmp_path, f"FROM busybox\nRUN sleep {seconds}\n")
+        cli = subprocess.Popen(
+            [DOCKER, "-H", daemon.url, "build", str(ctx)],
+            env=_cli_env(daemon),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while not _sleepers(seconds):
+            assert time.monotonic() < deadline, "the step did not start"
+            time.sleep(0.05)
+        daemon.proc.kill()
+        daemon.proc.wait()
+        cli.wait(timeout=30)
+        assert _sleepers(seconds) and mounts_under(str(daemon.data_root))
+        daemon.proc = launch(home, tagged_name())
+        (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
+        daemon.docker("build", str(ctx))
+        assert not _sleepers(seconds)
+        _nothing_left(daemon)
+        assert "removed 1 step(s) a daemon left mid-build" in (home / "berthd.log").read_text()
+    finally:
+        stop_daemon(daemon)
+        stop_supervisor(daemon.data_root)
+        leaked = mounts_under(str(daemon.data_root))
+        shutil.rmtree(home, ignore_errors=not leaked)
+    assert not leaked, f"mounts left: {leaked}"
 
 
 def _sleepers(seconds: int) -> list[int]:

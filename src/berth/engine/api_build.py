@@ -26,6 +26,8 @@ Rules:
   a ``gc`` would take). Events cross to the loop through a queue; a client that goes away
   (a failed write, or a closed transport seen while a step is silent) cancels the build: the
   step's processes are killed, its mounts removed, and the handler waits for the thread.
+  The first build of a daemon first sweeps what a killed daemon's builds left
+  (``build_runner.sweep``).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from berth.engine import api, api_containers, api_errors
-from berth.engine.build_runner import BuildCancelled, StepRunner
+from berth.engine.build_runner import BuildCancelled, StepRunner, sweep
 from berth.engine.containers import DEFAULT_CGROUP_PARENT
 from berth.engine.filters import parse_bool
 from berth.errors import InvalidArgument, Unsupported
@@ -277,6 +279,7 @@ def error_line(exc: BaseException) -> dict[str, Any]:
 
 
 _DONE = object()
+_swept: set[str] = set()  # data roots whose leftovers (build_runner.sweep) are gone
 
 
 async def build_image(request: web.Request) -> web.StreamResponse:
@@ -364,6 +367,9 @@ async def _run(
             runner.cancel()
 
     async with state.image_lock:
+        if state.paths.data_root not in _swept:  # the first build of this daemon
+            _swept.add(state.paths.data_root)
+            await asyncio.to_thread(sweep, state.paths, state.started)
         task = asyncio.ensure_future(asyncio.to_thread(work))
         try:
             while True:

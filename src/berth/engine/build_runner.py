@@ -24,6 +24,9 @@ Rules:
   waits for ``berth-runtime run`` to reap its init and delete the container, and deletes it
   itself (``--force``) if it is still known; the step then raises ``BuildCancelled``. A step
   whose ``berth-runtime run`` is still alive when the step ends is killed the same way.
+- A berthd killed mid-build leaves its step running and mounted: ``sweep`` (run before the
+  first build of the next daemon) deletes such containers, unmounts and removes their bundles
+  and the old context dirs.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import json
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +191,34 @@ class StepRunner:
             runtime.delete(self.state, cid, force=True)
         except (BerthError, OSError) as e:
             log.error("build step %s: cannot delete the container: %s", cid[:12], e)
+
+
+def sweep(paths: Paths, older_than: float) -> list[str]:
+    """Remove what builds of a berthd that died left behind (its step containers, their
+    mounts and bundles, and the context dirs made before ``older_than``, a unix time); the
+    ids of the steps removed. Call it while no build of this daemon runs."""
+    state = runtime_store.Store(os.path.join(paths.run_dir, "build-runtime"))
+    removed = []
+    for cid in state.ids() if os.path.isdir(state.root) else []:
+        with contextlib.suppress(BerthError, OSError):
+            runtime.delete(state, cid, force=True)
+            removed.append(cid)
+    for name in os.listdir(paths.builds) if os.path.isdir(paths.builds) else []:
+        path = os.path.join(paths.builds, name)
+        if name.startswith("ctx-"):
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_mtime < older_than:
+                    shutil.rmtree(path, ignore_errors=True)
+            continue
+        rootfs = os.path.join(path, "rootfs")
+        if is_mount_point(rootfs):
+            unmount(rootfs)
+        _remove_bundle(path, rootfs)
+        removed.append(name)
+    steps = sorted(set(removed))
+    if steps:
+        log.warning("build: removed %d step(s) a daemon left mid-build", len(steps))
+    return steps
 
 
 def _remove_bundle(bundle: str, rootfs: str) -> None:
