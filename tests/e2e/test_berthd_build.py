@@ -78,7 +78,7 @@ def _image_id(berthd: Daemon, ref: str) -> str:
 
 def test_build_run_then_rebuild_from_cache(berthd: Daemon, tmp_path: Path) -> None:
     ctx = _context(tmp_path)
-    first = berthd.docker("build", "-t", "app", str(ctx))
+    first = berthd.docker("build", "-t", "app", "-t", "app:v2", "--build-arg", "NOPE=1", str(ctx))
     out = first.stdout
     assert "Step 1/7 : FROM busybox\n" in out
     assert 'Step 3/7 : RUN echo "$GREETING from run" > /greeting && echo built-output\n' in out
@@ -87,14 +87,17 @@ def test_build_run_then_rebuild_from_cache(berthd: Daemon, tmp_path: Path) -> No
     assert f"built-output\nRemoving intermediate container {running[1]}\n" in out
     image = _image_id(berthd, "app")
     assert f"Successfully built {image[7:19]}\n" in out
-    assert out.endswith("Successfully tagged app:latest\n")
+    assert "[Warning] One or more build-args [NOPE] were not consumed\n" in out
+    assert out.endswith("Successfully tagged app:latest\nSuccessfully tagged app:v2\n")
+    assert _image_id(berthd, "app:v2") == image
     run = berthd.docker("run", "--rm", "app")
     assert run.stdout == "hello from run\napp file\nworld\n/app\n"
 
-    again = berthd.docker("build", "-t", "app", str(ctx)).stdout
+    again = berthd.docker("build", "-t", "app", "--build-arg", "NOPE=1", str(ctx)).stdout
     assert again.count(" ---> Using cache\n") == 6, again  # every step after FROM
     assert "Running in" not in again
     assert _image_id(berthd, "app") == image
+    berthd.docker("rmi", "app:v2")
     _nothing_left(berthd)
 
 

@@ -179,10 +179,11 @@ def test_progress_at_the_end_and_on_errors(tmp_path: Path) -> None:
     config = spec.ImageConfig(architecture="amd64", os="linux")
     image = store.write_image(config, [])
     parsed = df.parse("FROM scratch\n")
-    built = Progress(builder.plan(parsed), parsed.stage()).built(image, ("x", "r/y:2"))
+    built = Progress(builder.plan(parsed), parsed.stage()).built(image, ("x", "r/y:2"), ["B"])
     assert built[0] == {"stream": f" ---> {image.short_id}\n"}
-    assert built[1] == {"aux": {"ID": image.id}}
-    assert _lines(built[2:]) == (
+    assert built[1] == {"stream": "[Warning] One or more build-args [B] were not consumed\n"}
+    assert built[2] == {"aux": {"ID": image.id}}
+    assert _lines(built[3:]) == (
         f"Successfully built {image.short_id}\nSuccessfully tagged x:latest\n"
         "Successfully tagged r/y:2\n"
     )
@@ -195,6 +196,13 @@ def test_progress_at_the_end_and_on_errors(tmp_path: Path) -> None:
     other = error_line(BuildError("Dockerfile:1: no such image"))
     assert other == {"errorDetail": {"message": "Dockerfile:1: no such image"},
                      "error": "Dockerfile:1: no such image"}  # fmt: skip
+
+
+def test_unused_build_args_are_those_no_built_stage_declares() -> None:
+    parsed = df.parse("ARG G\nFROM scratch AS a\nARG A\nFROM scratch\nARG B\n")
+    given = {"G": "", "A": "", "B": "", "C": "", "http_proxy": "", "TARGETARCH": ""}
+    assert api_build.unused_args(parsed, builder.plan(parsed), given) == ["A", "C"]
+    assert api_build.unused_args(parsed, parsed.stages, given) == ["C"]
 
 
 def test_plan_lists_the_stages_the_target_needs() -> None:

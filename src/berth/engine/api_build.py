@@ -42,6 +42,7 @@ import lzma
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
@@ -254,13 +255,35 @@ class Progress:
             out.append({"stream": f"{ARROW}{_short(ev.key)}\n"})
         return out
 
-    def built(self, image: Image, tags: tuple[str, ...]) -> list[dict[str, Any]]:
+    def built(
+        self, image: Image, tags: tuple[str, ...], unused: Sequence[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The end of a build that succeeded (with Docker's warning about ``unused`` args)."""
         out: list[dict[str, Any]] = [{"stream": f"{ARROW}{image.short_id}\n"}]
+        if unused:
+            names = " ".join(unused)
+            out.append(
+                {"stream": f"[Warning] One or more build-args [{names}] were not consumed\n"}
+            )
         out.append({"aux": {"ID": image.id}})
         out.append({"stream": f"Successfully built {image.short_id}\n"})
         for tag in tags:
             out.append({"stream": f"Successfully tagged {reference.parse(tag).familiar()}\n"})
         return out
+
+
+def unused_args(
+    parsed: df.Dockerfile, stages: list[df.Stage], build_args: dict[str, str]
+) -> list[str]:
+    """The build args no ARG of the built stages (or before the first FROM) declares, and
+    that are not predefined (proxies, platform), sorted: Docker warns about them."""
+    declared = {a.name for arg in parsed.args for a in arg.args}
+    for stage in stages:
+        for ins in stage.instructions:
+            if isinstance(ins, df.Arg):
+                declared.update(a.name for a in ins.args)
+    known = declared | builder.PROXY_ARGS | builder.platform_args().keys()
+    return sorted(set(build_args) - known)
 
 
 def _short(key: str) -> str:
@@ -297,10 +320,11 @@ async def build_image(request: web.Request) -> web.StreamResponse:
         parsed = df.parse(text, build_args=opts.build_args)
         stages = builder.plan(parsed, opts.build_args, opts.target)
         progress = Progress(stages, parsed.stage(opts.target))
+        unused = unused_args(parsed, stages, opts.build_args)
         log.info("req %s: build of %s (%d stages) tagged %s", rid, opts.dockerfile,
                  len(stages), list(opts.tags))  # fmt: skip
         stream = await api.JsonStream(request).start()
-        await _run(request, state, opts, context, text, progress, stream)
+        await _run(request, state, opts, context, text, progress, stream, unused)
     finally:
         await asyncio.to_thread(shutil.rmtree, work, True)
     with contextlib.suppress(ConnectionError, RuntimeError):
@@ -316,6 +340,7 @@ async def _run(
     text: str,
     progress: Progress,
     stream: api.JsonStream,
+    unused: list[str],
 ) -> None:
     """Build in a thread, streaming its events, until it ends (cancelled if the client goes)."""
     rid = api.request_id(request)
@@ -407,7 +432,7 @@ async def _run(
     if opts.quiet:
         await _send_all(stream, [{"stream": image.id + "\n"}])
     else:
-        await send(progress.built(image, opts.tags))
+        await send(progress.built(image, opts.tags, unused))
 
 
 async def _send_all(stream: api.JsonStream, messages: list[dict[str, Any]]) -> None:
