@@ -284,8 +284,15 @@ def test_build_endpoint_errors(tmp_path: Path) -> None:
         response = await client.post("/build", params={"dockerfile": "x.df"}, data=bad)
         assert response.status == 400
         assert await response.json() == {"message": "Cannot locate specified Dockerfile: x.df"}
-        response = await client.post("/build", params={"target": "zzz"}, data=bad[:0])
+        good = _tar({"Dockerfile": b"FROM scratch AS one\n"})
+        response = await client.post("/build", params={"target": "zzz"}, data=good)
         assert response.status == 400
+        assert await response.json() == {"message": "target stage 'zzz' could not be found"}
+        response = await client.post("/build", data=b"")
+        assert response.status == 400
+        assert await response.json() == {
+            "message": "Cannot locate specified Dockerfile: Dockerfile"
+        }
         missing = _tar({"Dockerfile": b"FROM scratch\nCOPY nothere /\n"})
         response = await client.post("/build", data=missing)
         assert response.status == 200

@@ -23,7 +23,9 @@ Rules:
   command '…' returned a non-zero code: <status>"}`` (the CLI exits with that code).
 - The build runs in a worker thread (``image.build.build`` with ``build_runner.StepRunner``)
   and holds ``Engine.image_lock`` from start to end (it writes blobs no image names yet, which
-  a ``gc`` would take). Events cross to the loop through a queue; a client that goes away
+  a ``gc`` would take), so builds run one at a time and a container create or start waits
+  for the build in progress. Events cross to the loop through a queue (the build thread
+  waits while more than ``QUEUE_LIMIT`` are unsent); a client that goes away
   (a failed write, or a closed transport seen while a step is silent) cancels the build: the
   step's processes are killed, its mounts removed, and the handler waits for the thread.
   The first build of a daemon first sweeps what a killed daemon's builds left
@@ -42,6 +44,7 @@ import lzma
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
@@ -64,6 +67,8 @@ log = logging.getLogger(__name__)
 
 NETWORK_MODES = ("", "default", "bridge", "none")
 CLIENT_POLL = 0.5  # seconds between looks at the client's connection while a step is silent
+QUEUE_LIMIT = 1000  # events waiting for the client before the build thread waits
+QUEUE_WAIT = 0.01
 ARROW = " ---> "
 
 
@@ -350,6 +355,9 @@ async def _run(
     parent = manager.cgroup_parent if manager is not None else DEFAULT_CGROUP_PARENT
 
     def post(item: object) -> None:
+        # A client that reads slowly slows the build down instead of filling memory.
+        while queue.qsize() > QUEUE_LIMIT and not runner.cancelled.is_set():
+            time.sleep(QUEUE_WAIT)
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
     runner = StepRunner(state.paths, parent, started=lambda cid: post(("started", cid)))
