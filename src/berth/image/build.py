@@ -217,8 +217,8 @@ def build(
     want = dockerfile.stage(target)
     builder = _Builder(store, Context(context_dir), dockerfile, args, runner, events, no_cache)
     try:
-        for index in sorted(builder.needed(want.index)):
-            builder.run_stage(dockerfile.stages[index])
+        for stage in plan(dockerfile, args, target):
+            builder.run_stage(stage)
     finally:
         builder.save_cache()
     final = builder.done[want.index]
@@ -309,12 +309,6 @@ class _Builder:
 
     def expand(self, word: str, scope: Mapping[str, str]) -> str:
         return df.expand(word, scope, escape=self.dockerfile.escape)
-
-    def stage_index(self, name: str) -> int | None:
-        return _stage_index(self.dockerfile, name)
-
-    def needed(self, index: int) -> set[int]:
-        return _needed(self.dockerfile, index, self.globals)
 
     def save_cache(self) -> None:
         if self.pending:
@@ -697,7 +691,7 @@ class _Builder:
             copy_tree(self.context.root, [entry.rel], dst, owner)
 
     def source_stage(self, name: str) -> tuple[ChainView, str]:
-        index = self.stage_index(name)
+        index = _stage_index(self.dockerfile, name)
         if index is not None:
             if index not in self.done:
                 raise InvalidArgument(f"--from={name}: stage {name!r} is not built before this")
