@@ -372,9 +372,7 @@ class _Builder:
             st.set(env=(f"PATH={DEFAULT_PATH}", *st.container.env))
         steps = [*triggers, *stage.instructions]
         total = 1 + len(steps)
-        self.emit(
-            BuildEvent("step", label, 1, total, f"[1/{total}] FROM {stage.base}", source.line)
-        )
+        self.emit(BuildEvent("step", label, 1, total, f"[1/{total}] {source.text}", source.line))
         self.emit(
             BuildEvent(
                 "done",
