@@ -20,10 +20,12 @@ Rules:
   into a rootfs still mounted).
 - Output: stdout and stderr are read as they come and handed to ``process.output`` line by
   line (a last line without a newline too).
-- Cancelling kills every process of the step's cgroup (the runtime library's ``kill --all``),
-  waits for ``berth-runtime run`` to reap its init and delete the container, and deletes it
-  itself (``--force``) if it is still known; the step then raises ``BuildCancelled``. A step
-  whose ``berth-runtime run`` is still alive when the step ends is killed the same way.
+- Cancelling kills every process of the step's cgroup (the runtime library's ``kill --all``,
+  repeated at each poll until the output pipes close, since the runtime may not have made the
+  container yet), waits for ``berth-runtime run`` to reap its init and delete the container,
+  and deletes it itself (``--force``) if it is still known; the step then raises
+  ``BuildCancelled``. A step whose ``berth-runtime run`` is still alive when the step ends is
+  killed the same way.
 - A berthd killed mid-build leaves its step running and mounted: ``sweep`` (run before the
   first build of the next daemon) deletes such containers, unmounts and removes their bundles
   and the old context dirs.
@@ -45,6 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 from berth.engine import oci_config
+from berth.engine.containers import DEFAULT_CGROUP_PARENT
 from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
 from berth.engine.containers_state import new_id
 from berth.engine.paths import Paths
@@ -76,7 +79,7 @@ class StepRunner:
         runtime_path: str = RUNTIME,
     ) -> None:
         self.paths = paths
-        self.cgroup_parent = cgroup_parent.strip("/")
+        self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
         self.started = started
         self.runtime_path = runtime_path
         self.state = runtime_store.Store(os.path.join(paths.run_dir, "build-runtime"))
@@ -105,7 +108,7 @@ class StepRunner:
             log.info("build step %s: running %s", cid[:12], list(process.args))
             return self._execute(cid, bundle, process)
         finally:
-            if mounted:
+            if mounted or is_mount_point(rootfs):
                 unmount(rootfs)
             _remove_bundle(bundle, rootfs)
 
@@ -154,9 +157,9 @@ class StepRunner:
             sel.register(proc.stderr, selectors.EVENT_READ, "stderr")
             killed = False
             while sel.get_map():
-                if self.cancelled.is_set() and not killed:
+                if self.cancelled.is_set():  # again at each poll: the runtime may not have
+                    self._kill(cid, quiet=killed)  # made the container the first time
                     killed = True
-                    self._kill(cid)
                 for key, _ in sel.select(timeout=POLL):
                     stream = str(key.data)
                     data = os.read(key.fd, READ_SIZE)
@@ -169,8 +172,9 @@ class StepRunner:
                     for line in lines:
                         process.output(stream, line.decode(errors="replace"))
 
-    def _kill(self, cid: str) -> None:
-        log.info("build step %s: cancelled, killing its processes", cid[:12])
+    def _kill(self, cid: str, quiet: bool = False) -> None:
+        if not quiet:
+            log.info("build step %s: cancelled, killing its processes", cid[:12])
         with contextlib.suppress(BerthError, OSError):
             runtime.kill(self.state, cid, signal.SIGKILL, all_processes=True)
 
