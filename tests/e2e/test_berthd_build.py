@@ -171,6 +171,23 @@ def test_failing_run_exits_with_dockers_message(berthd: Daemon, tmp_path: Path) 
     _nothing_left(berthd)
 
 
+def test_steps_run_under_the_cgroup_parent_with_the_builds_limits(
+    berthd: Daemon, tmp_path: Path
+) -> None:
+    run = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; grep :memory: /proc/self/cgroup"
+    ctx = _context(tmp_path, f"FROM busybox\nRUN {run}\n")
+    out = berthd.docker("build", "--memory", "64m", str(ctx)).stdout
+    step = re.search(r" ---> Running in ([0-9a-f]{12})\n", out)
+    assert step is not None, out
+    args = [str(a) for a in berthd.proc.args]
+    parent = args[args.index("--cgroup-parent") + 1]
+    assert "\n67108864\n" in out
+    assert re.search(rf":memory:/.*{parent}/{step[1]}[0-9a-f]{{52}}\n", out), out
+    tiny = berthd.docker("build", "--memory", "1k", str(ctx), check=False)
+    assert tiny.returncode == 1 and "Minimum memory limit allowed is 6MB" in tiny.stderr
+    _nothing_left(berthd)
+
+
 def test_bad_requests_are_refused_before_building(berthd: Daemon, tmp_path: Path) -> None:
     ctx = _context(tmp_path, "FROM busybox\nFOO bar\n")
     bad = berthd.docker("build", str(ctx), check=False)

@@ -22,11 +22,12 @@ from multidict import MultiDict
 
 from berth.engine import api, api_build, api_images
 from berth.engine.api_build import BuildOptions, Progress, error_line, extract_context
+from berth.engine.build_runner import StepRunner
 from berth.engine.paths import Paths
 from berth.errors import InvalidArgument, Unsupported
 from berth.image import build as builder
 from berth.image import dockerfile as df
-from berth.image.build import BuildError, BuildEvent
+from berth.image.build import BuildError, BuildEvent, RunProcess
 from berth.image.store import ImageStore
 from berth.spec import image as spec
 
@@ -76,6 +77,42 @@ def test_options_bad_values_name_the_parameter(query: dict[str, str], words: str
     with pytest.raises(InvalidArgument) as err:
         _options(**query)
     assert words in err.value.message
+
+
+def test_step_limits_are_a_checked_host_config() -> None:
+    nofile = '[{"Name":"nofile","Soft":100,"Hard":200}]'
+    opts = _options(memory=str(64 << 20), memswap="-1", cpushares="0", cpusetcpus="0",
+                    shmsize="1048576", ulimits=nofile)  # fmt: skip
+    assert opts.host_config == {
+        "Memory": 64 << 20,
+        "MemorySwap": -1,
+        "CpusetCpus": "0",
+        "ShmSize": 1 << 20,
+        "Ulimits": [{"Name": "nofile", "Soft": 100, "Hard": 200}],
+    }
+    with pytest.raises(InvalidArgument, match="Minimum memory limit allowed is 6MB"):
+        _options(memory="1024")
+    with pytest.raises(InvalidArgument, match="cpuquota='x': not an integer"):
+        _options(cpuquota="x")
+
+
+def test_a_step_is_a_build_container_with_dockers_defaults(tmp_path: Path) -> None:
+    paths = Paths(str(tmp_path))
+    runner = StepRunner(paths, "/parent/", limits={"Memory": 64 << 20})
+    process = RunProcess(("/bin/sh", "-c", "make"), ("PATH=/bin", "A=1"), "root", "/src",
+                         lambda _stream, _line: None)  # fmt: skip
+    cid = "c" * 64
+    config = runner.step_spec(cid, process, str(tmp_path))
+    assert config["process"]["args"] == ["/bin/sh", "-c", "make"]
+    assert config["process"]["env"][:3] == ["PATH=/bin", f"HOSTNAME={'c' * 12}", "A=1"]
+    assert config["process"]["cwd"] == "/src" and config["process"]["user"]["uid"] == 0
+    assert config["hostname"] == "c" * 12 and config["root"]["readonly"] is False
+    assert config["linux"]["cgroupsPath"] == f"parent/{cid}"
+    assert config["linux"]["resources"]["memory"]["limit"] == 64 << 20
+    assert {"type": "network"} in config["linux"]["namespaces"]  # its own: loopback only
+    assert len(config["process"]["capabilities"]["bounding"]) == 14
+    assert "seccomp" in config["linux"] and config["linux"]["maskedPaths"]
+    assert StepRunner(paths, "").cgroup_parent == "berth"
 
 
 def test_a_remote_context_is_refused() -> None:

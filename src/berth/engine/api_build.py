@@ -8,7 +8,9 @@ Rules:
   through a symlink) into ``<data root>/builds/ctx-*``, removed when the request ends.
 - Query: ``dockerfile`` (a path inside the context; ``Dockerfile``, then ``dockerfile``),
   ``t`` (several), ``buildargs`` and ``labels`` (JSON objects), ``target``, ``nocache``,
-  ``q``; ``rm``/``forcerm`` change nothing (step containers are always removed), ``pull``,
+  ``q``, the steps' limits (``memory``, ``memswap``, ``cpushares``, ``cpusetcpus``,
+  ``cpuperiod``, ``cpuquota``, ``shmsize``, ``ulimits``: checked as a create's
+  HostConfig is); ``rm``/``forcerm`` change nothing (step containers are always removed), ``pull``,
   ``cachefrom`` and ``extrahosts`` are ignored; ``networkmode`` is ``default``/``bridge``/
   ``none`` (steps get loopback only), ``platform`` only the host's (``linux/amd64`` here),
   ``remote`` is refused (nothing is fetched). A bad value, a missing Dockerfile, a Dockerfile
@@ -52,7 +54,7 @@ from typing import Any, BinaryIO, cast
 from aiohttp import web
 from multidict import MultiMapping
 
-from berth.engine import api, api_containers, api_errors
+from berth.engine import api, api_containers, api_errors, oci_config
 from berth.engine.build_runner import BuildCancelled, StepRunner, sweep
 from berth.engine.containers import DEFAULT_CGROUP_PARENT
 from berth.engine.filters import parse_bool
@@ -84,6 +86,7 @@ class BuildOptions:
     target: str = ""
     no_cache: bool = False
     quiet: bool = False
+    host_config: dict[str, Any] = field(default_factory=dict)  # the steps' resource limits
 
     @staticmethod
     def from_query(q: MultiMapping[str]) -> BuildOptions:
@@ -106,6 +109,8 @@ class BuildOptions:
             ref = reference.parse(tag)
             if ref.digest:
                 raise InvalidArgument(f"t={tag!r}: a build cannot tag with a digest")
+        host_config = _limits(q)
+        oci_config.CreateRequest.from_json({"Image": "build", "HostConfig": host_config})
         args = {k: v for k, v in _json_map(q, "buildargs").items() if v is not None}
         labels = {k: v or "" for k, v in _json_map(q, "labels").items()}
         return BuildOptions(
@@ -116,7 +121,41 @@ class BuildOptions:
             target=q.get("target", ""),
             no_cache=parse_bool(q.get("nocache")),
             quiet=parse_bool(q.get("q")),
+            host_config=host_config,
         )
+
+
+# query parameter -> HostConfig key of the RUN steps' containers
+LIMITS = {
+    "memory": "Memory",
+    "memswap": "MemorySwap",
+    "cpushares": "CpuShares",
+    "cpuperiod": "CpuPeriod",
+    "cpuquota": "CpuQuota",
+    "shmsize": "ShmSize",
+}
+
+
+def _limits(q: MultiMapping[str]) -> dict[str, Any]:
+    """``docker build --memory/--cpu-*/--shm-size/--ulimit`` as a HostConfig (0 is unset)."""
+    out: dict[str, Any] = {}
+    for name, key in LIMITS.items():
+        text = q.get(name, "")
+        try:
+            number = int(text) if text else 0
+        except ValueError:
+            raise InvalidArgument(f"{name}={text!r}: not an integer") from None
+        if number:
+            out[key] = number
+    if q.get("cpusetcpus"):
+        out["CpusetCpus"] = q["cpusetcpus"]
+    ulimits = q.get("ulimits", "")
+    if ulimits:
+        try:
+            out["Ulimits"] = json.loads(ulimits)
+        except ValueError:
+            raise InvalidArgument(f"ulimits={ulimits!r}: not JSON") from None
+    return out
 
 
 def _json_map(query: MultiMapping[str], name: str) -> dict[str, str | None]:
@@ -360,7 +399,9 @@ async def _run(
             time.sleep(QUEUE_WAIT)
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    runner = StepRunner(state.paths, parent, started=lambda cid: post(("started", cid)))
+    runner = StepRunner(
+        state.paths, parent, started=lambda cid: post(("started", cid)), limits=opts.host_config
+    )
 
     def work() -> Image:
         try:

@@ -9,7 +9,8 @@ Rules:
   (``config.json`` beside the ``rootfs`` mount point) and its runtime state is under
   ``<run dir>/build-runtime``.
 - The config is the one dockerd gives build containers: ``oci_config.build_spec`` of a create
-  request with the step's args, env, user and working dir, network mode ``none`` (loopback
+  request with the step's args, env, user and working dir, the build's resource limits (a
+  HostConfig, as ``docker build --memory`` gives), network mode ``none`` (loopback
   only: berthd has no networks yet), Docker's default capabilities, seccomp profile and masked
   paths; hostname ``<id>[:12]``; cgroup ``<cgroup parent>/<id>`` (relative to berthd's own, as
   for containers). The working dir is made in the rootfs first (it becomes part of the layer,
@@ -69,7 +70,8 @@ class BuildCancelled(Unavailable):
 
 
 class StepRunner:
-    """Runs RUN steps (``image.build.Runner``); ``started(id)`` is told each step's id."""
+    """Runs RUN steps (``image.build.Runner``); ``started(id)`` is told each step's id;
+    ``limits`` are HostConfig resource keys (``Memory``, ``CpuShares``, …) for every step."""
 
     def __init__(
         self,
@@ -77,11 +79,13 @@ class StepRunner:
         cgroup_parent: str,
         started: Callable[[str], None] = lambda _cid: None,
         runtime_path: str = RUNTIME,
+        limits: dict[str, Any] | None = None,
     ) -> None:
         self.paths = paths
         self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
         self.started = started
         self.runtime_path = runtime_path
+        self.limits = dict(limits or {})
         self.state = runtime_store.Store(os.path.join(paths.run_dir, "build-runtime"))
         self.cancelled = threading.Event()
 
@@ -122,7 +126,7 @@ class StepRunner:
                 "Env": list(process.env),
                 "User": user,
                 "WorkingDir": process.workdir or "/",
-                "HostConfig": {"NetworkMode": "none"},
+                "HostConfig": {**self.limits, "NetworkMode": "none"},
             }
         )
         spec = oci_config.build_spec(cid, req, None, rootfs, hostname=cid[:12])
