@@ -62,9 +62,8 @@ def _context(tmp_path: Path, dockerfile: str = APP, name: str = "Dockerfile") ->
 def _nothing_left(berthd: Daemon) -> None:
     """No step bundle, runtime state, mount or container remains after the builds."""
     root = berthd.data_root
-    assert list((root / "builds").iterdir()) == []
-    runtime = root / "run" / "build-runtime"
-    assert not runtime.exists() or list(runtime.iterdir()) == []
+    for directory in (root / "builds", root / "run" / "build-runtime"):
+        assert not directory.exists() or list(directory.iterdir()) == []
     assert mounts_under(str(root)) == []
     assert berthd.docker("ps", "-aq").stdout.split() == []
 
