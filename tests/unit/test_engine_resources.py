@@ -18,7 +18,7 @@ from test_cgroups import FakeHost, FakeKernel, created, hybrid, v2, write  # noq
 
 from berth.engine import containers_resources as res
 from berth.engine import stats
-from berth.errors import BerthError, InvalidArgument
+from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.runtime import cgroups_stats
 from berth.runtime.cgroups import Cgroup
 
@@ -258,12 +258,14 @@ def test_top_runs_ps_on_the_given_pids_only() -> None:
 
 def test_merge_update_zero_fields_keep_the_old_values() -> None:
     old = {"Memory": 64 * MiB, "CpuShares": 512, "CpusetCpus": "0", "PidsLimit": 5}
-    new = res.merge_update(old, {"Memory": 0, "CpuShares": 0, "CpusetCpus": "", "NanoCpus": 10**9})
+    new = res.merge_update(
+        old, {"Memory": 0, "CpuShares": 0, "CpusetCpus": "", "NanoCpus": 10**9}, "c1"
+    )
     assert new["Memory"] == 64 * MiB and new["CpuShares"] == 512 and new["CpusetCpus"] == "0"
     assert new["NanoCpus"] == 10**9 and new["PidsLimit"] == 5
     assert new["MemorySwap"] == 128 * MiB  # dockerd's create-time default, now explicit
     assert old == {"Memory": 64 * MiB, "CpuShares": 512, "CpusetCpus": "0", "PidsLimit": 5}
-    assert res.merge_update(old, {"PidsLimit": -1})["PidsLimit"] == -1
+    assert res.merge_update(old, {"PidsLimit": -1}, "c1")["PidsLimit"] == -1
 
 
 @pytest.mark.parametrize(
@@ -294,14 +296,18 @@ def test_merge_update_zero_fields_keep_the_old_values() -> None:
     ],
 )
 def test_merge_update_refusals(old: dict[str, Any], body: dict[str, Any], message: str) -> None:
-    with pytest.raises(InvalidArgument, match=message):
-        res.merge_update(old, body)
+    with pytest.raises((InvalidArgument, Conflict)) as refused:
+        res.merge_update(old, body, "c1")
+    assert message in refused.value.message
+    if isinstance(refused.value, Conflict):  # dockerd's conflictingUpdateOptions: a 409
+        assert refused.value.message.startswith("Cannot update container c1: ")
 
 
 def test_merge_update_memory_with_swap_and_restart_policy() -> None:
     new = res.merge_update(
         {"Memory": 64 * MiB},
         {"Memory": 256 * MiB, "MemorySwap": 512 * MiB, "RestartPolicy": {"Name": "always"}},
+        "c1",
     )
     assert (new["Memory"], new["MemorySwap"]) == (256 * MiB, 512 * MiB)
     assert new["RestartPolicy"] == {"Name": "always", "MaximumRetryCount": 0}

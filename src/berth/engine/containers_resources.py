@@ -10,11 +10,17 @@ Rules:
   PID ``-``, that follow them); columns past the last title are joined into it. A container
   that is not running is a ``Conflict``; ps failing is a 500 carrying ps's first error line.
 - ``update`` follows dockerd's ``UpdateContainer``: a zero field leaves the value as it is;
-  Nano CPUs and CPU period/quota exclude each other across the update; a memory limit above
-  the already set memory+swap limit needs MemorySwap in the same update. The merged
-  HostConfig is validated as create validates it, then (all checks done) written live to the
-  cgroup of a running container, then persisted in the bundle's ``config.json`` (so a restart
-  keeps it) and in the record's HostConfig. RestartPolicy is validated and stored only.
+  Nano CPUs and CPU period/quota exclude each other across the update, and a memory limit
+  above the already set memory+swap limit needs MemorySwap in the same update -- those are
+  dockerd's 409s, "Cannot update container <id>: ...". One deliberate difference: dockerd
+  also refuses ``--memory`` alone on a container that has no swap limit at all (its check
+  compares with 0 on hosts with swap accounting); here no swap limit means nothing to
+  exceed. A container created with ``--memory`` has dockerd's default swap limit (twice the
+  memory) made explicit in its HostConfig at its first update. The merged HostConfig is then
+  validated as create validates it (dockerd's 400s), written live to the cgroup of a running
+  container, and persisted in the bundle's ``config.json`` (so a restart keeps it) and in the
+  record's HostConfig. RestartPolicy is validated and stored only (the restart manager reads
+  HostConfig.RestartPolicy).
 """
 
 from __future__ import annotations
@@ -28,10 +34,11 @@ import subprocess
 from typing import Any
 
 from berth.engine import oci_config
+from berth.engine.api_errors import HostToolFailed
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record
 from berth.engine.oci_request import _host_config
-from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
+from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.runtime import store as runtime_store
 from berth.runtime.cgroups import Cgroup
 from berth.spec.config import Resources
@@ -94,7 +101,7 @@ def top(pids: list[int], ps_args: str) -> dict[str, Any]:
         done = _run_ps(args)
         if done.returncode != 0:
             first = done.stderr.decode(errors="replace").split("\n", 1)[0].strip()
-            raise BerthError(f"ps: {first or f'exit status {done.returncode}'}")
+            raise HostToolFailed(f"ps: {first or f'exit status {done.returncode}'}")
     return parse_ps(done.stdout.decode(errors="replace"), set(pids))
 
 
@@ -102,7 +109,7 @@ def parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
     lines = output.split("\n")
     titles = lines[0].split()
     if "PID" not in titles:
-        raise BerthError("Couldn't find PID field in ps output")
+        raise HostToolFailed("Couldn't find PID field in ps output")
     at = titles.index("PID")
     processes: list[list[str]] = []
     keep_threads = False
@@ -111,7 +118,7 @@ def parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
         if not fields:
             continue
         if len(fields) <= at:
-            raise BerthError(f"Unexpected ps output line: {line!r}")
+            raise HostToolFailed(f"Unexpected ps output line: {line!r}")
         if fields[at] == "-":  # a thread row (``-m``/``H``) of the process above it
             if keep_threads:
                 processes.append(_row(fields, len(titles)))
@@ -119,7 +126,7 @@ def parse_ps(output: str, pids: set[int]) -> dict[str, Any]:
         try:
             pid = int(fields[at])
         except ValueError:
-            raise BerthError(f"Unexpected pid '{fields[at]}'") from None
+            raise HostToolFailed(f"Unexpected pid '{fields[at]}'") from None
         keep_threads = pid in pids
         if keep_threads:
             processes.append(_row(fields, len(titles)))
@@ -162,9 +169,9 @@ def _update_fields(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def merge_update(host_config: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    """The HostConfig after ``body`` (dockerd's rules and 400 messages); ``host_config`` is
-    not changed."""
+def merge_update(host_config: dict[str, Any], body: dict[str, Any], cid: str) -> dict[str, Any]:
+    """The HostConfig of container ``cid`` after ``body`` (dockerd's rules and messages);
+    ``host_config`` is not changed."""
     new = _update_fields(body)
     hc = copy.deepcopy(host_config)
     cur = {key: hc.get(key) or 0 for key in UPDATE_INTS}
@@ -178,16 +185,17 @@ def merge_update(host_config: dict[str, Any], body: dict[str, Any]) -> dict[str,
     )
     for wanted, already, message in conflicts:
         if new[wanted] > 0 and cur[already] > 0:
-            raise InvalidArgument(f"Conflicting options: {message}")
+            raise _cannot_update(cid, f"Conflicting options: {message}")
     if (
         new["Memory"]
         and cur["MemorySwap"] > 0
         and new["Memory"] > cur["MemorySwap"]
         and not new["MemorySwap"]
     ):
-        raise InvalidArgument(
+        raise _cannot_update(
+            cid,
             "Memory limit should be smaller than already set memoryswap limit, "
-            "update the memoryswap at the same time"
+            "update the memoryswap at the same time",
         )
     for key in (*UPDATE_INTS, *UPDATE_STRINGS):
         if new[key]:
@@ -196,11 +204,15 @@ def merge_update(host_config: dict[str, Any], body: dict[str, Any]) -> dict[str,
         hc["PidsLimit"] = new["PidsLimit"]
     policy = body.get("RestartPolicy")
     if isinstance(policy, dict) and policy.get("Name"):
-        hc["RestartPolicy"] = _restart_policy(policy, bool(hc.get("AutoRemove")))
+        hc["RestartPolicy"] = _restart_policy(policy, bool(hc.get("AutoRemove")), cid)
     return hc
 
 
-def _restart_policy(policy: dict[str, Any], auto_remove: bool) -> dict[str, Any]:
+def _cannot_update(cid: str, message: str) -> Conflict:
+    return Conflict(f"Cannot update container {cid}: {message}")
+
+
+def _restart_policy(policy: dict[str, Any], auto_remove: bool, cid: str) -> dict[str, Any]:
     name = str(policy.get("Name") or "")
     count = policy.get("MaximumRetryCount") or 0
     if name not in RESTART_POLICIES or not isinstance(count, int):
@@ -212,8 +224,8 @@ def _restart_policy(policy: dict[str, Any], auto_remove: bool) -> dict[str, Any]
             "invalid restart policy: maximum retry count can only be used with 'on-failure'"
         )
     if name != "no" and auto_remove:
-        raise InvalidArgument(
-            "Restart policy cannot be updated because AutoRemove is enabled for the container"
+        raise _cannot_update(
+            cid, "Restart policy cannot be updated because AutoRemove is enabled for the container"
         )
     return {"Name": name, "MaximumRetryCount": count}
 
@@ -265,7 +277,7 @@ async def update(m: ContainerManager, ref: str, body: dict[str, Any]) -> list[st
 
 def _update(m: ContainerManager, rec: Record, body: dict[str, Any]) -> list[str]:
     warnings: list[str] = []
-    hc = merge_update(rec.host_config, body)
+    hc = merge_update(rec.host_config, body, rec.id)
     resources = oci_resources(hc, warnings)
     if rec.running:
         cgroup = live_cgroup(m.supervisor_root, rec.id)
