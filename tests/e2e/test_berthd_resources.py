@@ -255,7 +255,10 @@ def test_docker_py_update_of_a_stopped_container(
         names.append("later")
         c = client.containers.create("busybox", "sleep 307", name="later")
         policy = {"Name": "on-failure", "MaximumRetryCount": 2}
-        answer = c.update(mem_limit="40m", cpu_shares=512, restart_policy=policy)
+        answer = c.update(
+            mem_limit="40m", mem_reservation="20m", cpu_shares=512, cpuset_cpus="0",
+            restart_policy=policy,
+        )  # fmt: skip
         assert answer == {"Warnings": []}
         berthd.docker("update", "--pids-limit", "9", "later")  # docker-py has no pids_limit
         c.reload()
@@ -263,10 +266,13 @@ def test_docker_py_update_of_a_stopped_container(
         c.start()
         assert _cgroup_file(berthd, "later", "memory", "memory.limit_in_bytes") == str(40 * MiB)
         assert _cgroup_file(berthd, "later", "cpu", "cpu.shares") == "512"
+        assert _cgroup_file(berthd, "later", "cpuset", "cpuset.cpus") == "0"
+        soft = _cgroup_file(berthd, "later", "memory", "memory.soft_limit_in_bytes")
+        assert soft == str(20 * MiB)
         assert _cgroup_file(berthd, "later", "pids", "pids.max") == "9"
         berthd.docker("update", "--pids-limit", "-1", "later")
         assert _cgroup_file(berthd, "later", "pids", "pids.max") == "max"
         c.reload()
-        assert c.attrs["HostConfig"]["PidsLimit"] == -1
+        assert c.attrs["HostConfig"]["PidsLimit"] == 0  # "unlimited", as dockerd stores it
     finally:
         client.close()

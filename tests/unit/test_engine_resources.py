@@ -265,7 +265,7 @@ def test_merge_update_zero_fields_keep_the_old_values() -> None:
     assert new["NanoCpus"] == 10**9 and new["PidsLimit"] == 5
     assert new["MemorySwap"] == 128 * MiB  # dockerd's create-time default, now explicit
     assert old == {"Memory": 64 * MiB, "CpuShares": 512, "CpusetCpus": "0", "PidsLimit": 5}
-    assert res.merge_update(old, {"PidsLimit": -1}, "c1")["PidsLimit"] == -1
+    assert res.merge_update(old, {"PidsLimit": -1}, "c1")["PidsLimit"] == 0
 
 
 @pytest.mark.parametrize(
@@ -327,6 +327,8 @@ def test_oci_resources_validate_as_create_does() -> None:
 
 def test_live_resources_lift_an_old_pids_limit() -> None:
     assert res.live_resources({}, -1).pids_limit == -1
+    assert res.live_resources({}, 0).pids_limit == -1
+    assert res.live_resources({}, None).pids_limit is None
     assert res.live_resources({"pids": {"limit": 4}}, 4).pids_limit == 4
     assert res.live_resources({"devices": [{"allow": False}]}, None).devices == ()
 

@@ -200,8 +200,8 @@ def merge_update(host_config: dict[str, Any], body: dict[str, Any], cid: str) ->
     for key in (*UPDATE_INTS, *UPDATE_STRINGS):
         if new[key]:
             hc[key] = new[key]
-    if new["PidsLimit"] is not None:
-        hc["PidsLimit"] = new["PidsLimit"]
+    if new["PidsLimit"] is not None:  # 0 and -1 both lift the limit; dockerd stores 0
+        hc["PidsLimit"] = max(new["PidsLimit"], 0)
     policy = body.get("RestartPolicy")
     if isinstance(policy, dict) and policy.get("Name"):
         hc["RestartPolicy"] = _restart_policy(policy, bool(hc.get("AutoRemove")), cid)
@@ -236,11 +236,11 @@ def oci_resources(hc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
     return oci_config._resources(parsed, oci_config.HostFacts.probe(), warnings)
 
 
-def live_resources(resources: dict[str, Any], pids_limit: int | None) -> Resources:
+def live_resources(resources: dict[str, Any], pids_limit: object) -> Resources:
     """What to write to a running container's cgroup: ``resources`` plus an explicit
-    unlimited pids (a ``PidsLimit`` <= 0 in the update lifts the old limit)."""
+    unlimited pids when the update's ``PidsLimit`` is 0 or -1 (it lifts the old limit)."""
     wanted = {k: v for k, v in resources.items() if k != "devices"}
-    if pids_limit is not None and pids_limit <= 0:
+    if isinstance(pids_limit, int) and pids_limit <= 0:
         wanted["pids"] = {"limit": -1}
     return Resources.from_json(wanted, "linux.resources")
 
@@ -282,7 +282,7 @@ def _update(m: ContainerManager, rec: Record, body: dict[str, Any]) -> list[str]
     if rec.running:
         cgroup = live_cgroup(m.supervisor_root, rec.id)
         if cgroup is not None:
-            cgroup.apply(live_resources(resources, hc.get("PidsLimit")))
+            cgroup.apply(live_resources(resources, body.get("PidsLimit")))
     write_bundle_resources(m.bundle(rec.id), resources)
     rec.host_config = hc
     rec.save(m.bundle(rec.id))
