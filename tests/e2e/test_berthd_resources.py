@@ -113,6 +113,10 @@ def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
         assert first["precpu_stats"]["cpu_usage"]["total_usage"] == 0
         assert second["precpu_stats"] == first["cpu_stats"]
         assert second["preread"] == first["read"]
+        both = client.api._get(
+            client.api._url("/containers/{0}/stats", c.id), params={"stream": 1, "one-shot": 1}
+        )
+        assert both.status_code == 400
         one = c.stats(stream=False, one_shot=True)
         assert one["precpu_stats"]["cpu_usage"]["total_usage"] == 0
         assert one["cpu_stats"]["cpu_usage"]["total_usage"] > 0
@@ -121,6 +125,12 @@ def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
         zero = c.stats(stream=False)
         assert zero["read"] == "0001-01-01T00:00:00Z" and zero["memory_stats"] == {}
         assert zero["cpu_stats"]["cpu_usage"]["total_usage"] == 0
+        frames = c.stats(stream=True, decode=True)
+        assert next(frames)["read"] == "0001-01-01T00:00:00Z"  # zeros, streamed
+        c.remove()
+        started = time.monotonic()
+        assert len(list(frames)) <= 2  # the stream ends with the container
+        assert time.monotonic() - started < 5
     finally:
         client.close()
 

@@ -2,13 +2,15 @@
 
 Rules (``shared/docker-cli-contract.md``, dockerd's behaviour):
 - ``GET /containers/{id}/stats``: ``stream`` (default true) sends one frame at once and then
-  one per second until the client goes or the daemon stops; ``stream=false`` samples twice,
-  one second apart, so that ``precpu_stats`` is filled (the CLI's CPU % needs it), unless
-  ``one-shot`` asks for a single sample. A container that is not running gets a zero frame
-  (every second when streamed). ``stream`` and ``one-shot`` together are a 400.
+  one per second until the client goes, the container is removed or the daemon stops;
+  ``stream=false`` samples twice, one second apart, so that ``precpu_stats`` is filled (the
+  CLI's CPU % needs it), unless ``one-shot`` asks for a single sample. A container that is
+  not running gets a zero frame (every second when streamed). ``stream`` and ``one-shot``
+  together are a 400.
 - ``GET /containers/{id}/top?ps_args=``: 409 when the container is not running, 500 with
   ps's error for arguments ps refuses (``containers_resources.top``).
-- ``POST /containers/{id}/update``: 200 ``{"Warnings": [...]}``; dockerd's 400 messages.
+- ``POST /containers/{id}/update``: 200 ``{"Warnings": [...]}``; dockerd's 400 for bad values
+  and 409 ("Cannot update container <id>: ...") for conflicts with the container's settings.
 - Sampling, ps and cgroup writes run in threads.
 """
 
@@ -59,7 +61,12 @@ async def stats(request: web.Request) -> web.StreamResponse:
         return api.json_response(frame)
     out = await api.JsonStream(request).start()
     transport = request.transport
-    while not m.closing.is_set() and transport is not None and not transport.is_closing():
+    while (
+        rec.id in m.records  # removed: the stream ends
+        and not m.closing.is_set()
+        and transport is not None
+        and not transport.is_closing()
+    ):
         try:
             await out.send(await asyncio.to_thread(sampler.frame))
         except ConnectionError:

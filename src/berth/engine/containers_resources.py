@@ -8,7 +8,8 @@ Rules:
   (``-ef`` by default) and ``-q <the cgroup's pids>``, again without ``-q`` when ps refuses the
   pair (``f`` with ``q``), keeping the rows whose PID is in the cgroup (and the thread rows,
   PID ``-``, that follow them); columns past the last title are joined into it. A container
-  that is not running is a ``Conflict``; ps failing is a 500 carrying ps's first error line.
+  that is not running is a ``Conflict``; ps failing is a 500 carrying ps's first error line
+  (``HostToolFailed``); renaming another column to ``PID`` (``-o ppid=PID``) is refused.
 - ``update`` follows dockerd's ``UpdateContainer``: a zero field leaves the value as it is;
   Nano CPUs and CPU period/quota exclude each other across the update, and a memory limit
   above the already set memory+swap limit needs MemorySwap in the same update -- those are
@@ -85,9 +86,7 @@ def check_ps_args(ps_args: str) -> None:
 
 
 def _run_ps(args: list[str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        ["ps", *args], capture_output=True, timeout=PS_TIMEOUT, check=False, env={"LC_ALL": "C"}
-    )
+    return subprocess.run(["ps", *args], capture_output=True, timeout=PS_TIMEOUT, check=False)
 
 
 def top(pids: list[int], ps_args: str) -> dict[str, Any]:
