@@ -341,3 +341,18 @@ def test_write_bundle_resources_keeps_the_devices_rules(tmp_path: Path) -> None:
     got = json.loads((tmp_path / "config.json").read_text())
     assert got["linux"]["resources"] == {"pids": {"limit": 3}, "devices": devices}
     assert got["ociVersion"] == "1.2.0"
+
+
+def test_sampler_on_cgroup_v2_omits_the_v1_only_fields(
+    v2: tuple[FakeHost, FakeKernel],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cg = created(*v2)
+    fill(cg, "cpu", {"cpu.stat": "usage_usec 5\nuser_usec 3\nsystem_usec 2\n"})
+    fill(cg, "memory", {"memory.current": "4096", "memory.max": str(512 * 1024)})
+    frame = stats.Sampler("/c", "abc", lambda: cg, proc=fake_proc(tmp_path, 7)).frame()
+    assert frame["cpu_stats"]["cpu_usage"] == {
+        "total_usage": 5000, "usage_in_kernelmode": 2000, "usage_in_usermode": 3000
+    }  # fmt: skip
+    assert frame["memory_stats"] == {"usage": 4096, "stats": {}, "limit": 512 * 1024}
+    assert frame["pids_stats"] == {}  # pids.current 0, pids.max "max"
