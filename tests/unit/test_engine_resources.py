@@ -356,3 +356,20 @@ def test_sampler_on_cgroup_v2_omits_the_v1_only_fields(
     }  # fmt: skip
     assert frame["memory_stats"] == {"usage": 4096, "stats": {}, "limit": 512 * 1024}
     assert frame["pids_stats"] == {}  # pids.current 0, pids.max "max"
+
+
+def test_apply_live_puts_the_old_limits_back_when_the_kernel_refuses_one(
+    hybrid: tuple[FakeHost, FakeKernel],  # noqa: F811
+) -> None:
+    cg = created(*hybrid)
+    old_hc = {"Memory": 64 * MiB}
+    cg.apply(res.live_resources(res.oci_resources(old_hc, []), None))
+    pids = Path(str(cg.dir_for("pids")), "pids.max")
+    pids.unlink()
+    pids.mkdir()  # the pids write fails, after the memory one went through
+    new = res.oci_resources({"Memory": 100 * MiB, "MemorySwap": 200 * MiB, "PidsLimit": 5}, [])
+    with pytest.raises(InvalidArgument, match="pids"):
+        res.apply_live(cg, new, 5, old_hc)
+    memory = Path(str(cg.dir_for("memory")))
+    assert (memory / "memory.limit_in_bytes").read_text() == str(64 * MiB)
+    assert (memory / "memory.memsw.limit_in_bytes").read_text() == str(128 * MiB)

@@ -19,9 +19,9 @@ Rules:
   exceed. A container created with ``--memory`` has dockerd's default swap limit (twice the
   memory) made explicit in its HostConfig at its first update. The merged HostConfig is then
   validated as create validates it (dockerd's 400s), written live to the cgroup of a running
-  container, and persisted in the bundle's ``config.json`` (so a restart keeps it) and in the
-  record's HostConfig. RestartPolicy is validated and stored only (the restart manager reads
-  HostConfig.RestartPolicy).
+  container (the old limits are written back if the kernel refuses one), and persisted in
+  the bundle's ``config.json`` (so a restart keeps it) and in the record's HostConfig.
+  RestartPolicy is validated and stored only (the restart manager reads it from HostConfig).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import os
 import re
 import subprocess
@@ -39,10 +40,12 @@ from berth.engine.api_errors import HostToolFailed
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record
 from berth.engine.oci_request import _host_config
-from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.runtime import store as runtime_store
 from berth.runtime.cgroups import Cgroup
 from berth.spec.config import Resources
+
+log = logging.getLogger(__name__)
 
 # The fields of ``POST /containers/{id}/update`` that are resources, with their Go types.
 UPDATE_INTS = (
@@ -244,6 +247,22 @@ def live_resources(resources: dict[str, Any], pids_limit: object) -> Resources:
     return Resources.from_json(wanted, "linux.resources")
 
 
+def apply_live(
+    cgroup: Cgroup, resources: dict[str, Any], pids_limit: object, old_host_config: dict[str, Any]
+) -> None:
+    """Write ``resources`` to the cgroup; if the kernel refuses one of the writes, put the
+    limits of ``old_host_config`` back (as far as the kernel lets us) before raising."""
+    try:
+        cgroup.apply(live_resources(resources, pids_limit))
+    except BerthError:
+        old = oci_resources(old_host_config, [])
+        try:
+            cgroup.apply(live_resources(old, old_host_config.get("PidsLimit") or 0))
+        except BerthError as e:
+            log.warning("cgroup %s: the old limits could not be restored: %s", cgroup.paths, e)
+        raise
+
+
 def write_bundle_resources(bundle: str, resources: dict[str, Any]) -> None:
     """Put ``resources`` in the bundle's config.json, keeping its devices rules."""
     path = os.path.join(bundle, "config.json")
@@ -281,7 +300,7 @@ def _update(m: ContainerManager, rec: Record, body: dict[str, Any]) -> list[str]
     if rec.running:
         cgroup = live_cgroup(m.supervisor_root, rec.id)
         if cgroup is not None:
-            cgroup.apply(live_resources(resources, body.get("PidsLimit")))
+            apply_live(cgroup, resources, body.get("PidsLimit"), rec.host_config)
     write_bundle_resources(m.bundle(rec.id), resources)
     rec.host_config = hc
     rec.save(m.bundle(rec.id))
