@@ -25,6 +25,17 @@ MiB = 1 << 20
 BURN = ["sh", "-c", "while :; do :; done"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def cgroup_parent_holder(berthd: Daemon) -> Iterator[None]:  # noqa: F811
+    """A container that lives as long as this module: it makes the daemon's shared
+    --cgroup-parent and takes it away at the end. Otherwise whichever test first starts a
+    container makes the parent, and the per-test leak check sees it appear (it goes only
+    with the container that made it, or at daemon stop)."""
+    berthd.docker("run", "-d", "--name", "parent-holder", "busybox", "sleep", "3600")
+    yield
+    berthd.docker("rm", "-f", "parent-holder", check=False)
+
+
 @pytest.fixture
 def names(berthd: Daemon) -> Iterator[list[str]]:  # noqa: F811
     """Names of the containers a test makes; removed at teardown."""
