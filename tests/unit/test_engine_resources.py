@@ -75,7 +75,7 @@ def test_read_v1(hybrid: tuple[FakeHost, FakeKernel]) -> None:  # noqa: F811
         limit=64 * MiB,
         stat={"cache": 4096, "rss": 8192, "total_inactive_file": 4096},
     )
-    assert (got.pids_current, got.pids_limit) == (3, 20)
+    assert (got.pids_current, got.pids_limit) == (3, 20) and got.io_version == 1
     assert [(e.op, e.value) for e in got.io_service_bytes] == [
         ("Read", 100), ("Write", 200), ("Sync", 300)
     ]  # fmt: skip
@@ -106,6 +106,7 @@ def test_read_v2(v2: tuple[FakeHost, FakeKernel]) -> None:  # noqa: F811
         "pids.max": "max",
     })  # fmt: skip
     got = cgroups_stats.read(cg)
+    assert got.io_version == 2
     assert got.cpu == cgroups_stats.CpuUsage(
         total_ns=3_000_000,
         user_ns=2_000_000,
@@ -356,6 +357,15 @@ def test_sampler_on_cgroup_v2_omits_the_v1_only_fields(
     }  # fmt: skip
     assert frame["memory_stats"] == {"usage": 4096, "stats": {}, "limit": 512 * 1024}
     assert frame["pids_stats"] == {}  # pids.current 0, pids.max "max"
+    fill(cg, "memory", {"io.stat": "8:0 rbytes=10 wbytes=20 rios=1 wios=2\n"})
+    blkio = stats.Sampler("/c", "abc", lambda: cg, proc=fake_proc(tmp_path, 7)).frame()[
+        "blkio_stats"
+    ]
+    assert blkio["io_service_bytes_recursive"] == [
+        {"major": 8, "minor": 0, "op": "read", "value": 10},
+        {"major": 8, "minor": 0, "op": "write", "value": 20},
+    ]
+    assert blkio["io_serviced_recursive"] is None  # dockerd reports bytes only on v2
 
 
 def test_apply_live_puts_the_old_limits_back_when_the_kernel_refuses_one(

@@ -8,7 +8,8 @@ Rules (what the docker CLI 28 and docker-py 7 read; moby's ``types.StatsJSON``):
 - ``cpu_stats.system_cpu_usage`` is dockerd's: the first seven fields of /proc/stat's ``cpu``
   line (user .. softirq) in nanoseconds; ``online_cpus`` the number of ``cpuN`` lines.
   ``percpu_usage``, ``memory_stats.max_usage`` and ``failcnt`` exist only on cgroup v1 and are
-  omitted elsewhere, as dockerd omits empty fields.
+  omitted elsewhere, as dockerd omits empty fields; on v2 ``blkio_stats`` has only
+  ``io_service_bytes_recursive`` (ops "read"/"write"), the other lists are null.
 - ``memory_stats.limit`` is the container's limit, or the machine's memory when it has none
   (or a larger one), as dockerd reports it.
 - A container that is not running gives a zero frame with only ``name`` and ``id`` set.
@@ -129,11 +130,12 @@ def memory_stats(mem: cgroups_stats.MemoryUsage, machine: int) -> dict[str, Any]
 
 
 def blkio_stats(sample: cgroups_stats.DetailedStats) -> dict[str, Any]:
+    """v1: bytes and operations; v2: bytes only, as dockerd reports them."""
     out: dict[str, Any] = dict.fromkeys(BLKIO_FIELDS)
-    for key, entries in (
-        ("io_service_bytes_recursive", sample.io_service_bytes),
-        ("io_serviced_recursive", sample.io_serviced),
-    ):
+    wanted = [("io_service_bytes_recursive", sample.io_service_bytes)]
+    if sample.io_version == 1:
+        wanted.append(("io_serviced_recursive", sample.io_serviced))
+    for key, entries in wanted:
         if entries:
             out[key] = [
                 {"major": e.major, "minor": e.minor, "op": e.op, "value": e.value} for e in entries

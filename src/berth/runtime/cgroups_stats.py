@@ -59,19 +59,21 @@ class DetailedStats:
     memory: MemoryUsage
     pids_current: int = 0
     pids_limit: int = 0  # 0 = max
+    io_version: int = 0  # 1 (blkio) or 2 (io); 0 when the host has neither
     io_service_bytes: tuple[IoEntry, ...] = ()
     io_serviced: tuple[IoEntry, ...] = ()
 
 
 def read(cgroup: Cgroup) -> DetailedStats:
     """Everything at once (each file read once; a vanished cgroup gives zeros)."""
-    service_bytes, serviced = _io(cgroup)
+    io_version, service_bytes, serviced = _io(cgroup)
     pids = cgroup.dir_for("pids")
     return DetailedStats(
         cpu=_cpu(cgroup),
         memory=_memory(cgroup),
         pids_current=_safe_number(f"{pids}/pids.current") if pids else 0,
         pids_limit=_safe_number(f"{pids}/pids.max") if pids else 0,
+        io_version=io_version,
         io_service_bytes=service_bytes,
         io_serviced=serviced,
     )
@@ -151,16 +153,16 @@ def _memory(cgroup: Cgroup) -> MemoryUsage:
     )
 
 
-def _io(cgroup: Cgroup) -> tuple[tuple[IoEntry, ...], tuple[IoEntry, ...]]:
+def _io(cgroup: Cgroup) -> tuple[int, tuple[IoEntry, ...], tuple[IoEntry, ...]]:
     blkio = cgroup.dir_for("blkio")
     if blkio is not None and _safe_read(f"{blkio}/io.stat") is None:  # v1
         service_bytes = _v1_io(blkio, "io_service_bytes_recursive")
         serviced = _v1_io(blkio, "io_serviced_recursive")
-        return service_bytes, serviced
+        return 1, service_bytes, serviced
     io = blkio or cgroup.dir_for("io")
     if io is None:
-        return (), ()
-    return _v2_io(_safe_read(f"{io}/io.stat") or "")
+        return 0, (), ()
+    return 2, *_v2_io(_safe_read(f"{io}/io.stat") or "")
 
 
 def _v1_io(directory: str, name: str) -> tuple[IoEntry, ...]:
