@@ -121,6 +121,10 @@ def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
         frames = c.stats(stream=True, decode=True)
         first, second = next(frames), next(frames)
         frames.close()
+        deadline = time.monotonic() + 5  # the daemon stops sampling for a client that left
+        while f"stats of {c.id} end" not in (berthd.home / "berthd.log").read_text():
+            assert time.monotonic() < deadline, "the stream outlived its client"
+            time.sleep(0.1)
         assert first["precpu_stats"]["cpu_usage"]["total_usage"] == 0
         assert second["precpu_stats"] == first["cpu_stats"]
         assert second["preread"] == first["read"]
