@@ -85,7 +85,7 @@ def request_id(request: web.Request | None = None) -> str:
 
 def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Application:
     """The aiohttp application serving the Docker Engine API over ``state``."""
-    from berth.engine import api_build, api_containers, api_images, api_system
+    from berth.engine import api_build, api_containers, api_images, api_resources, api_system
 
     app = web.Application(middlewares=[_middleware])
     app[ENGINE] = state
@@ -95,6 +95,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, api_system.ROUTES)
     add_routes(app, api_images.ROUTES)
     add_routes(app, api_build.ROUTES)
+    add_routes(app, api_resources.ROUTES)
     add_routes(app, extra_routes)
     return app
 

@@ -9,6 +9,7 @@ Status codes as dockerd gives them (moby's ``errdefs`` -> ``httpstatus``):
     InvalidArgument               400   a bad value or parameter
     Unavailable                   503
     Unsupported                   501   (moby's NotImplemented)
+    HostToolFailed                500   a host tool's own error (``ps`` for top): no traceback
     anything else                 500   (the only status logged with its traceback)
 
 The body is ``{"message": ...}``; the messages are Berth's own, which use Docker's wording where
@@ -47,6 +48,13 @@ class NotModified(FailedPrecondition):
     kind = "not_modified"
 
 
+class HostToolFailed(BerthError):
+    """A host tool the daemon runs refused the request (dockerd's 500 with the tool's error);
+    not a bug in Berth, so it is logged without a traceback."""
+
+    kind = "host_tool_failed"
+
+
 _STATUS: tuple[tuple[type[BerthError], int], ...] = (
     (NotModified, 304),
     (NotFound, 404),
@@ -81,7 +89,7 @@ def error_response(exc: BaseException, request_id: str = "-") -> web.Response:
     """The response for an error raised before anything was sent."""
     status = status_of(exc)
     message = message_of(exc)
-    if status == 500:
+    if status == 500 and not isinstance(exc, HostToolFailed):
         log.error("req %s: %s", request_id, message, exc_info=exc)
     else:
         log.info("req %s: %d %s", request_id, status, message)
