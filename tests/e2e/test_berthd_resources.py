@@ -1,6 +1,6 @@
 """stats, top and update in berthd, driven by the real clients: the docker CLI 28 and docker-py.
 
-The private berthd is ``test_berthd_containers``' module fixture (its own socket, data root and
+The private berthd is the ``berthd`` module fixture of tests/e2e/conftest.py (its own socket, data root and
 session-tagged ``--cgroup-parent``, so the leak check watches the containers' cgroups). Each
 test removes the containers it made. The cgroup files are read through the container init's
 ``/proc/<pid>/cgroup``, so the test checks what the kernel really has.
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_berthd_containers import _client, _inspect, berthd  # noqa: F401  (the fixture)
+from test_berthd_containers import _client, _inspect
 from test_berthd_images import Daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
@@ -26,7 +26,7 @@ BURN = ["sh", "-c", "while :; do :; done"]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cgroup_parent_holder(berthd: Daemon) -> Iterator[None]:  # noqa: F811
+def cgroup_parent_holder(berthd: Daemon) -> Iterator[None]:
     """A container that lives as long as this module: it makes the daemon's shared
     --cgroup-parent and takes it away at the end. Otherwise whichever test first starts a
     container makes the parent, and the per-test leak check sees it appear (it goes only
@@ -37,7 +37,7 @@ def cgroup_parent_holder(berthd: Daemon) -> Iterator[None]:  # noqa: F811
 
 
 @pytest.fixture
-def names(berthd: Daemon) -> Iterator[list[str]]:  # noqa: F811
+def names(berthd: Daemon) -> Iterator[list[str]]:
     """Names of the containers a test makes; removed at teardown."""
     made: list[str] = []
     yield made
@@ -45,12 +45,12 @@ def names(berthd: Daemon) -> Iterator[list[str]]:  # noqa: F811
         berthd.docker("rm", "-f", *made, check=False)
 
 
-def _run(berthd: Daemon, names: list[str], name: str, *args: str) -> str:  # noqa: F811
+def _run(berthd: Daemon, names: list[str], name: str, *args: str) -> str:
     names.append(name)
     return berthd.docker("run", "-d", "--name", name, *args).stdout.strip()
 
 
-def _cgroup_file(berthd: Daemon, ref: str, controller: str, file: str) -> str:  # noqa: F811
+def _cgroup_file(berthd: Daemon, ref: str, controller: str, file: str) -> str:
     """A cgroup v1 file of the container's init (this host is hybrid)."""
     pid = _inspect(berthd, ref)["State"]["Pid"]
     with open(f"/proc/{pid}/cgroup", encoding="ascii") as f:
@@ -69,7 +69,7 @@ def _percent(text: str) -> float:
 # --------------------------------------------------------------------------- stats
 
 
-def test_stats_no_stream_cpu_memory_pids(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_stats_no_stream_cpu_memory_pids(berthd: Daemon, names: list[str]) -> None:
     _run(berthd, names, "burner", "--cpus", "0.5", "--memory", "64m", "busybox", *BURN)
     _run(berthd, names, "idler", "--memory", "32m", "busybox", "sleep", "300")
     time.sleep(1.5)  # the burner reaches its quota
@@ -91,7 +91,7 @@ def test_stats_no_stream_cpu_memory_pids(berthd: Daemon, names: list[str]) -> No
     assert _percent(cpu) < 5.0 and mem.endswith("/ 32MiB") and pids == "1", rows
 
 
-def test_stats_stopped_container_is_zeros(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_stats_stopped_container_is_zeros(berthd: Daemon, names: list[str]) -> None:
     names.append("stopped")
     berthd.docker("create", "--name", "stopped", "busybox", "true")
     row = berthd.docker(
@@ -100,7 +100,7 @@ def test_stats_stopped_container_is_zeros(berthd: Daemon, names: list[str]) -> N
     assert row == "0.00% 0B / 0B 0", row
 
 
-def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:
     _run(berthd, names, "pystats", "--memory", "48m", "--pids-limit", "7", "busybox", *BURN)
     client = _client(berthd)
     try:
@@ -153,7 +153,7 @@ def test_docker_py_stats(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
 # --------------------------------------------------------------------------- top
 
 
-def test_top_default_and_ps_args(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_top_default_and_ps_args(berthd: Daemon, names: list[str]) -> None:
     _run(berthd, names, "topped", "busybox", "sh", "-c", "sleep 301 & exec sleep 302")
     time.sleep(0.3)
     out = berthd.docker("top", "topped").stdout.splitlines()
@@ -174,7 +174,7 @@ def test_top_default_and_ps_args(berthd: Daemon, names: list[str]) -> None:  # n
     assert re.search(r"Container [0-9a-f]{64} is not running", stopped.stderr), stopped.stderr
 
 
-def test_docker_py_top(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_docker_py_top(berthd: Daemon, names: list[str]) -> None:
     import docker
 
     _run(berthd, names, "pytop", "busybox", "sleep", "303")
@@ -197,7 +197,7 @@ def test_docker_py_top(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
 
 
 def test_update_limits_live_persists_and_stops_a_fork_bomb(
-    berthd: Daemon,  # noqa: F811
+    berthd: Daemon,
     names: list[str],
 ) -> None:
     script = (
@@ -237,7 +237,7 @@ def test_update_limits_live_persists_and_stops_a_fork_bomb(
     assert _cgroup_file(berthd, "limited", "cpu", "cpu.cfs_quota_us") == "50000"
 
 
-def test_update_refusals(berthd: Daemon, names: list[str]) -> None:  # noqa: F811
+def test_update_refusals(berthd: Daemon, names: list[str]) -> None:
     import docker
 
     _run(berthd, names, "swapped", "--memory", "64m", "--memory-swap", "128m",
@@ -272,7 +272,7 @@ def test_update_refusals(berthd: Daemon, names: list[str]) -> None:  # noqa: F81
 
 
 def test_docker_py_update_of_a_stopped_container(
-    berthd: Daemon,  # noqa: F811
+    berthd: Daemon,
     names: list[str],
 ) -> None:
     client = _client(berthd)
