@@ -2,8 +2,8 @@
 
 The private berthd is the ``berthd`` module fixture of tests/e2e/conftest.py (its own socket,
 data root and session-tagged ``--cgroup-parent``, so the leak check watches the containers'
-cgroups). Each test removes the containers it made. The cgroup files are read through the container init's
-``/proc/<pid>/cgroup``, so the test checks what the kernel really has.
+cgroups). Each test removes the containers it made. The cgroup files are read through the
+container init's ``/proc/<pid>/cgroup``, so the test checks what the kernel really has.
 """
 
 from __future__ import annotations
