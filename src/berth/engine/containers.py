@@ -38,10 +38,11 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.engine import containers_admin, oci_config
 from berth.engine import containers_logs as clogs
-from berth.engine import oci_config
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
+from berth.engine.containers_restart import Backoff, RestartPolicy
 from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
 from berth.engine.containers_state import (
     ZERO_TIME,
@@ -51,7 +52,9 @@ from berth.engine.containers_state import (
     merged_config,
     new_id,
     now_rfc3339,
+    parse_rfc3339,
 )
+from berth.engine.events import EventBus
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -109,6 +112,10 @@ class Live:
     removed: bool = False
     exit_code: int = 0
     error: str = ""
+    # restart policies: the pending restart, its back-off, and "the user stopped it: not now"
+    restart_task: asyncio.Task[None] | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    exit_on_next: bool = False
 
     async def notify(self) -> None:
         async with self.cond:
@@ -133,15 +140,17 @@ class ContainerManager:
         images: ImageStore,
         image_lock: asyncio.Lock,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        events: EventBus | None = None,
     ) -> None:
         self.paths = paths
+        self.events = events if events is not None else EventBus()
         self.images = images
         self.image_lock = image_lock
         self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
         self.records: dict[str, Record] = {}
         self.live: dict[str, Live] = {}
         self.sup = AsyncClient(paths.supervisor_socket)
-        self._create_lock = asyncio.Lock()
+        self.names_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
@@ -184,6 +193,7 @@ class ContainerManager:
         self._watcher = asyncio.create_task(self._watch())
         await asyncio.wait_for(self._subscribed.wait(), 30)
         log.info("containers: %d loaded", len(self.records))
+        await self._restart_at_open()
 
     async def shutdown(self, _app: object = None) -> None:
         """The API is stopping (aiohttp's ``on_shutdown``): end every wait and stream."""
@@ -218,10 +228,11 @@ class ContainerManager:
                 if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
                     log.warning("cgroup parent %s: %s", path, e)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -267,17 +278,18 @@ class ContainerManager:
                 if rec is None:
                     log.warning("container %s: in the supervisor but no record: deleted", cid)
                     await self.sup.delete(cid, force=True)
-                elif not rec.running and info.exit is None and info.status == "running":
+                elif not rec.has_process and info.exit is None and info.status == "running":
                     log.warning("container %s: running without a saved start: adopted", cid)
                     rec.state.update(
                         Status="running",
                         Running=True,
+                        Restarting=False,
                         Pid=info.pid,
                         StartedAt=info.started_at or now_rfc3339(),
                     )
                     rec.save(self.bundle(cid))
                     self._live(cid).starts += 1
-                elif not rec.running:
+                elif not rec.has_process:
                     await self.sup.delete(cid, force=True)  # left over from a crash
             except (BerthError, OSError) as e:
                 log.error("container %s: cannot reconcile: %s", cid, e)
@@ -285,7 +297,7 @@ class ContainerManager:
             if rec.status == "removing":
                 self._spawn(self._auto_remove(rec.id))
                 continue
-            if not rec.running:
+            if not rec.has_process:
                 continue
             found = infos.get(rec.id)
             if found is None:
@@ -318,6 +330,19 @@ class ContainerManager:
                 raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise NotFound(f"No such container: {ref}")
 
+    def emit(self, rec: Record, action: str, **attributes: str) -> None:
+        """A container event (``GET /events``): its labels, image and name, and ``attributes``
+        (``exitCode`` for die, ``signal`` for kill …). Other parts of the engine (exec, health
+        checks, resize) call this too."""
+        found = dict(rec.labels)
+        found.update(image=rec.image_ref or rec.image_id, name=rec.name.lstrip("/"))
+        found.update(attributes)
+        self.events.emit("container", action, rec.id, found)
+
+    def lock_of(self, cid: str) -> asyncio.Lock:
+        """The lock that orders the container's start, exit handling, removal and pause."""
+        return self._live(cid).lock
+
     def _live(self, cid: str) -> Live:
         return self.live.setdefault(cid, Live())
 
@@ -340,20 +365,15 @@ class ContainerManager:
         """A new container (nothing runs yet); the record and the create response's
         Warnings."""
         req = oci_config.CreateRequest.from_json(body)
+        RestartPolicy.validate(body.get("HostConfig") or {})
         image_ref = req.image
         warnings: list[str] = []
-        async with self._create_lock:
+        async with self.names_lock:
             taken = {r.name for r in self.records.values()}
             cid = new_id()
             if name:
                 wanted = check_name(name)
-                if wanted in taken:
-                    other = next(r.id for r in self.records.values() if r.name == wanted)
-                    raise Conflict(
-                        f'Conflict. The container name "{wanted}" is already in use by container'
-                        f' "{other}". You have to remove (or rename) that container to be able'
-                        " to reuse that name."
-                    )
+                self.check_name_free(wanted)
             else:
                 wanted = generate_name(taken)
             async with self.image_lock:
@@ -362,6 +382,7 @@ class ContainerManager:
                 )
             self.records[cid] = rec
             self.live[cid] = Live()
+        self.emit(rec, "create")
         log.info("container %s: created as %s from %s", cid, rec.name, rec.image_id)
         return rec, warnings
 
@@ -438,50 +459,62 @@ class ContainerManager:
 
     # -- start
     async def start(self, ref: str) -> Record:
+        """The user's start: it also forgets an earlier stop by the user and the restart
+        count (as dockerd's start does)."""
         rec = self.get(ref)
         live = self._live(rec.id)
         async with live.lock:
             if rec.id not in self.records:
                 raise NotFound(f"No such container: {ref}")
+            if rec.paused:
+                raise Conflict("cannot start a paused container, try unpause instead")
             if rec.running:
                 raise NotModified(f"container {rec.id} is already running")
-            async with self.image_lock:
-                await asyncio.to_thread(self._mount, rec)
-            try:
-                info = await self.sup.create(
-                    rec.id,
-                    self.bundle(rec.id),
-                    rec.log_path,
-                    start=True,
-                    stdin=bool(rec.config.get("OpenStdin")),
-                )
-            except BerthError as e:
-                message = await self._start_failed(rec, live, e)
-                raise InvalidArgument(message) from None
-            st = rec.state
-            st.update(
-                Status="running",
-                Running=True,
-                Paused=False,
-                OOMKilled=False,
-                Dead=False,
-                Pid=info.pid,
-                ExitCode=0,
-                Error="",
-                StartedAt=info.started_at or now_rfc3339(),
-            )
-            rec.save(self.bundle(rec.id))
-            live.starts += 1
+            rec.manually_stopped = False
+            rec.restart_count = 0
+            live.exit_on_next = False
+            live.backoff.reset()
+            await self._start_locked(rec, live)
         await live.notify()
-        log.info("container %s: started, pid %d", rec.id, info.pid)
         return rec
+
+    async def _start_locked(self, rec: Record, live: Live) -> None:
+        async with self.image_lock:
+            await asyncio.to_thread(self._mount, rec)
+        try:
+            info = await self.sup.create(
+                rec.id,
+                self.bundle(rec.id),
+                rec.log_path,
+                start=True,
+                stdin=bool(rec.config.get("OpenStdin")),
+            )
+        except BerthError as e:
+            message = await self._start_failed(rec, live, e)
+            raise InvalidArgument(message) from None
+        rec.state.update(
+            Status="running",
+            Running=True,
+            Paused=False,
+            Restarting=False,
+            OOMKilled=False,
+            Dead=False,
+            Pid=info.pid,
+            ExitCode=0,
+            Error="",
+            StartedAt=info.started_at or now_rfc3339(),
+        )
+        rec.save(self.bundle(rec.id))
+        live.starts += 1
+        self.emit(rec, "start")
+        log.info("container %s: started, pid %d", rec.id, info.pid)
 
     async def _start_failed(self, rec: Record, live: Live, e: BerthError) -> str:
         message = f"failed to create task for container: OCI runtime create failed: {e.message}"
         message += ": unknown"
         await asyncio.to_thread(self._unmount, rec)
         code = start_exit_code(e.message)
-        rec.state.update(ExitCode=code, Error=message, Running=False, Pid=0)
+        rec.state.update(ExitCode=code, Error=message, Running=False, Restarting=False, Pid=0)
         if rec.state["StartedAt"] != ZERO_TIME:
             rec.state.update(Status="exited", FinishedAt=now_rfc3339())
         rec.save(self.bundle(rec.id))
@@ -493,7 +526,7 @@ class ContainerManager:
             self._spawn(self._auto_remove(rec.id))
         return message
 
-    # -- exits
+    # -- exits and restart policies
     async def _on_exit(self, ex: p.Exit) -> None:
         rec = self.records.get(ex.id)
         if rec is None:
@@ -502,17 +535,25 @@ class ContainerManager:
             return
         live = self._live(rec.id)
         async with live.lock:
-            if not rec.running or self.records.get(ex.id) is not rec:
+            if not rec.has_process or self.records.get(ex.id) is not rec:
                 return
+            policy = RestartPolicy.of(rec.host_config)
+            again = not live.exit_on_next and policy.on_exit(
+                ex.exit_code, rec.manually_stopped, rec.restart_count
+            )
+            ran_for = parse_rfc3339(ex.finished_at) - parse_rfc3339(rec.state["StartedAt"])
             rec.state.update(
-                Status="exited",
-                Running=False,
+                Status="restarting" if again else "exited",
+                Running=again,
+                Restarting=again,
                 Paused=False,
                 Pid=0,
                 ExitCode=ex.exit_code,
                 OOMKilled=ex.oom_killed,
                 FinishedAt=ex.finished_at,
             )
+            if again:
+                rec.restart_count += 1
             rec.save(self.bundle(rec.id))
             try:
                 await self.sup.delete(rec.id, force=True)
@@ -524,10 +565,64 @@ class ContainerManager:
             rec.save(self.bundle(rec.id))
             live.exit_code, live.error = ex.exit_code, ""
             live.exits += 1
+            if again:
+                delay = live.backoff.next(ran_for)
+                live.restart_task = self._spawn(self._restart_later(rec.id, delay))
+        if ex.oom_killed:
+            self.emit(rec, "oom")
+        self.emit(rec, "die", exitCode=str(ex.exit_code), execDuration=str(int(ran_for)))
         await live.notify()
-        log.info("container %s: exited %d (oom %s)", rec.id, ex.exit_code, ex.oom_killed)
-        if rec.auto_remove:
+        log.info(
+            "container %s: exited %d (oom %s)%s",
+            rec.id,
+            ex.exit_code,
+            ex.oom_killed,
+            f"; restart {rec.restart_count} in {live.backoff.delay:g}s" if again else "",
+        )
+        if rec.auto_remove and not again:
             await self._auto_remove(rec.id)
+
+    async def _restart_later(self, cid: str, delay: float) -> None:
+        """The restart policy's start, ``delay`` s after an exit (cancelled by a user's stop,
+        kill or removal)."""
+        await asyncio.sleep(delay)
+        rec = self.records.get(cid)
+        if rec is None:
+            return
+        live = self._live(cid)
+        async with live.lock:
+            if self.records.get(cid) is not rec or not rec.restarting:
+                return
+            live.restart_task = None
+            try:
+                await self._start_locked(rec, live)
+            except InvalidArgument as e:  # recorded by _start_failed: it stays exited
+                log.warning("container %s: restart failed: %s", cid, e.message)
+        await live.notify()
+
+    async def _restart_at_open(self) -> None:
+        """After a daemon start: restarts that were waiting, and the stopped containers that
+        their policy brings back (``containers_restart``'s rule)."""
+        for rec in list(self.records.values()):
+            if rec.restarting:
+                live = self._live(rec.id)
+                live.restart_task = self._spawn(self._restart_later(rec.id, 0.0))
+                continue
+            policy = RestartPolicy.of(rec.host_config)
+            if (
+                rec.running
+                or rec.status not in ("exited", "created")
+                or rec.state["StartedAt"] == ZERO_TIME
+                or not policy.on_exit(
+                    rec.state["ExitCode"], rec.manually_stopped, rec.restart_count
+                )
+            ):
+                continue
+            log.info("container %s: started again at daemon start (%s)", rec.id, policy.name)
+            try:
+                await self.start(rec.id)
+            except BerthError as e:
+                log.warning("container %s: no start at daemon start: %s", rec.id, e.message)
 
     async def _auto_remove(self, cid: str) -> None:
         try:
@@ -535,30 +630,67 @@ class ContainerManager:
         except NotFound:
             pass
 
+    def _stopped_by_user(self, rec: Record, live: Live, sig: int | None = None) -> None:
+        """A stop, kill or forced removal: no restart at this exit (dockerd's ExitOnNext: a
+        kill with a signal other than the container's StopSignal keeps the policy), and
+        ``unless-stopped`` stays stopped, even at daemon start, until the next start."""
+        stop_signal = rec.config.get("StopSignal")
+        if sig is None or sig == signals.SIGKILL or not stop_signal:
+            live.exit_on_next = True
+        else:
+            live.exit_on_next = live.exit_on_next or parse_signal(stop_signal) == sig
+        rec.manually_stopped = True
+        rec.save(self.bundle(rec.id))
+
+    async def _cancel_restart(self, rec: Record, live: Live) -> bool:
+        """If ``rec`` waits to restart: it will not, it is exited now (True)."""
+        async with live.lock:
+            if not rec.restarting:
+                return False
+            if live.restart_task is not None:
+                live.restart_task.cancel()
+                live.restart_task = None
+            rec.state.update(Status="exited", Running=False, Restarting=False)
+            rec.save(self.bundle(rec.id))
+        await live.notify()
+        return True
+
     # -- stop, kill, restart
     async def _wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
         return await live.wait_for(lambda: live.exits > after or live.removed, timeout)
+
+    async def _signal(self, rec: Record, sig: int, all_: bool = False) -> None:
+        """Send ``sig`` (the kill event); a paused container is thawed after it, so that it
+        acts on it (as dockerd does)."""
+        await self.sup.kill(rec.id, sig, all=all_)
+        self.emit(rec, "kill", signal=str(sig))
+        if rec.paused:
+            await containers_admin.thaw(self, rec)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         rec = self.get(ref)
         if not rec.running:
             raise NotModified(f"container {rec.id} is already stopped")
         live = self._live(rec.id)
+        self._stopped_by_user(rec, live)
+        if await self._cancel_restart(rec, live):
+            self.emit(rec, "stop")
+            return
         seen = live.exits
         sig = parse_signal(signal or rec.config.get("StopSignal"))
         if timeout is None:
             configured = rec.config.get("StopTimeout")
             timeout = int(configured) if configured is not None else DEFAULT_STOP_TIMEOUT
         with contextlib.suppress(BerthError):
-            await self.sup.kill(rec.id, sig)
+            await self._signal(rec, sig)
         wait = None if timeout < 0 else float(timeout)
-        if await self._wait_exit(live, seen, wait):
-            return
-        log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
-        with contextlib.suppress(BerthError):
-            await self.sup.kill(rec.id, signals.SIGKILL, all=True)
-        if not await self._wait_exit(live, seen, KILL_WAIT):
-            raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+        if not await self._wait_exit(live, seen, wait):
+            log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
+            with contextlib.suppress(BerthError):
+                await self._signal(rec, signals.SIGKILL, all_=True)
+            if not await self._wait_exit(live, seen, KILL_WAIT):
+                raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+        self.emit(rec, "stop")
 
     async def kill(self, ref: str, signal: str | None = None) -> None:
         rec = self.get(ref)
@@ -566,9 +698,14 @@ class ContainerManager:
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
         live = self._live(rec.id)
+        self._stopped_by_user(rec, live, sig)
+        if rec.restarting:  # no process to signal: the restart is off, or waits on
+            if live.exit_on_next:
+                await self._cancel_restart(rec, live)
+            return
         seen = live.exits
         try:
-            await self.sup.kill(rec.id, sig)
+            await self._signal(rec, sig)
         except BerthError as e:
             raise Conflict(f"Cannot kill container: {ref}: {e.message}") from None
         if sig == signals.SIGKILL:
@@ -579,6 +716,16 @@ class ContainerManager:
         if rec.running:
             await self.stop(rec.id, timeout)
         await self.start(rec.id)
+        self.emit(rec, "restart")
+
+    def check_name_free(self, name: str, context: str = "") -> None:
+        other = next((r.id for r in self.records.values() if r.name == name), None)
+        if other is not None:
+            raise Conflict(
+                f'{context}Conflict. The container name "{name}" is already in use by container'
+                f' "{other}". You have to remove (or rename) that container to be able to reuse'
+                " that name."
+            )
 
     # -- remove
     async def remove(self, ref: str, force: bool = False) -> None:
@@ -586,15 +733,17 @@ class ContainerManager:
         live = self._live(rec.id)
         if rec.running:
             if not force:
-                raise Conflict(
-                    f"You cannot remove a running container {rec.id}. Stop the container"
-                    " before attempting removal or force remove"
-                )
-            seen = live.exits
-            with contextlib.suppress(BerthError):
-                await self.sup.kill(rec.id, signals.SIGKILL, all=True)
-            if not await self._wait_exit(live, seen, KILL_WAIT):
-                raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+                procedure = "Stop the container before attempting removal or force remove"
+                if rec.paused:
+                    procedure = "Unpause and then " + procedure[0].lower() + procedure[1:]
+                raise Conflict(f"You cannot remove a {rec.status} container {rec.id}. {procedure}")
+            self._stopped_by_user(rec, live)
+            if not await self._cancel_restart(rec, live):
+                seen = live.exits
+                with contextlib.suppress(BerthError):
+                    await self._signal(rec, signals.SIGKILL, all_=True)
+                if not await self._wait_exit(live, seen, KILL_WAIT):
+                    raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
         async with live.lock:
             if self.records.get(rec.id) is not rec:
                 raise NotFound(f"No such container: {ref}")
@@ -608,6 +757,7 @@ class ContainerManager:
             del self.records[rec.id]
             live.removed = True
         self.live.pop(rec.id, None)
+        self.emit(rec, "destroy")
         await live.notify()
         log.info("container %s: removed", rec.id)
 

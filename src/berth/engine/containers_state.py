@@ -172,10 +172,26 @@ class Record:
     log_path: str = ""
     rootfs: str = ""
     mounted: bool = False  # berthd mounted the rootfs (unmount before it goes)
+    # The user stopped or killed it (unless-stopped does not restart it, even at daemon start)
+    manually_stopped: bool = False
 
     @property
     def running(self) -> bool:
         return bool(self.state["Running"])
+
+    @property
+    def restarting(self) -> bool:
+        """Waiting for its restart policy's next start (``Running`` too, as in Docker)."""
+        return bool(self.state["Restarting"])
+
+    @property
+    def has_process(self) -> bool:
+        """The supervisor holds it: running or paused, not waiting to restart."""
+        return self.running and not self.restarting
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.state["Paused"])
 
     @property
     def status(self) -> str:
@@ -213,6 +229,7 @@ class Record:
             "LogPath": self.log_path,
             "Rootfs": self.rootfs,
             "Mounted": self.mounted,
+            "HasBeenManuallyStopped": self.manually_stopped,
         }
 
     @staticmethod
@@ -234,6 +251,7 @@ class Record:
             log_path=str(d.get("LogPath", "")),
             rootfs=str(d.get("Rootfs", "")),
             mounted=bool(d.get("Mounted", False)),
+            manually_stopped=bool(d.get("HasBeenManuallyStopped", False)),
         )
 
     def save(self, directory: str) -> None:
@@ -251,6 +269,9 @@ class Record:
         """``docker ps``'s STATUS column."""
         now = time.time() if now is None else now
         st = self.state
+        if st["Restarting"]:
+            ago = human_duration(now - parse_rfc3339(st["FinishedAt"]))
+            return f"Restarting ({st['ExitCode']}) {ago} ago"
         if st["Running"]:
             up = human_duration(now - parse_rfc3339(st["StartedAt"]))
             return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}"

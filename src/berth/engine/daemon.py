@@ -195,12 +195,15 @@ async def serve(
             engine_id=engine_id(paths),
             debug=debug,
         )
-        containers = ContainerManager(paths, state.images, state.image_lock, cgroup_parent)
+        containers = ContainerManager(
+            paths, state.images, state.image_lock, cgroup_parent, events=state.events
+        )
         await containers.open()
         state.image_in_use = containers.image_in_use
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
         app.on_shutdown.append(containers.shutdown)
+        app.on_shutdown.append(state.events.close)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site: web.BaseSite
