@@ -16,7 +16,12 @@ Rules:
   FinishedAt), the supervisor's record deleted (its cgroup goes), the rootfs unmounted, then
   waiters are woken; ``--rm`` containers are then removed (after a failed start too: the CLI
   waits for ``condition=removed``).
-- One ``asyncio.Lock`` per container orders start, exit handling and removal; waiters use
+- Restart policies (``containers_restart``): at an exit the record becomes ``restarting``
+  (saved) or ``exited``; a user's stop, kill or ``rm -f`` cancels restarts until the next start.
+  Pause, unpause and rename are ``containers_admin``'s; a signalled paused container is thawed.
+- Every lifecycle step is a container event on ``self.events`` (``emit``), after its record is
+  saved: create, start, kill (signal), oom, die (exitCode), stop, restart, destroy, pause …
+- One ``asyncio.Lock`` per container orders start, exit handling, removal and pause; waiters use
   one ``asyncio.Condition`` per container and counters (starts, exits) to tell "the next
   exit" from an old one.
 - Cgroups go under ``--cgroup-parent`` (``<parent>/<id>``, relative to the supervisor's own
@@ -40,6 +45,7 @@ from typing import Any
 
 from berth.engine import containers_admin, oci_config
 from berth.engine import containers_logs as clogs
+from berth.engine import containers_restart as restarts
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
 from berth.engine.containers_restart import Backoff, RestartPolicy
@@ -53,6 +59,8 @@ from berth.engine.containers_state import (
     new_id,
     now_rfc3339,
     parse_rfc3339,
+    parse_signal,
+    start_exit_code,
 )
 from berth.engine.events import EventBus
 from berth.engine.paths import Paths
@@ -71,34 +79,6 @@ RECONNECT_DELAY = 0.5
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def parse_signal(text: str | int | None, default: int = signals.SIGTERM) -> int:
-    """``SIGTERM``, ``TERM``, ``15`` (Docker's forms); ``InvalidArgument`` otherwise."""
-    if text is None or text == "":
-        return default
-    if isinstance(text, int):
-        return text
-    value = text.strip().upper()
-    if value.isdigit():
-        number = int(value)
-        if 0 < number < 65:
-            return number
-    else:
-        name = value if value.startswith("SIG") else "SIG" + value
-        found = getattr(signals.Signals, name, None)
-        if found is not None:
-            return int(found)
-    raise InvalidArgument(f"Invalid signal: {text}")
-
-
-def start_exit_code(message: str) -> int:
-    """The ExitCode dockerd records for a start that failed (and the CLI derives)."""
-    if "executable file not found" in message or "no such file or directory" in message:
-        return 127
-    if "permission denied" in message or "is a directory" in message:
-        return 126
-    return 128
 
 
 @dataclass
@@ -193,7 +173,7 @@ class ContainerManager:
         self._watcher = asyncio.create_task(self._watch())
         await asyncio.wait_for(self._subscribed.wait(), 30)
         log.info("containers: %d loaded", len(self.records))
-        await self._restart_at_open()
+        await restarts.restart_at_open(self)
 
     async def shutdown(self, _app: object = None) -> None:
         """The API is stopping (aiohttp's ``on_shutdown``): end every wait and stream."""
@@ -567,7 +547,7 @@ class ContainerManager:
             live.exits += 1
             if again:
                 delay = live.backoff.next(ran_for)
-                live.restart_task = self._spawn(self._restart_later(rec.id, delay))
+                live.restart_task = self._spawn(restarts.restart_later(self, rec.id, delay))
         if ex.oom_killed:
             self.emit(rec, "oom")
         self.emit(rec, "die", exitCode=str(ex.exit_code), execDuration=str(int(ran_for)))
@@ -582,89 +562,22 @@ class ContainerManager:
         if rec.auto_remove and not again:
             await self._auto_remove(rec.id)
 
-    async def _restart_later(self, cid: str, delay: float) -> None:
-        """The restart policy's start, ``delay`` s after an exit (cancelled by a user's stop,
-        kill or removal)."""
-        await asyncio.sleep(delay)
-        rec = self.records.get(cid)
-        if rec is None:
-            return
-        live = self._live(cid)
-        async with live.lock:
-            if self.records.get(cid) is not rec or not rec.restarting:
-                return
-            live.restart_task = None
-            try:
-                await self._start_locked(rec, live)
-            except InvalidArgument as e:  # recorded by _start_failed: it stays exited
-                log.warning("container %s: restart failed: %s", cid, e.message)
-        await live.notify()
-
-    async def _restart_at_open(self) -> None:
-        """After a daemon start: restarts that were waiting, and the stopped containers that
-        their policy brings back (``containers_restart``'s rule)."""
-        for rec in list(self.records.values()):
-            if rec.restarting:
-                live = self._live(rec.id)
-                live.restart_task = self._spawn(self._restart_later(rec.id, 0.0))
-                continue
-            policy = RestartPolicy.of(rec.host_config)
-            if (
-                rec.running
-                or rec.status not in ("exited", "created")
-                or rec.state["StartedAt"] == ZERO_TIME
-                or not policy.on_exit(
-                    rec.state["ExitCode"], rec.manually_stopped, rec.restart_count
-                )
-            ):
-                continue
-            log.info("container %s: started again at daemon start (%s)", rec.id, policy.name)
-            try:
-                await self.start(rec.id)
-            except BerthError as e:
-                log.warning("container %s: no start at daemon start: %s", rec.id, e.message)
-
     async def _auto_remove(self, cid: str) -> None:
         try:
             await self.remove(cid, force=True)
         except NotFound:
             pass
 
-    def _stopped_by_user(self, rec: Record, live: Live, sig: int | None = None) -> None:
-        """A stop, kill or forced removal: no restart at this exit (dockerd's ExitOnNext: a
-        kill with a signal other than the container's StopSignal keeps the policy), and
-        ``unless-stopped`` stays stopped, even at daemon start, until the next start."""
-        stop_signal = rec.config.get("StopSignal")
-        if sig is None or sig == signals.SIGKILL or not stop_signal:
-            live.exit_on_next = True
-        else:
-            live.exit_on_next = live.exit_on_next or parse_signal(stop_signal) == sig
-        rec.manually_stopped = True
-        rec.save(self.bundle(rec.id))
-
-    async def _cancel_restart(self, rec: Record, live: Live) -> bool:
-        """If ``rec`` waits to restart: it will not, it is exited now (True)."""
-        async with live.lock:
-            if not rec.restarting:
-                return False
-            if live.restart_task is not None:
-                live.restart_task.cancel()
-                live.restart_task = None
-            rec.state.update(Status="exited", Running=False, Restarting=False)
-            rec.save(self.bundle(rec.id))
-        await live.notify()
-        return True
-
     # -- stop, kill, restart
     async def _wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
         return await live.wait_for(lambda: live.exits > after or live.removed, timeout)
 
     async def _signal(self, rec: Record, sig: int, all_: bool = False) -> None:
-        """Send ``sig`` (the kill event); a paused container is thawed after it, so that it
-        acts on it (as dockerd does)."""
+        """Send ``sig`` (the kill event); a paused container that is to stop is thawed after
+        it, so that it acts on it (as dockerd does)."""
         await self.sup.kill(rec.id, sig, all=all_)
         self.emit(rec, "kill", signal=str(sig))
-        if rec.paused:
+        if rec.paused and self._live(rec.id).exit_on_next:
             await containers_admin.thaw(self, rec)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
@@ -672,8 +585,8 @@ class ContainerManager:
         if not rec.running:
             raise NotModified(f"container {rec.id} is already stopped")
         live = self._live(rec.id)
-        self._stopped_by_user(rec, live)
-        if await self._cancel_restart(rec, live):
+        restarts.stopped_by_user(self, rec, live)
+        if await restarts.cancel_restart(self, rec, live):
             self.emit(rec, "stop")
             return
         seen = live.exits
@@ -698,10 +611,10 @@ class ContainerManager:
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
         live = self._live(rec.id)
-        self._stopped_by_user(rec, live, sig)
+        restarts.stopped_by_user(self, rec, live, sig)
         if rec.restarting:  # no process to signal: the restart is off, or waits on
             if live.exit_on_next:
-                await self._cancel_restart(rec, live)
+                await restarts.cancel_restart(self, rec, live)
             return
         seen = live.exits
         try:
@@ -737,8 +650,8 @@ class ContainerManager:
                 if rec.paused:
                     procedure = "Unpause and then " + procedure[0].lower() + procedure[1:]
                 raise Conflict(f"You cannot remove a {rec.status} container {rec.id}. {procedure}")
-            self._stopped_by_user(rec, live)
-            if not await self._cancel_restart(rec, live):
+            restarts.stopped_by_user(self, rec, live)
+            if not await restarts.cancel_restart(self, rec, live):
                 seen = live.exits
                 with contextlib.suppress(BerthError):
                     await self._signal(rec, signals.SIGKILL, all_=True)

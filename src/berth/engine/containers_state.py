@@ -18,6 +18,7 @@ import os
 import random
 import re
 import secrets
+import signal as signals
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,34 @@ def parse_rfc3339(text: str) -> float:
         main, zone = main[:19], main[19:]
     stamp = datetime.datetime.fromisoformat(main + (zone or "+00:00")).timestamp()
     return stamp + (float("0." + frac) if frac else 0.0)
+
+
+def parse_signal(text: str | int | None, default: int = signals.SIGTERM) -> int:
+    """``SIGTERM``, ``TERM``, ``15`` (Docker's forms); ``InvalidArgument`` otherwise."""
+    if text is None or text == "":
+        return default
+    if isinstance(text, int):
+        return text
+    value = text.strip().upper()
+    if value.isdigit():
+        number = int(value)
+        if 0 < number < 65:
+            return number
+    else:
+        name = value if value.startswith("SIG") else "SIG" + value
+        found = getattr(signals.Signals, name, None)
+        if found is not None:
+            return int(found)
+    raise InvalidArgument(f"Invalid signal: {text}")
+
+
+def start_exit_code(message: str) -> int:
+    """The ExitCode dockerd records for a start that failed (and the CLI derives)."""
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message or "is a directory" in message:
+        return 126
+    return 128
 
 
 def new_id() -> str:
