@@ -1,24 +1,19 @@
 """Events, restart policies, pause/unpause and rename in berthd, driven by the docker CLI 28
-and docker-py: a private berthd (the ``berthd`` fixture of ``test_berthd_containers``, one per
-module), and one of its own for the daemon-restart test. Each test removes its containers."""
+and docker-py, on a private berthd (the ``berthd`` fixture of ``test_berthd_containers``, one
+per module; the daemon-restart test has one of its own). Each test removes its containers."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_berthd_containers import _client, _inspect, _launch, _mounts_under, berthd
-from test_berthd_images import Daemon, stop_daemon, stop_supervisor
-
-import leakcheck
+from test_berthd_containers import _client, _inspect, berthd, own_berthd
+from test_berthd_images import Daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 __all__ = ["berthd"]  # the module's daemon (a fixture shared by import)
@@ -180,11 +175,7 @@ def test_invalid_restart_policies_are_400(berthd: Daemon) -> None:
 
 
 def test_daemon_restart_brings_always_back_but_not_a_stopped_unless_stopped() -> None:
-    home = Path(tempfile.mkdtemp(prefix="berthd-pol-"))
-    parent = leakcheck.tagged_name()
-    d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
-    try:
-        d.docker("pull", "busybox")
+    with own_berthd("berthd-pol-") as (d, relaunch):
         for name, policy in (("always", "always"), ("unless", "unless-stopped")):
             d.docker("run", "-d", "--name", name, "--restart", policy, "busybox", "sh", "-c", LOOP)
             d.docker("stop", "-t", "0", name)
@@ -193,23 +184,11 @@ def test_daemon_restart_brings_always_back_but_not_a_stopped_unless_stopped() ->
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
         time.sleep(1.5)  # "crashes" exits while no berthd listens
-        d.proc = _launch(home, parent)
+        relaunch()
         assert _state(d, "always")["Status"] == "running"  # always: even after a user's stop
         assert _state(d, "unless")["Status"] == "exited"
         _until(lambda: _inspect(d, "crashes")["RestartCount"] >= 1)
         d.docker("rm", "-f", "always", "unless", "crashes")
-    finally:
-        if d.proc.poll() is None:
-            left = d.docker("ps", "-aq", check=False).stdout.split()
-            if left:
-                d.docker("rm", "-f", *left, check=False)
-        code = stop_daemon(d)
-        stop_supervisor(d.data_root)
-        leaked = _mounts_under(str(d.data_root))
-        log = (home / "berthd.log").read_text(errors="replace")
-        shutil.rmtree(home)
-    assert code == 0 and not leaked, leaked
-    assert "Traceback" not in log, log
 
 
 # --------------------------------------------------------------------------- pause, rename
