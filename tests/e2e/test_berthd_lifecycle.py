@@ -145,7 +145,10 @@ def test_restarting_shows_in_ps_and_stop_cancels_it(berthd: Daemon) -> None:
     state = _state(berthd, "rp-loop")
     assert state["Status"] == "exited" and not state["Running"] and not state["Restarting"]
     assert _inspect(berthd, "rp-loop")["RestartCount"] >= 1
-    berthd.docker("rm", "rp-loop")
+    berthd.docker("start", "rp-loop")
+    _until(lambda: _state(berthd, "rp-loop")["Restarting"])
+    berthd.docker("rm", "-f", "rp-loop")  # a restarting container goes with -f
+    assert "rp-loop" not in berthd.docker("ps", "-a", "--format", "{{.Names}}").stdout
 
 
 def test_invalid_restart_policies_are_400(berthd: Daemon) -> None:
@@ -225,6 +228,14 @@ def test_pause_freezes_and_unpause_thaws(berthd: Daemon) -> None:
     assert state["Status"] == "exited" and not state["Paused"] and state["ExitCode"] == 143
     stopped = berthd.docker("pause", "pz", check=False)
     assert stopped.returncode == 1 and "is not running" in stopped.stderr
+    berthd.docker("start", "pz")
+    berthd.docker("pause", "pz")
+    since = time.time()
+    berthd.docker("kill", "pz")
+    state = _state(berthd, "pz")
+    assert state["Status"] == "exited" and not state["Paused"] and state["ExitCode"] == 137
+    actions = [r["Action"] for r in _events(berthd, since, "--filter", "container=pz")]
+    assert actions == ["kill", "unpause", "die"], actions
     berthd.docker("start", "pz")
     berthd.docker("pause", "pz")
     berthd.docker("rm", "-f", "pz")  # a paused container goes with -f

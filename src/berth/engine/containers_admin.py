@@ -22,6 +22,7 @@ from berth.engine.containers_state import Record, check_name
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.runtime import container as runtime_container
 from berth.runtime import store as runtime_store
+from berth.spec.state import Status
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,9 +32,13 @@ log = logging.getLogger(__name__)
 
 
 def _freezer(m: ContainerManager, verb: str, cid: str) -> None:
-    """The runtime's pause/resume on the supervisor's record (it freezes the cgroup)."""
+    """The runtime's pause/resume on the supervisor's record (it freezes the cgroup). A resume
+    of a container no longer frozen (a kill of all its processes thaws it) has nothing to do."""
     st = runtime_store.Store(m.supervisor_root)
-    (runtime_container.pause if verb == "pause" else runtime_container.resume)(st, cid)
+    if verb == "pause":
+        runtime_container.pause(st, cid)
+    elif runtime_container.load(st, cid).status == Status.PAUSED:
+        runtime_container.resume(st, cid)
 
 
 async def pause(m: ContainerManager, ref: str) -> None:
