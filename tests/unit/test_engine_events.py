@@ -213,3 +213,27 @@ def test_events_stream_live_until_a_future_until(tmp_path: Path) -> None:
         assert time.monotonic() - began < 3
 
     _run(tmp_path, body)
+
+
+def test_events_streams_end_when_the_daemon_stops(tmp_path: Path) -> None:
+    async def main() -> None:
+        paths = Paths(str(tmp_path / "root"))
+        paths.make()
+        images = ImageStore(paths.images, snapshot_mode="copy")
+        state = api.Engine(paths=paths, images=images, engine_id="e1")
+        client = TestClient(TestServer(api.make_app(state)))
+        await client.start_server()
+        try:
+            response = await client.get("/v1.43/events")
+            assert response.status == 200
+            state.events.emit("container", "start", CID)
+            assert json.loads(await response.content.readline())["Action"] == "start"
+            reading = asyncio.ensure_future(response.content.read())
+            await asyncio.sleep(0.1)
+            assert not reading.done()  # no until: the stream stays open
+            await client.app.shutdown()  # aiohttp's on_shutdown, as at SIGTERM
+            assert await asyncio.wait_for(reading, 5) == b""
+        finally:
+            await client.close()
+
+    asyncio.run(main())

@@ -93,6 +93,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     app = web.Application(middlewares=[_middleware])
     app[ENGINE] = state
     app.on_response_prepare.append(_common_headers)
+    app.on_shutdown.append(state.events.close)  # open GET /events streams end
     add_routes(app, [("HEAD", "/_ping", ping_head), ("GET", "/_ping", ping)])
     add_routes(app, api_containers.ROUTES)  # first: its /info and /system/df wrap api_system's
     add_routes(app, api_system.ROUTES)

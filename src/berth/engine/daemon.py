@@ -203,7 +203,6 @@ async def serve(
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
         app.on_shutdown.append(containers.shutdown)
-        app.on_shutdown.append(state.events.close)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site: web.BaseSite
