@@ -52,6 +52,10 @@ def test_events_since_until_and_filters(berthd: Daemon) -> None:
     berthd.docker("rm", "ev-one")
     berthd.docker("tag", "busybox", "ev-tagged:1")
     berthd.docker("rmi", "ev-tagged:1")
+    archive = str(berthd.home / "ev-busybox.tar")
+    berthd.docker("save", "-o", archive, "busybox")
+    berthd.docker("load", "-i", archive)
+    os.unlink(archive)
     rows = _events(berthd, since)
     container = [r["Action"] for r in rows if r["Type"] == "container"]
     assert container == ["create", "start", "die", "destroy"], rows
@@ -63,7 +67,9 @@ def test_events_since_until_and_filters(berthd: Daemon) -> None:
     }  # fmt: skip
     assert die["scope"] == "local" and die["time"] == die["timeNano"] // 10**9
     image = [(r["Action"], r["Actor"]["Attributes"]["name"]) for r in rows if r["Type"] == "image"]
-    assert ("tag", "ev-tagged:1") in image and image[-1][0] == "untag", image
+    image_id = berthd.docker("image", "inspect", "-f", "{{.Id}}", "busybox").stdout.strip()
+    assert image == [("tag", "ev-tagged:1"), ("untag", image_id), ("save", image_id),
+                     ("load", image_id)], image  # fmt: skip
     only_die = _events(berthd, since, "--filter", "event=die")
     assert [r["Action"] for r in only_die] == ["die"]
     by_label = _events(berthd, since, "--filter", "label=team=a", "--filter", "type=container")
