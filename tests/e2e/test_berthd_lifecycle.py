@@ -242,7 +242,7 @@ def test_pause_freezes_and_unpause_thaws(berthd: Daemon) -> None:
     state = _state(berthd, "pz")
     assert state["Status"] == "exited" and not state["Paused"] and state["ExitCode"] == 137
     actions = [r["Action"] for r in _events(berthd, since, "--filter", "container=pz")]
-    assert actions == ["kill", "unpause", "die"], actions
+    assert actions == ["kill", "die"], actions  # as dockerd 20.10 shows it
     berthd.docker("start", "pz")
     berthd.docker("pause", "pz")
     berthd.docker("rm", "-f", "pz")  # a paused container goes with -f

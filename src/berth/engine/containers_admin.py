@@ -62,18 +62,20 @@ async def unpause(m: ContainerManager, ref: str) -> None:
     rec = m.get(ref)
     if not rec.paused:
         raise Conflict(f"Container {rec.id} is not paused")
-    await thaw(m, rec)
+    await thaw(m, rec, event=True)
 
 
-async def thaw(m: ContainerManager, rec: Record) -> None:
-    """Unpause ``rec`` if it is paused (and still has its process)."""
+async def thaw(m: ContainerManager, rec: Record, event: bool = False) -> None:
+    """Unpause ``rec`` if it is paused (and still has its process); the ``unpause`` event is
+    the user's unpause's only (dockerd shows none when a kill or stop thaws a container)."""
     async with m.lock_of(rec.id):
         if not rec.paused or not rec.has_process:
             return
         await asyncio.to_thread(_freezer, m, "resume", rec.id)
         rec.state.update(Status="running", Paused=False)
         rec.save(m.bundle(rec.id))
-    m.emit(rec, "unpause")
+    if event:
+        m.emit(rec, "unpause")
 
 
 async def rename(m: ContainerManager, ref: str, new_name: str) -> None:
