@@ -80,6 +80,17 @@ def test_events_since_until_and_filters(berthd: Daemon) -> None:
     assert "cannot be after `until` time (50" in bad.stderr
 
 
+def test_an_oom_kill_is_an_oom_event_before_die(berthd: Daemon) -> None:
+    since = time.time()
+    proc = berthd.docker("run", "--rm", "--name", "ev-oom", "--memory", "32m", "busybox",
+                         "dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1",
+                         check=False)  # fmt: skip
+    assert proc.returncode == 137, proc.stderr
+    rows = _events(berthd, since, "--filter", "container=ev-oom")
+    assert [r["Action"] for r in rows] == ["create", "start", "oom", "die", "destroy"]
+    assert rows[3]["Actor"]["Attributes"]["exitCode"] == "137"
+
+
 def test_docker_py_streams_events_while_a_container_runs(berthd: Daemon) -> None:
     client = _client(berthd)
     try:
