@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from test_berthd_containers import _client, _inspect, berthd, own_berthd
-from test_berthd_images import Daemon
+from test_berthd_images import DOCKER, Daemon
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 __all__ = ["berthd"]  # the module's daemon (a fixture shared by import)
@@ -158,8 +159,12 @@ def test_restarting_shows_in_ps_and_stop_cancels_it(berthd: Daemon) -> None:
     rows = berthd.docker("ps", "--format", "{{.Names}} {{.Status}}").stdout
     assert "rp-loop Restarting (5)" in rows or "rp-loop Up" in rows, rows
     refused = berthd.docker("rm", "rp-loop", check=False)
-    assert refused.returncode != 0
+    assert "You cannot remove a restarting container" in refused.stderr
+    waiting = subprocess.Popen(
+        [DOCKER, "-H", berthd.url, "wait", "rp-loop"], stdout=subprocess.PIPE, text=True
+    )
     berthd.docker("stop", "rp-loop")
+    assert waiting.communicate(timeout=15)[0] == "5\n"  # the stop ended the wait
     state = _state(berthd, "rp-loop")
     assert state["Status"] == "exited" and not state["Running"] and not state["Restarting"]
     assert _inspect(berthd, "rp-loop")["RestartCount"] >= 1

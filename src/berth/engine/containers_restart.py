@@ -178,7 +178,8 @@ def stopped_by_user(m: ContainerManager, rec: Record, live: Live, sig: int | Non
 
 
 async def cancel_restart(m: ContainerManager, rec: Record, live: Live) -> bool:
-    """If ``rec`` waits to restart: it will not, it is exited now (True)."""
+    """If ``rec`` waits to restart: it will not, it is exited now (True), which ends the
+    waits for its next exit (with the last exit's code)."""
     async with live.lock:
         if not rec.restarting:
             return False
@@ -187,5 +188,7 @@ async def cancel_restart(m: ContainerManager, rec: Record, live: Live) -> bool:
             live.restart_task = None
         rec.state.update(Status="exited", Running=False, Restarting=False)
         rec.save(m.bundle(rec.id))
+        live.exit_code, live.error = int(rec.state["ExitCode"]), ""
+        live.exits += 1
     await live.notify()
     return True
