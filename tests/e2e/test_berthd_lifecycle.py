@@ -243,6 +243,7 @@ def test_pause_freezes_and_unpause_thaws(berthd: Daemon) -> None:
     assert state["Paused"] and state["Status"] == "paused" and state["Running"]
     row = berthd.docker("ps", "--filter", "status=paused", "--format", "{{.Names}} {{.Status}}")
     assert row.stdout.startswith("pz Up") and "(Paused)" in row.stdout
+    time.sleep(0.3)  # what it wrote before the freeze reaches the log
     frozen = _log_lines(berthd, "pz")
     time.sleep(0.5)
     assert _log_lines(berthd, "pz") == frozen  # nothing runs

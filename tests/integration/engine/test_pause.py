@@ -52,6 +52,7 @@ def test_the_engine_freezes_and_thaws_a_supervisors_container(
 
     containers_admin._freezer(manager, "pause", cid)
     assert c.state(cid).status == "paused"
+    time.sleep(0.3)  # what it wrote before the freeze reaches the log
     frozen = _lines(log_path)
     time.sleep(0.3)
     assert _lines(log_path) == frozen
