@@ -139,6 +139,11 @@ async def restart_later(m: ContainerManager, cid: str, delay: float) -> None:
             await m._start_locked(rec, live)
         except InvalidArgument as e:  # recorded by _start_failed: it stays exited
             log.warning("container %s: restart failed: %s", cid, e.message)
+        except (BerthError, OSError) as e:  # before the supervisor (its rootfs): exited too
+            log.error("container %s: restart failed: %s", cid, e)
+            rec.state.update(Status="exited", Running=False, Restarting=False, Error=str(e))
+            rec.save(m.bundle(cid))
+            live.exits += 1
     await live.notify()
 
 
@@ -160,8 +165,8 @@ async def restart_at_open(m: ContainerManager) -> None:
         log.info("container %s: started again at daemon start (%s)", rec.id, policy.name)
         try:
             await m.start(rec.id)
-        except BerthError as e:
-            log.warning("container %s: no start at daemon start: %s", rec.id, e.message)
+        except (BerthError, OSError) as e:
+            log.warning("container %s: no start at daemon start: %s", rec.id, e)
 
 
 def stopped_by_user(m: ContainerManager, rec: Record, live: Live, sig: int | None = None) -> None:
