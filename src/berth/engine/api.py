@@ -52,7 +52,8 @@ Route = tuple[str, str, Handler]
 
 @dataclass
 class Engine:
-    """What the handlers share: paths, stores, the daemon's identity, and the image lock."""
+    """What the handlers share: paths, stores, the daemon's identity, the image lock and the
+    event bus."""
 
     paths: Paths
     images: ImageStore
