@@ -1,8 +1,8 @@
 """berthd's pause on the kernel: the engine freezes a supervisor's container with the
 runtime's verbs on the supervisor's record (``containers_admin``), the supervisor then reports
-it paused and nothing in it runs; the runtime's kill of all its processes leaves it frozen, so
-the engine resumes it after a signal that stops it; a resume of a container that is not paused
-has nothing to do. The supervisor is ``test_supervisor``'s fixture (one per test)."""
+it paused and nothing in it runs; the runtime's kill of all its processes may leave it frozen,
+so the engine resumes it after a signal that stops it; a resume of a container that is not
+paused has nothing to do. The supervisor is ``test_supervisor``'s fixture (one per test)."""
 
 from __future__ import annotations
 
@@ -64,9 +64,10 @@ def test_the_engine_freezes_and_thaws_a_supervisors_container(
 
     containers_admin._freezer(manager, "pause", cid)
     c.kill(cid, signal.SIGKILL, all=True)
-    time.sleep(0.2)
-    assert c.state(cid).status == "paused"  # the runtime's kill --all leaves it frozen …
-    containers_admin._freezer(manager, "resume", cid)  # … so the engine thaws it after
+    # the runtime's kill --all thaws and freezes again: the processes may or may not have
+    # died in between; the engine's resume after a stopping signal works either way
+    assert c.state(cid).status in ("paused", "stopped")
+    containers_admin._freezer(manager, "resume", cid)
     assert c.wait(cid).exit_code == 137
     containers_admin._freezer(manager, "resume", cid)  # stopped: nothing to do
     c.delete(cid)
