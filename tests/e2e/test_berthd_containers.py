@@ -8,6 +8,7 @@ by design), and checks that no rootfs mount is left under the data root.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,24 +211,49 @@ def test_logs_follow_info_and_df(berthd: Daemon) -> None:
     _no_containers(berthd)
 
 
+@contextlib.contextmanager
+def own_berthd(prefix: str) -> Iterator[tuple[Daemon, Callable[[], None]]]:
+    """A daemon of the test's own, and a function that starts it again after the test stopped
+    it (same data root and cgroup parent); at the end its containers are removed, it and its
+    supervisor stop, and no mount or traceback may be left."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    parent = leakcheck.tagged_name()
+    d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
+
+    def relaunch() -> None:
+        d.proc = _launch(home, parent)
+
+    try:
+        d.docker("pull", "busybox")
+        yield d, relaunch
+    finally:
+        if d.proc.poll() is None:
+            left = d.docker("ps", "-aq", check=False).stdout.split()
+            if left:
+                d.docker("rm", "-f", *left, check=False)
+        code = stop_daemon(d)
+        stop_supervisor(d.data_root)
+        leaked = _mounts_under(str(d.data_root))
+        log = (home / "berthd.log").read_text(errors="replace")
+        shutil.rmtree(home)
+    assert code == 0 and not leaked, leaked
+    assert "Traceback" not in log, log
+
+
 def test_daemon_restart_keeps_containers() -> None:
     """berthd stops, then crashes (its supervisor and containers go on); a container that
     exits meanwhile is seen exited on restart, a running one keeps running and stops as usual.
     A daemon of its own, stopped (with its supervisor) by the end of the test."""
-    home = Path(tempfile.mkdtemp(prefix="berthd-rst-"))
-    parent = leakcheck.tagged_name()
-    d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
-    try:
-        d.docker("pull", "busybox")
+    with own_berthd("berthd-rst-") as (d, relaunch):
         d.docker("run", "-d", "--name", "stays", "busybox", "sleep", "30")
         d.docker("run", "-d", "--name", "ends", "busybox", "sh", "-c", "sleep 0.5; exit 4")
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
         time.sleep(1.0)  # "ends" exits while no berthd listens
-        d.proc = _launch(home, parent)
+        relaunch()
         d.proc.kill()  # a crash this time: kill -9 leaves the socket and the pid file
         d.proc.wait()
-        d.proc = _launch(home, parent)
+        relaunch()
         ended = _inspect(d, "ends")["State"]
         assert ended["Status"] == "exited" and ended["ExitCode"] == 4
         stays = _inspect(d, "stays")["State"]
@@ -236,16 +263,6 @@ def test_daemon_restart_keeps_containers() -> None:
         d.docker("rm", "stays", "ends")
         _no_containers(d)
         assert not _mounts_under(str(d.data_root))
-    finally:
-        if d.proc.poll() is None:
-            left = d.docker("ps", "-aq", check=False).stdout.split()
-            if left:
-                d.docker("rm", "-f", *left, check=False)
-        code = stop_daemon(d)
-        stop_supervisor(d.data_root)
-        leaked = _mounts_under(str(d.data_root))
-        shutil.rmtree(home)
-    assert code == 0 and not leaked, leaked
 
 
 # --------------------------------------------------------------------------- docker-py

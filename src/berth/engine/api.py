@@ -33,6 +33,7 @@ from aiohttp.streams import StreamReader
 
 import berth
 from berth.engine import api_errors
+from berth.engine.events import EventBus
 from berth.engine.filters import Filters, parse_bool
 from berth.engine.paths import Paths
 from berth.errors import InvalidArgument
@@ -51,7 +52,8 @@ Route = tuple[str, str, Handler]
 
 @dataclass
 class Engine:
-    """What the handlers share: paths, stores, the daemon's identity, and the image lock."""
+    """What the handlers share: paths, stores, the daemon's identity, the image lock and the
+    event bus."""
 
     paths: Paths
     images: ImageStore
@@ -62,6 +64,8 @@ class Engine:
     image_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Whether a container uses the image (containers come in the next slice).
     image_in_use: Callable[[str], bool] = field(default=lambda _image_id: False)
+    # What happened (GET /events); the ContainerManager emits into the same bus.
+    events: EventBus = field(default_factory=EventBus)
 
 
 ENGINE = web.AppKey("engine", Engine)
@@ -85,17 +89,26 @@ def request_id(request: web.Request | None = None) -> str:
 
 def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Application:
     """The aiohttp application serving the Docker Engine API over ``state``."""
-    from berth.engine import api_build, api_containers, api_images, api_resources, api_system
+    from berth.engine import (
+        api_build,
+        api_containers,
+        api_events,
+        api_images,
+        api_resources,
+        api_system,
+    )
 
     app = web.Application(middlewares=[_middleware])
     app[ENGINE] = state
     app.on_response_prepare.append(_common_headers)
+    app.on_shutdown.append(state.events.close)  # open GET /events streams end
     add_routes(app, [("HEAD", "/_ping", ping_head), ("GET", "/_ping", ping)])
     add_routes(app, api_containers.ROUTES)  # first: its /info and /system/df wrap api_system's
     add_routes(app, api_system.ROUTES)
     add_routes(app, api_images.ROUTES)
     add_routes(app, api_build.ROUTES)
     add_routes(app, api_resources.ROUTES)
+    add_routes(app, api_events.ROUTES)
     add_routes(app, extra_routes)
     return app
 

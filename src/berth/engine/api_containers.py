@@ -1,5 +1,5 @@
 """Container endpoints over ``containers.ContainerManager``: create, start, wait, stop, kill,
-restart, remove, list, inspect, logs, attach (hijacked), prune.
+restart, pause, unpause, rename, remove, list, inspect, logs, attach (hijacked), prune.
 
 Rules (``shared/docker-cli-contract.md``):
 - ``/wait`` sends its 200 headers at once (chunked) and the JSON body only when the condition
@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from berth.engine import api, api_system
+from berth.engine import api, api_system, containers_admin
 from berth.engine import containers_logs as logs
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record, parse_rfc3339
@@ -95,6 +95,21 @@ async def kill(request: web.Request) -> web.StreamResponse:
 
 async def restart(request: web.Request) -> web.StreamResponse:
     await manager(request).restart(_id(request), _int_query(request, "t"))
+    return web.Response(status=204)
+
+
+async def pause(request: web.Request) -> web.StreamResponse:
+    await containers_admin.pause(manager(request), _id(request))
+    return web.Response(status=204)
+
+
+async def unpause(request: web.Request) -> web.StreamResponse:
+    await containers_admin.unpause(manager(request), _id(request))
+    return web.Response(status=204)
+
+
+async def rename(request: web.Request) -> web.StreamResponse:
+    await containers_admin.rename(manager(request), _id(request), request.query.get("name", ""))
     return web.Response(status=204)
 
 
@@ -373,6 +388,9 @@ ROUTES: list[api.Route] = [
     ("POST", "/containers/{id}/stop", stop),
     ("POST", "/containers/{id}/kill", kill),
     ("POST", "/containers/{id}/restart", restart),
+    ("POST", "/containers/{id}/pause", pause),
+    ("POST", "/containers/{id}/unpause", unpause),
+    ("POST", "/containers/{id}/rename", rename),
     ("POST", "/containers/{id}/attach", attach),
     ("GET", "/containers/{id}/logs", container_logs),
     ("DELETE", "/containers/{id}", remove),

@@ -15,6 +15,8 @@ Rules:
 - Names in paths contain ``/`` and ``:``: routes match on the suffix (``/images/{name:.+}/json``).
 - ``rmi``'s ``noprune`` changes nothing: Berth's images have no parent images to keep; what
   the removed image alone used goes at once (``gc``), so ``system df`` shows it gone.
+- Each pull, tag, untag, delete, load, import and save is an image event (``Engine.events``)
+  with dockerd's actor: the image id (the reference for a pull) and its ``name``.
 - ``import``'s ``changes`` are the Dockerfile instructions dockerd allows for
   ``--change``; a URL as ``fromSrc`` is refused (nothing is fetched from the network).
 - ``/commit``: the container's active snapshot's upper dir as a new layer on its image
@@ -95,6 +97,19 @@ def select(rows: list[ImageSummary], f: Filters, now: float | None = None) -> li
     return out
 
 
+def _event(request: web.Request, action: str, actor_id: str, name: str = "") -> None:
+    api.engine(request).events.emit("image", action, actor_id, {"name": name or actor_id})
+
+
+def _removal_events(request: web.Request, image_id: str, entries: list[dict[str, str]]) -> None:
+    """untag and delete events of an ``rmi`` or a prune (by ref when the id is unknown)."""
+    for entry in entries:
+        if "Untagged" in entry:
+            _event(request, "untag", image_id or entry["Untagged"], image_id)
+        elif "Deleted" in entry:
+            _event(request, "delete", entry["Deleted"])
+
+
 def _familiar(text: str) -> str:
     try:
         return reference.parse(text).familiar()
@@ -139,6 +154,7 @@ async def tag_image(request: web.Request) -> web.StreamResponse:
         raise InvalidArgument("repository name must have at least one component")
     target = f"{repo}:{tag}" if tag else repo
     image = await asyncio.to_thread(state.images.tag, _name(request), target)
+    _event(request, "tag", image.id, _familiar(target))
     log.info("req %s: tagged %s as %s", api.request_id(request), image.short_id, target)
     return web.Response(status=201)
 
@@ -148,7 +164,11 @@ async def remove_image(request: web.Request) -> web.StreamResponse:
     force = api.query_bool(request, "force")
     name = _name(request)
 
+    image_id = ""
+
     def remove() -> list[dict[str, str]]:
+        nonlocal image_id
+        image_id = state.images.resolve(name).id
         out = state.images.remove(name, force=force, in_use=state.image_in_use)
         if any("Deleted" in entry for entry in out):
             state.images.gc()
@@ -156,6 +176,7 @@ async def remove_image(request: web.Request) -> web.StreamResponse:
 
     async with state.image_lock:
         result = await asyncio.to_thread(remove)
+    _removal_events(request, image_id, result)
     log.info("req %s: rmi %s: %s", api.request_id(request), name, result)
     return api.json_response(result)
 
@@ -185,6 +206,7 @@ async def prune_images(request: web.Request) -> web.StreamResponse:
 
     async with state.image_lock:
         result = await asyncio.to_thread(prune)
+    _removal_events(request, "", result["ImagesDeleted"] or [])
     return api.json_response(result)
 
 
@@ -205,11 +227,11 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     if not names:
         raise InvalidArgument("save: no images named (names=…)")
 
-    def check() -> None:
-        for name in names:
-            state.images.resolve(name)
+    def check() -> list[str]:
+        return [state.images.resolve(name).id for name in names]
 
-    await asyncio.to_thread(check)
+    for image_id in await asyncio.to_thread(check):
+        _event(request, "save", image_id)
     response = web.StreamResponse(status=200)
     response.content_type = "application/x-tar"
     response.enable_chunked_encoding()
@@ -224,6 +246,9 @@ async def load_images(request: web.Request) -> web.StreamResponse:
     reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
     async with state.image_lock:
         loaded = await asyncio.to_thread(archive.load, state.images, reader)
+        ids = await asyncio.to_thread(lambda: [state.images.resolve(n).id for n in loaded])
+    for image_id in dict.fromkeys(ids):
+        _event(request, "load", image_id)
     stream = await api.JsonStream(request).start()
     for name in loaded:
         if digests.is_digest(name):
@@ -283,6 +308,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     fresh = before is None or before.id != image.id
     verb = "Downloaded newer image for" if fresh else "Image is up to date for"
     await stream.send({"status": f"Status: {verb} {ref.familiar()}"})
+    _event(request, "pull", ref.familiar(), ref.familiar_name())
     log.info("req %s: pulled %s as %s (built-in)", rid, ref, image.short_id)
     return await stream.finish()
 
@@ -306,6 +332,7 @@ async def _import(request: web.Request) -> web.StreamResponse:
         image = await asyncio.to_thread(
             state.images.import_rootfs, reader, ref, config, query.get("message", "")
         )
+    _event(request, "import", image.id)
     log.info("req %s: imported %s as %s", api.request_id(request), image.short_id, ref)
     stream = await api.JsonStream(request).start()
     await stream.send({"status": image.id})

@@ -16,7 +16,12 @@ Rules:
   FinishedAt), the supervisor's record deleted (its cgroup goes), the rootfs unmounted, then
   waiters are woken; ``--rm`` containers are then removed (after a failed start too: the CLI
   waits for ``condition=removed``).
-- One ``asyncio.Lock`` per container orders start, exit handling and removal; waiters use
+- Restart policies (``containers_restart``): at an exit the record becomes ``restarting``
+  (saved) or ``exited``; a user's stop, kill or ``rm -f`` cancels restarts until the next start.
+  Pause, unpause and rename are ``containers_admin``'s; a signalled paused container is thawed.
+- Every lifecycle step is a container event on ``self.events`` (``emit``), after its record is
+  saved: create, start, kill (signal), oom, die (exitCode), stop, restart, destroy, pause …
+- One ``asyncio.Lock`` per container orders start, exit handling, removal and pause; waiters use
   one ``asyncio.Condition`` per container and counters (starts, exits) to tell "the next
   exit" from an old one.
 - Cgroups go under ``--cgroup-parent`` (``<parent>/<id>``, relative to the supervisor's own
@@ -38,10 +43,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.engine import containers_admin, oci_config
 from berth.engine import containers_logs as clogs
-from berth.engine import oci_config
+from berth.engine import containers_restart as restarts
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
+from berth.engine.containers_restart import Backoff, RestartPolicy
 from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
 from berth.engine.containers_state import (
     ZERO_TIME,
@@ -51,7 +58,11 @@ from berth.engine.containers_state import (
     merged_config,
     new_id,
     now_rfc3339,
+    parse_rfc3339,
+    parse_signal,
+    start_exit_code,
 )
+from berth.engine.events import EventBus
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -70,34 +81,6 @@ RECONNECT_DELAY = 0.5
 # --------------------------------------------------------------------------- helpers
 
 
-def parse_signal(text: str | int | None, default: int = signals.SIGTERM) -> int:
-    """``SIGTERM``, ``TERM``, ``15`` (Docker's forms); ``InvalidArgument`` otherwise."""
-    if text is None or text == "":
-        return default
-    if isinstance(text, int):
-        return text
-    value = text.strip().upper()
-    if value.isdigit():
-        number = int(value)
-        if 0 < number < 65:
-            return number
-    else:
-        name = value if value.startswith("SIG") else "SIG" + value
-        found = getattr(signals.Signals, name, None)
-        if found is not None:
-            return int(found)
-    raise InvalidArgument(f"Invalid signal: {text}")
-
-
-def start_exit_code(message: str) -> int:
-    """The ExitCode dockerd records for a start that failed (and the CLI derives)."""
-    if "executable file not found" in message or "no such file or directory" in message:
-        return 127
-    if "permission denied" in message or "is a directory" in message:
-        return 126
-    return 128
-
-
 @dataclass
 class Live:
     """What waiters share about one container, in memory."""
@@ -109,6 +92,10 @@ class Live:
     removed: bool = False
     exit_code: int = 0
     error: str = ""
+    # restart policies: the pending restart, its back-off, and "the user stopped it: not now"
+    restart_task: asyncio.Task[None] | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+    exit_on_next: bool = False
 
     async def notify(self) -> None:
         async with self.cond:
@@ -133,15 +120,17 @@ class ContainerManager:
         images: ImageStore,
         image_lock: asyncio.Lock,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+        events: EventBus | None = None,
     ) -> None:
         self.paths = paths
+        self.events = events if events is not None else EventBus()
         self.images = images
         self.image_lock = image_lock
         self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
         self.records: dict[str, Record] = {}
         self.live: dict[str, Live] = {}
         self.sup = AsyncClient(paths.supervisor_socket)
-        self._create_lock = asyncio.Lock()
+        self.names_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
@@ -184,6 +173,7 @@ class ContainerManager:
         self._watcher = asyncio.create_task(self._watch())
         await asyncio.wait_for(self._subscribed.wait(), 30)
         log.info("containers: %d loaded", len(self.records))
+        await restarts.restart_at_open(self)
 
     async def shutdown(self, _app: object = None) -> None:
         """The API is stopping (aiohttp's ``on_shutdown``): end every wait and stream."""
@@ -218,10 +208,11 @@ class ContainerManager:
                 if e.errno not in (errno.ENOENT, errno.EBUSY, errno.ENOTEMPTY):
                     log.warning("cgroup parent %s: %s", path, e)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -267,17 +258,18 @@ class ContainerManager:
                 if rec is None:
                     log.warning("container %s: in the supervisor but no record: deleted", cid)
                     await self.sup.delete(cid, force=True)
-                elif not rec.running and info.exit is None and info.status == "running":
+                elif not rec.has_process and info.exit is None and info.status == "running":
                     log.warning("container %s: running without a saved start: adopted", cid)
                     rec.state.update(
                         Status="running",
                         Running=True,
+                        Restarting=False,
                         Pid=info.pid,
                         StartedAt=info.started_at or now_rfc3339(),
                     )
                     rec.save(self.bundle(cid))
                     self._live(cid).starts += 1
-                elif not rec.running:
+                elif not rec.has_process:
                     await self.sup.delete(cid, force=True)  # left over from a crash
             except (BerthError, OSError) as e:
                 log.error("container %s: cannot reconcile: %s", cid, e)
@@ -285,7 +277,7 @@ class ContainerManager:
             if rec.status == "removing":
                 self._spawn(self._auto_remove(rec.id))
                 continue
-            if not rec.running:
+            if not rec.has_process:
                 continue
             found = infos.get(rec.id)
             if found is None:
@@ -318,6 +310,19 @@ class ContainerManager:
                 raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
         raise NotFound(f"No such container: {ref}")
 
+    def emit(self, rec: Record, action: str, **attributes: str) -> None:
+        """A container event (``GET /events``): its labels, image and name, and ``attributes``
+        (``exitCode`` for die, ``signal`` for kill …). Other parts of the engine (exec, health
+        checks, resize) call this too."""
+        found = dict(rec.labels)
+        found.update(image=rec.image_ref or rec.image_id, name=rec.name.lstrip("/"))
+        found.update(attributes)
+        self.events.emit("container", action, rec.id, found)
+
+    def lock_of(self, cid: str) -> asyncio.Lock:
+        """The lock that orders the container's start, exit handling, removal and pause."""
+        return self._live(cid).lock
+
     def _live(self, cid: str) -> Live:
         return self.live.setdefault(cid, Live())
 
@@ -340,20 +345,15 @@ class ContainerManager:
         """A new container (nothing runs yet); the record and the create response's
         Warnings."""
         req = oci_config.CreateRequest.from_json(body)
+        RestartPolicy.validate(body.get("HostConfig") or {})
         image_ref = req.image
         warnings: list[str] = []
-        async with self._create_lock:
+        async with self.names_lock:
             taken = {r.name for r in self.records.values()}
             cid = new_id()
             if name:
                 wanted = check_name(name)
-                if wanted in taken:
-                    other = next(r.id for r in self.records.values() if r.name == wanted)
-                    raise Conflict(
-                        f'Conflict. The container name "{wanted}" is already in use by container'
-                        f' "{other}". You have to remove (or rename) that container to be able'
-                        " to reuse that name."
-                    )
+                self.check_name_free(wanted)
             else:
                 wanted = generate_name(taken)
             async with self.image_lock:
@@ -362,6 +362,7 @@ class ContainerManager:
                 )
             self.records[cid] = rec
             self.live[cid] = Live()
+        self.emit(rec, "create")
         log.info("container %s: created as %s from %s", cid, rec.name, rec.image_id)
         return rec, warnings
 
@@ -438,50 +439,62 @@ class ContainerManager:
 
     # -- start
     async def start(self, ref: str) -> Record:
+        """The user's start: it also forgets an earlier stop by the user and the restart
+        count (as dockerd's start does)."""
         rec = self.get(ref)
         live = self._live(rec.id)
         async with live.lock:
             if rec.id not in self.records:
                 raise NotFound(f"No such container: {ref}")
+            if rec.paused:
+                raise Conflict("cannot start a paused container, try unpause instead")
             if rec.running:
                 raise NotModified(f"container {rec.id} is already running")
-            async with self.image_lock:
-                await asyncio.to_thread(self._mount, rec)
-            try:
-                info = await self.sup.create(
-                    rec.id,
-                    self.bundle(rec.id),
-                    rec.log_path,
-                    start=True,
-                    stdin=bool(rec.config.get("OpenStdin")),
-                )
-            except BerthError as e:
-                message = await self._start_failed(rec, live, e)
-                raise InvalidArgument(message) from None
-            st = rec.state
-            st.update(
-                Status="running",
-                Running=True,
-                Paused=False,
-                OOMKilled=False,
-                Dead=False,
-                Pid=info.pid,
-                ExitCode=0,
-                Error="",
-                StartedAt=info.started_at or now_rfc3339(),
-            )
-            rec.save(self.bundle(rec.id))
-            live.starts += 1
+            rec.manually_stopped = False
+            rec.restart_count = 0
+            live.exit_on_next = False
+            live.backoff.reset()
+            await self._start_locked(rec, live)
         await live.notify()
-        log.info("container %s: started, pid %d", rec.id, info.pid)
         return rec
+
+    async def _start_locked(self, rec: Record, live: Live) -> None:
+        async with self.image_lock:
+            await asyncio.to_thread(self._mount, rec)
+        try:
+            info = await self.sup.create(
+                rec.id,
+                self.bundle(rec.id),
+                rec.log_path,
+                start=True,
+                stdin=bool(rec.config.get("OpenStdin")),
+            )
+        except BerthError as e:
+            message = await self._start_failed(rec, live, e)
+            raise InvalidArgument(message) from None
+        rec.state.update(
+            Status="running",
+            Running=True,
+            Paused=False,
+            Restarting=False,
+            OOMKilled=False,
+            Dead=False,
+            Pid=info.pid,
+            ExitCode=0,
+            Error="",
+            StartedAt=info.started_at or now_rfc3339(),
+        )
+        rec.save(self.bundle(rec.id))
+        live.starts += 1
+        self.emit(rec, "start")
+        log.info("container %s: started, pid %d", rec.id, info.pid)
 
     async def _start_failed(self, rec: Record, live: Live, e: BerthError) -> str:
         message = f"failed to create task for container: OCI runtime create failed: {e.message}"
         message += ": unknown"
         await asyncio.to_thread(self._unmount, rec)
         code = start_exit_code(e.message)
-        rec.state.update(ExitCode=code, Error=message, Running=False, Pid=0)
+        rec.state.update(ExitCode=code, Error=message, Running=False, Restarting=False, Pid=0)
         if rec.state["StartedAt"] != ZERO_TIME:
             rec.state.update(Status="exited", FinishedAt=now_rfc3339())
         rec.save(self.bundle(rec.id))
@@ -493,7 +506,7 @@ class ContainerManager:
             self._spawn(self._auto_remove(rec.id))
         return message
 
-    # -- exits
+    # -- exits and restart policies
     async def _on_exit(self, ex: p.Exit) -> None:
         rec = self.records.get(ex.id)
         if rec is None:
@@ -502,17 +515,25 @@ class ContainerManager:
             return
         live = self._live(rec.id)
         async with live.lock:
-            if not rec.running or self.records.get(ex.id) is not rec:
+            if not rec.has_process or self.records.get(ex.id) is not rec:
                 return
+            policy = RestartPolicy.of(rec.host_config)
+            again = not live.exit_on_next and policy.on_exit(
+                ex.exit_code, rec.manually_stopped, rec.restart_count
+            )
+            ran_for = parse_rfc3339(ex.finished_at) - parse_rfc3339(rec.state["StartedAt"])
             rec.state.update(
-                Status="exited",
-                Running=False,
+                Status="restarting" if again else "exited",
+                Running=again,
+                Restarting=again,
                 Paused=False,
                 Pid=0,
                 ExitCode=ex.exit_code,
                 OOMKilled=ex.oom_killed,
                 FinishedAt=ex.finished_at,
             )
+            if again:
+                rec.restart_count += 1
             rec.save(self.bundle(rec.id))
             try:
                 await self.sup.delete(rec.id, force=True)
@@ -524,9 +545,21 @@ class ContainerManager:
             rec.save(self.bundle(rec.id))
             live.exit_code, live.error = ex.exit_code, ""
             live.exits += 1
+            if again:
+                delay = live.backoff.next(ran_for)
+                live.restart_task = self._spawn(restarts.restart_later(self, rec.id, delay))
+        if ex.oom_killed:
+            self.emit(rec, "oom")
+        self.emit(rec, "die", exitCode=str(ex.exit_code), execDuration=str(int(ran_for)))
         await live.notify()
-        log.info("container %s: exited %d (oom %s)", rec.id, ex.exit_code, ex.oom_killed)
-        if rec.auto_remove:
+        log.info(
+            "container %s: exited %d (oom %s)%s",
+            rec.id,
+            ex.exit_code,
+            ex.oom_killed,
+            f"; restart {rec.restart_count} in {live.backoff.delay:g}s" if again else "",
+        )
+        if rec.auto_remove and not again:
             await self._auto_remove(rec.id)
 
     async def _auto_remove(self, cid: str) -> None:
@@ -539,26 +572,38 @@ class ContainerManager:
     async def _wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
         return await live.wait_for(lambda: live.exits > after or live.removed, timeout)
 
+    async def _signal(self, rec: Record, sig: int, all_: bool = False) -> None:
+        """Send ``sig`` (the kill event); a paused container that is to stop is thawed after
+        it, so that it acts on it (as dockerd does)."""
+        await self.sup.kill(rec.id, sig, all=all_)
+        self.emit(rec, "kill", signal=str(sig))
+        if rec.paused and self._live(rec.id).exit_on_next:
+            await containers_admin.thaw(self, rec)
+
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         rec = self.get(ref)
         if not rec.running:
             raise NotModified(f"container {rec.id} is already stopped")
         live = self._live(rec.id)
+        restarts.stopped_by_user(self, rec, live)
+        if await restarts.cancel_restart(self, rec, live):
+            self.emit(rec, "stop")
+            return
         seen = live.exits
         sig = parse_signal(signal or rec.config.get("StopSignal"))
         if timeout is None:
             configured = rec.config.get("StopTimeout")
             timeout = int(configured) if configured is not None else DEFAULT_STOP_TIMEOUT
         with contextlib.suppress(BerthError):
-            await self.sup.kill(rec.id, sig)
+            await self._signal(rec, sig)
         wait = None if timeout < 0 else float(timeout)
-        if await self._wait_exit(live, seen, wait):
-            return
-        log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
-        with contextlib.suppress(BerthError):
-            await self.sup.kill(rec.id, signals.SIGKILL, all=True)
-        if not await self._wait_exit(live, seen, KILL_WAIT):
-            raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+        if not await self._wait_exit(live, seen, wait):
+            log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
+            with contextlib.suppress(BerthError):
+                await self._signal(rec, signals.SIGKILL, all_=True)
+            if not await self._wait_exit(live, seen, KILL_WAIT):
+                raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+        self.emit(rec, "stop")
 
     async def kill(self, ref: str, signal: str | None = None) -> None:
         rec = self.get(ref)
@@ -566,9 +611,14 @@ class ContainerManager:
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
         live = self._live(rec.id)
+        restarts.stopped_by_user(self, rec, live, sig)
+        if rec.restarting:  # no process to signal: the restart is off, or waits on
+            if live.exit_on_next:
+                await restarts.cancel_restart(self, rec, live)
+            return
         seen = live.exits
         try:
-            await self.sup.kill(rec.id, sig)
+            await self._signal(rec, sig)
         except BerthError as e:
             raise Conflict(f"Cannot kill container: {ref}: {e.message}") from None
         if sig == signals.SIGKILL:
@@ -579,6 +629,16 @@ class ContainerManager:
         if rec.running:
             await self.stop(rec.id, timeout)
         await self.start(rec.id)
+        self.emit(rec, "restart")
+
+    def check_name_free(self, name: str, context: str = "") -> None:
+        other = next((r.id for r in self.records.values() if r.name == name), None)
+        if other is not None:
+            raise Conflict(
+                f'{context}Conflict. The container name "{name}" is already in use by container'
+                f' "{other}". You have to remove (or rename) that container to be able to reuse'
+                " that name."
+            )
 
     # -- remove
     async def remove(self, ref: str, force: bool = False) -> None:
@@ -586,15 +646,17 @@ class ContainerManager:
         live = self._live(rec.id)
         if rec.running:
             if not force:
-                raise Conflict(
-                    f"You cannot remove a running container {rec.id}. Stop the container"
-                    " before attempting removal or force remove"
-                )
-            seen = live.exits
-            with contextlib.suppress(BerthError):
-                await self.sup.kill(rec.id, signals.SIGKILL, all=True)
-            if not await self._wait_exit(live, seen, KILL_WAIT):
-                raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
+                procedure = "Stop the container before attempting removal or force remove"
+                if rec.paused:
+                    procedure = "Unpause and then " + procedure[0].lower() + procedure[1:]
+                raise Conflict(f"You cannot remove a {rec.status} container {rec.id}. {procedure}")
+            restarts.stopped_by_user(self, rec, live)
+            if not await restarts.cancel_restart(self, rec, live):
+                seen = live.exits
+                with contextlib.suppress(BerthError):
+                    await self._signal(rec, signals.SIGKILL, all_=True)
+                if not await self._wait_exit(live, seen, KILL_WAIT):
+                    raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
         async with live.lock:
             if self.records.get(rec.id) is not rec:
                 raise NotFound(f"No such container: {ref}")
@@ -608,6 +670,7 @@ class ContainerManager:
             del self.records[rec.id]
             live.removed = True
         self.live.pop(rec.id, None)
+        self.emit(rec, "destroy")
         await live.notify()
         log.info("container %s: removed", rec.id)
 

@@ -18,6 +18,7 @@ import os
 import random
 import re
 import secrets
+import signal as signals
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,34 @@ def parse_rfc3339(text: str) -> float:
         main, zone = main[:19], main[19:]
     stamp = datetime.datetime.fromisoformat(main + (zone or "+00:00")).timestamp()
     return stamp + (float("0." + frac) if frac else 0.0)
+
+
+def parse_signal(text: str | int | None, default: int = signals.SIGTERM) -> int:
+    """``SIGTERM``, ``TERM``, ``15`` (Docker's forms); ``InvalidArgument`` otherwise."""
+    if text is None or text == "":
+        return default
+    if isinstance(text, int):
+        return text
+    value = text.strip().upper()
+    if value.isdigit():
+        number = int(value)
+        if 0 < number < 65:
+            return number
+    else:
+        name = value if value.startswith("SIG") else "SIG" + value
+        found = getattr(signals.Signals, name, None)
+        if found is not None:
+            return int(found)
+    raise InvalidArgument(f"Invalid signal: {text}")
+
+
+def start_exit_code(message: str) -> int:
+    """The ExitCode dockerd records for a start that failed (and the CLI derives)."""
+    if "executable file not found" in message or "no such file or directory" in message:
+        return 127
+    if "permission denied" in message or "is a directory" in message:
+        return 126
+    return 128
 
 
 def new_id() -> str:
@@ -172,10 +201,26 @@ class Record:
     log_path: str = ""
     rootfs: str = ""
     mounted: bool = False  # berthd mounted the rootfs (unmount before it goes)
+    # The user stopped or killed it (unless-stopped does not restart it, even at daemon start)
+    manually_stopped: bool = False
 
     @property
     def running(self) -> bool:
         return bool(self.state["Running"])
+
+    @property
+    def restarting(self) -> bool:
+        """Waiting for its restart policy's next start (``Running`` too, as in Docker)."""
+        return bool(self.state["Restarting"])
+
+    @property
+    def has_process(self) -> bool:
+        """The supervisor holds it: running or paused, not waiting to restart."""
+        return self.running and not self.restarting
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.state["Paused"])
 
     @property
     def status(self) -> str:
@@ -213,6 +258,7 @@ class Record:
             "LogPath": self.log_path,
             "Rootfs": self.rootfs,
             "Mounted": self.mounted,
+            "HasBeenManuallyStopped": self.manually_stopped,
         }
 
     @staticmethod
@@ -234,6 +280,7 @@ class Record:
             log_path=str(d.get("LogPath", "")),
             rootfs=str(d.get("Rootfs", "")),
             mounted=bool(d.get("Mounted", False)),
+            manually_stopped=bool(d.get("HasBeenManuallyStopped", False)),
         )
 
     def save(self, directory: str) -> None:
@@ -251,6 +298,9 @@ class Record:
         """``docker ps``'s STATUS column."""
         now = time.time() if now is None else now
         st = self.state
+        if st["Restarting"]:
+            ago = human_duration(now - parse_rfc3339(st["FinishedAt"]))
+            return f"Restarting ({st['ExitCode']}) {ago} ago"
         if st["Running"]:
             up = human_duration(now - parse_rfc3339(st["StartedAt"]))
             return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}"

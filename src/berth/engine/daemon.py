@@ -195,7 +195,9 @@ async def serve(
             engine_id=engine_id(paths),
             debug=debug,
         )
-        containers = ContainerManager(paths, state.images, state.image_lock, cgroup_parent)
+        containers = ContainerManager(
+            paths, state.images, state.image_lock, cgroup_parent, events=state.events
+        )
         await containers.open()
         state.image_in_use = containers.image_in_use
         app = api.make_app(state)
