@@ -38,7 +38,7 @@ STATS_INTERVAL = 1.0
 
 def _sampler(m: ContainerManager, rec: Record) -> Sampler:
     def cgroup() -> Cgroup | None:
-        if not rec.running:
+        if not rec.has_process:
             return None
         return resources.live_cgroup(m.supervisor_root, rec.id)
 
@@ -55,7 +55,7 @@ async def stats(request: web.Request) -> web.StreamResponse:
     sampler = _sampler(m, rec)
     if not stream:
         frame = await asyncio.to_thread(sampler.frame)
-        if rec.running and not one_shot:
+        if rec.has_process and not one_shot:
             await asyncio.sleep(STATS_INTERVAL)
             frame = await asyncio.to_thread(sampler.frame)
         return api.json_response(frame)
@@ -86,7 +86,7 @@ async def top(request: web.Request) -> web.StreamResponse:
     rec = m.get(request.match_info["id"])
     ps_args = request.query.get("ps_args", "")
     resources.check_ps_args(ps_args)
-    if not rec.running:
+    if not rec.has_process:
         raise resources.not_running(rec.id)
 
     def run() -> dict[str, object]:

@@ -297,7 +297,7 @@ def _update(m: ContainerManager, rec: Record, body: dict[str, Any]) -> list[str]
     warnings: list[str] = []
     hc = merge_update(rec.host_config, body, rec.id)
     resources = oci_resources(hc, warnings)
-    if rec.running:
+    if rec.has_process:
         cgroup = live_cgroup(m.supervisor_root, rec.id)
         if cgroup is not None:
             apply_live(cgroup, resources, body.get("PidsLimit"), rec.host_config)
