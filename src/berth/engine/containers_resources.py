@@ -21,7 +21,8 @@ Rules:
   validated as create validates it (dockerd's 400s), written live to the cgroup of a running
   container (the old limits are written back if the kernel refuses one), and persisted in
   the bundle's ``config.json`` (so a restart keeps it) and in the record's HostConfig.
-  RestartPolicy is validated and stored only (the restart manager reads it from HostConfig).
+  RestartPolicy is validated as create does and stored (the restart manager reads it from
+  HostConfig).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 from berth.engine import oci_config
 from berth.engine.api_errors import HostToolFailed
 from berth.engine.containers import ContainerManager
+from berth.engine.containers_restart import RestartPolicy
 from berth.engine.containers_state import Record
 from berth.engine.oci_request import _host_config
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
@@ -59,7 +61,6 @@ UPDATE_INTS = (
     "BlkioWeight",
 )
 UPDATE_STRINGS = ("CpusetCpus", "CpusetMems")
-RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 PS_TIMEOUT = 30.0
 _PS_ARG_PID = re.compile(r"\s+([^\s]*)=\s*(PID[^\s]*)")
 
@@ -215,21 +216,13 @@ def _cannot_update(cid: str, message: str) -> Conflict:
 
 
 def _restart_policy(policy: dict[str, Any], auto_remove: bool, cid: str) -> dict[str, Any]:
-    name = str(policy.get("Name") or "")
-    count = policy.get("MaximumRetryCount") or 0
-    if name not in RESTART_POLICIES or not isinstance(count, int):
-        raise InvalidArgument(f"invalid restart policy: unknown policy '{name}'")
-    if count < 0:
-        raise InvalidArgument("invalid restart policy: maximum retry count can not be negative")
-    if count and name != "on-failure":
-        raise InvalidArgument(
-            "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-        )
-    if name != "no" and auto_remove:
+    """The update's policy, checked as create checks it (``RestartPolicy.validate``)."""
+    if auto_remove and policy.get("Name") not in (None, "", "no"):
         raise _cannot_update(
             cid, "Restart policy cannot be updated because AutoRemove is enabled for the container"
         )
-    return {"Name": name, "MaximumRetryCount": count}
+    checked = RestartPolicy.validate({"RestartPolicy": policy})
+    return {"Name": checked.name, "MaximumRetryCount": checked.maximum_retry_count}
 
 
 def oci_resources(hc: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
