@@ -35,6 +35,7 @@ import berth
 from berth.engine import api_errors
 from berth.engine.events import EventBus
 from berth.engine.filters import Filters, parse_bool
+from berth.engine.image_lock import ImageLock
 from berth.engine.paths import Paths
 from berth.errors import InvalidArgument
 from berth.image.store import ImageStore
@@ -61,7 +62,7 @@ class Engine:
     started: float = field(default_factory=time.time)
     debug: bool = False
     # Serialises image writes (pull, load, import, build) against gc, as ImageStore requires.
-    image_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    image_lock: ImageLock = field(default_factory=ImageLock)
     # Whether a container uses the image (containers come in the next slice).
     image_in_use: Callable[[str], bool] = field(default=lambda _image_id: False)
     # What happened (GET /events); the ContainerManager emits into the same bus.

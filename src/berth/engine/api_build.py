@@ -24,9 +24,9 @@ Rules:
   A failing RUN ends the stream with ``errorDetail`` ``{"code": <status>, "message": "The
   command '…' returned a non-zero code: <status>"}`` (the CLI exits with that code).
 - The build runs in a worker thread (``image.build.build`` with ``build_runner.StepRunner``)
-  and holds ``Engine.image_lock`` from start to end (it writes blobs no image names yet, which
-  a ``gc`` would take), so builds run one at a time and a container create or start waits
-  for the build in progress. Events cross to the loop through a queue (the build thread
+  and holds ``Engine.image_lock`` shared from start to end (it writes blobs no image names
+  yet, which a ``gc`` would take): builds, runs and pulls go side by side, an ``rmi`` or
+  prune waits for them. Events cross to the loop through a queue (the build thread
   waits while more than ``QUEUE_LIMIT`` are unsent); a client that goes away
   (a failed write, or a closed transport seen while a step is silent) cancels the build: the
   step's processes are killed, its mounts removed, and the handler waits for the thread.
@@ -440,7 +440,7 @@ async def _run(
             log.info("req %s: the client went away (%s); cancelling the build", rid, why)
             runner.cancel()
 
-    async with state.image_lock:
+    async with state.image_lock.shared():
         if state.paths.data_root not in _swept:  # the first build of this daemon
             _swept.add(state.paths.data_root)
             await asyncio.to_thread(sweep, state.paths, state.started)

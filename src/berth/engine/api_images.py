@@ -3,8 +3,8 @@ save (``/images/get``), load, and ``/images/create`` (pull of a built-in base im
 
 Rules:
 - Store calls block, so each runs in a worker thread. Writes that add blobs (pull, load,
-  import) and those that end in ``gc`` (remove, prune) hold ``Engine.image_lock``, as the
-  store requires.
+  import, commit) hold ``Engine.image_lock`` shared, those that end in ``gc`` (remove,
+  prune) exclusive, as the store requires (``image_lock``).
 - No registry is reachable from these machines: a pull of ``busybox`` (or ``debian:bookworm``,
   when ``image.base`` can make it) makes the image locally and answers with docker's JSON
   progress; any other name is the 404 dockerd gives for a repository it cannot pull
@@ -20,7 +20,7 @@ Rules:
 - ``import``'s ``changes`` are the Dockerfile instructions dockerd allows for
   ``--change``; a URL as ``fromSrc`` is refused (nothing is fetched from the network).
 - ``/commit``: the container's active snapshot's upper dir as a new layer on its image
-  (``ImageStore.commit_container``, overlay snapshots only), under ``image_lock``. The new
+  (``ImageStore.commit_container``, overlay snapshots only), under ``image_lock`` shared. The new
   config is the image's, with the container's ``Config`` over it, then the request body's
   (a ``Config``, as docker-py's ``conf``), then ``changes``; history's ``created_by`` is the
   container's command. ``pause`` is not honoured: a running container is committed as it
@@ -174,7 +174,7 @@ async def remove_image(request: web.Request) -> web.StreamResponse:
             state.images.gc()
         return out
 
-    async with state.image_lock:
+    async with state.image_lock.exclusive():
         result = await asyncio.to_thread(remove)
     _removal_events(request, image_id, result)
     log.info("req %s: rmi %s: %s", api.request_id(request), name, result)
@@ -204,7 +204,7 @@ async def prune_images(request: web.Request) -> web.StreamResponse:
         deleted.extend({"Deleted": d} for d in report.deleted)
         return {"ImagesDeleted": deleted or None, "SpaceReclaimed": report.reclaimed}
 
-    async with state.image_lock:
+    async with state.image_lock.exclusive():
         result = await asyncio.to_thread(prune)
     _removal_events(request, "", result["ImagesDeleted"] or [])
     return api.json_response(result)
@@ -244,7 +244,7 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
 async def load_images(request: web.Request) -> web.StreamResponse:
     state = api.engine(request)
     reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
-    async with state.image_lock:
+    async with state.image_lock.shared():
         loaded = await asyncio.to_thread(archive.load, state.images, reader)
         ids = await asyncio.to_thread(lambda: [state.images.resolve(n).id for n in loaded])
     for image_id in dict.fromkeys(ids):
@@ -288,7 +288,7 @@ async def create_image(request: web.Request) -> web.StreamResponse:
         raise pull_refused(ref)
     state = api.engine(request)
     rid = api.request_id(request)
-    async with state.image_lock:
+    async with state.image_lock.shared():
         before = await asyncio.to_thread(state.images.get, str(ref))
         stream = await api.JsonStream(request).start()
         await stream.send({"status": f"Pulling from {ref.path}", "id": ref.tag})
@@ -328,7 +328,7 @@ async def _import(request: web.Request) -> web.StreamResponse:
     if ref is not None:
         reference.parse(ref)
     reader = cast("BinaryIO", api.BodyReader(request.content, asyncio.get_running_loop()))
-    async with state.image_lock:
+    async with state.image_lock.shared():
         image = await asyncio.to_thread(
             state.images.import_rootfs, reader, ref, config, query.get("message", "")
         )
@@ -467,7 +467,7 @@ async def commit_container(request: web.Request) -> web.StreamResponse:
         )
         return image.id
 
-    async with state.image_lock:
+    async with state.image_lock.shared():
         image_id = await asyncio.to_thread(commit)
     log.info("req %s: committed container %s as %s (%s)", api.request_id(request),
              rec.id[:12], image_id, ref)  # fmt: skip

@@ -63,6 +63,7 @@ from berth.engine.containers_state import (
     start_exit_code,
 )
 from berth.engine.events import EventBus
+from berth.engine.image_lock import ImageLock
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
@@ -118,7 +119,7 @@ class ContainerManager:
         self,
         paths: Paths,
         images: ImageStore,
-        image_lock: asyncio.Lock,
+        image_lock: ImageLock,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         events: EventBus | None = None,
     ) -> None:
@@ -356,7 +357,7 @@ class ContainerManager:
                 self.check_name_free(wanted)
             else:
                 wanted = generate_name(taken)
-            async with self.image_lock:
+            async with self.image_lock.shared():
                 rec = await asyncio.to_thread(
                     self._prepare, cid, wanted, image_ref, body, req, warnings
                 )
@@ -459,7 +460,7 @@ class ContainerManager:
         return rec
 
     async def _start_locked(self, rec: Record, live: Live) -> None:
-        async with self.image_lock:
+        async with self.image_lock.shared():
             await asyncio.to_thread(self._mount, rec)
         try:
             info = await self.sup.create(
