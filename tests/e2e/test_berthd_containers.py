@@ -1,10 +1,7 @@
 """Containers in berthd, driven by the real clients: the docker CLI 28 and docker-py.
 
-A module fixture starts ``berthd`` (the helpers of ``test_berthd_images``) on a private socket
-and data root with ``--cgroup-parent`` set to a session-tagged name, so the leak check watches
-the containers' cgroups; it pulls busybox (made locally). Each test removes the containers it
-made. At the end the fixture removes whatever is left, stops berthd, then its supervisor
-(which outlives berthd by design), and checks that no rootfs mount is left under the data root.
+The module fixture ``berthd`` (tests/e2e/conftest.py) starts a private berthd with busybox
+pulled; each test removes the containers it made.
 """
 
 from __future__ import annotations
@@ -17,81 +14,16 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_berthd_images import DOCKER, Daemon, _wait_for_socket, stop_daemon, stop_supervisor
+from berthd_daemon import launch, mounts_under
+from test_berthd_images import DOCKER, Daemon, stop_daemon, stop_supervisor
 
 import leakcheck
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
-
-
-def _berthd_path() -> str:
-    import sys
-
-    return str(Path(sys.executable).parent / "berthd")
-
-
-def _mounts_under(directory: str) -> list[str]:
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        points = [line.split()[4] for line in f]
-    return [p for p in points if p.startswith(directory + "/")]
-
-
-def _launch(home: Path, parent: str) -> subprocess.Popen[bytes]:
-    log = open(home / "berthd.log", "ab")  # noqa: SIM115  (the child holds it)
-    proc = subprocess.Popen(
-        [
-            _berthd_path(),
-            "--data-root",
-            str(home / "root"),
-            "--host",
-            f"unix://{home / 'berth.sock'}",
-            "--cgroup-parent",
-            parent,
-            "--debug",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    try:
-        _wait_for_socket(str(home / "berth.sock"), proc)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return proc
-
-
-@pytest.fixture(scope="module")
-def berthd() -> Iterator[Daemon]:
-    home = Path(tempfile.mkdtemp(prefix="berthd-ctr-"))
-    parent = leakcheck.tagged_name()
-    data_root = home / "root"
-    try:
-        daemon = Daemon(home, str(home / "berth.sock"), data_root, _launch(home, parent))
-        try:
-            daemon.docker("pull", "busybox")
-            yield daemon
-        finally:
-            if daemon.proc.poll() is None:
-                left = daemon.docker("ps", "-aq", check=False).stdout.split()
-                if left:
-                    daemon.docker("rm", "-f", *left, check=False)
-            code = stop_daemon(daemon)  # and the supervisor
-            text = (home / "berthd.log").read_text(errors="replace")
-            assert code == 0, f"berthd exited {code}:\n{text}"
-            assert "Traceback" not in text, text
-    finally:
-        stop_supervisor(data_root)
-        leaked = _mounts_under(str(data_root))
-        assert not leaked, f"rootfs mounts left: {leaked}"
-        shutil.rmtree(home)
 
 
 def _inspect(berthd: Daemon, ref: str) -> dict[str, Any]:
@@ -110,7 +42,7 @@ def test_run_rm_prints_and_exits_zero(berthd: Daemon) -> None:
     proc = berthd.docker("run", "--rm", "busybox", "echo", "hi")
     assert proc.stdout == "hi\n"
     _no_containers(berthd)
-    assert not _mounts_under(str(berthd.data_root))
+    assert not mounts_under(str(berthd.data_root))
 
 
 def test_run_env_workdir_user_hostname(berthd: Daemon) -> None:
@@ -280,7 +212,7 @@ def test_daemon_restart_keeps_containers() -> None:
     A daemon of its own, stopped (with its supervisor) by the end of the test."""
     home = Path(tempfile.mkdtemp(prefix="berthd-rst-"))
     parent = leakcheck.tagged_name()
-    d = Daemon(home, str(home / "berth.sock"), home / "root", _launch(home, parent))
+    d = Daemon(home, str(home / "berth.sock"), home / "root", launch(home, parent))
     try:
         d.docker("pull", "busybox")
         d.docker("run", "-d", "--name", "stays", "busybox", "sleep", "30")
@@ -288,10 +220,10 @@ def test_daemon_restart_keeps_containers() -> None:
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
         time.sleep(1.0)  # "ends" exits while no berthd listens
-        d.proc = _launch(home, parent)
+        d.proc = launch(home, parent)
         d.proc.kill()  # a crash this time: kill -9 leaves the socket and the pid file
         d.proc.wait()
-        d.proc = _launch(home, parent)
+        d.proc = launch(home, parent)
         ended = _inspect(d, "ends")["State"]
         assert ended["Status"] == "exited" and ended["ExitCode"] == 4
         stays = _inspect(d, "stays")["State"]
@@ -300,7 +232,7 @@ def test_daemon_restart_keeps_containers() -> None:
         assert _inspect(d, "stays")["State"]["ExitCode"] == 137
         d.docker("rm", "stays", "ends")
         _no_containers(d)
-        assert not _mounts_under(str(d.data_root))
+        assert not mounts_under(str(d.data_root))
     finally:
         if d.proc.poll() is None:
             left = d.docker("ps", "-aq", check=False).stdout.split()
@@ -308,7 +240,7 @@ def test_daemon_restart_keeps_containers() -> None:
                 d.docker("rm", "-f", *left, check=False)
         code = stop_daemon(d)
         stop_supervisor(d.data_root)
-        leaked = _mounts_under(str(d.data_root))
+        leaked = mounts_under(str(d.data_root))
         shutil.rmtree(home)
     assert code == 0 and not leaked, leaked
 

@@ -85,7 +85,7 @@ def request_id(request: web.Request | None = None) -> str:
 
 def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Application:
     """The aiohttp application serving the Docker Engine API over ``state``."""
-    from berth.engine import api_containers, api_images, api_system
+    from berth.engine import api_containers, api_exec, api_images, api_system
 
     app = web.Application(middlewares=[_middleware])
     app[ENGINE] = state
@@ -94,6 +94,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, api_containers.ROUTES)  # first: its /info and /system/df wrap api_system's
     add_routes(app, api_system.ROUTES)
     add_routes(app, api_images.ROUTES)
+    add_routes(app, api_exec.ROUTES)
     add_routes(app, extra_routes)
     return app
 

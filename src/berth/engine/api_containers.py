@@ -238,15 +238,7 @@ async def attach(request: web.Request) -> web.StreamResponse:
     m = manager(request)
     rec, output = await m.attach(_id(request), _gone(request))
     stdin = api.query_bool(request, "stdin") and bool(rec.config.get("OpenStdin"))
-    response = web.StreamResponse(status=101, reason="UPGRADED")
-    response.headers["Content-Type"] = logs.RAW if rec.tty else logs.MULTIPLEXED
-    response.headers["Connection"] = "Upgrade"
-    response.headers["Upgrade"] = "tcp"
-    response._length_check = False  # a raw stream: no chunking, no length
-    response.force_close()
-    await response.prepare(request)
-    # The CLI half-closes its side when it has no stdin to send: that must not end the output.
-    parser = _take_stdin(request, stdin)
+    response, parser = await hijack(request, rec.tty, stdin)
     pump: asyncio.Task[None] | None = None
     if stdin:
         pump = asyncio.create_task(_pump_stdin(parser, m, rec.id))
@@ -262,6 +254,22 @@ async def attach(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
     return response
+
+
+async def hijack(
+    request: web.Request, tty: bool, stdin: bool
+) -> tuple[web.StreamResponse, _StdinParser]:
+    """Answer ``101 UPGRADED`` (raw stream with a TTY, multiplexed frames without) and take
+    the connection over: what the client sends from now on is queued in the parser (dropped
+    unless ``stdin``); its half-close is EOF and does not end the output."""
+    response = web.StreamResponse(status=101, reason="UPGRADED")
+    response.headers["Content-Type"] = logs.RAW if tty else logs.MULTIPLEXED
+    response.headers["Connection"] = "Upgrade"
+    response.headers["Upgrade"] = "tcp"
+    response._length_check = False  # a raw stream: no chunking, no length
+    response.force_close()
+    await response.prepare(request)
+    return response, _take_stdin(request, stdin)
 
 
 class _StdinParser:

@@ -172,6 +172,7 @@ class Record:
     log_path: str = ""
     rootfs: str = ""
     mounted: bool = False  # berthd mounted the rootfs (unmount before it goes)
+    exec_ids: list[str] = field(default_factory=list)  # execs not ended (not saved: execs.py)
 
     @property
     def running(self) -> bool:
@@ -311,7 +312,7 @@ class Record:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": list(self.exec_ids) or None,
             "HostConfig": host_config,
             "GraphDriver": {"Name": driver, "Data": {"UpperDir": upper, "MergedDir": self.rootfs}},
             "Mounts": [],

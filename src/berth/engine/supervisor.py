@@ -18,7 +18,9 @@ Rules:
   BEFORE any waiter or subscriber hears of the exit, and after the log is drained and synced,
   so whoever restarts reads it and finds every line before it.
 - Logs are Docker's json-file format, one ``{"log","stream","time"}`` object per line; a line
-  longer than 16 KiB is split as dockerd splits it; a partial line is flushed at exit.
+  longer than 16 KiB is split as dockerd splits it; a partial line is flushed at exit. A
+  terminal's output (raw, CR LF line ends, all "stdout") is logged as it is read, partial lines too
+  (a shell's prompt), since attach reads it from the log.
 - Stopping the supervisor (SIGTERM, SIGINT or ``shutdown``) never touches a container: they
   keep running. A new supervisor rebuilds its table from the store and the exit files and
   watches live inits it did not make with pidfds. Such an init is not its child, so its exit
@@ -438,6 +440,8 @@ class Supervisor:
                     self._send(e.conn, p.encode_exec_output(e.id, stream, data))
             elif isinstance(e, Entry) and e.log is not None:
                 e.log.feed(stream, data)
+                if fd == e.console:  # a terminal's output is not in lines (a prompt): as is
+                    e.log.flush(stream)
             return len(data)
         if data is not None:
             return 0

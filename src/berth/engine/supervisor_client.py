@@ -24,7 +24,7 @@ from berth.errors import BerthError, Unavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
     from typing import Any
 
 START_TIMEOUT = 30.0
@@ -353,7 +353,7 @@ class AsyncClient:
 
     async def exec_attached(
         self, container_id: str, exec_id: str, process: dict[str, Any], stdin: bool = False
-    ) -> AsyncIterator[tuple[str, bytes] | int]:
+    ) -> AsyncGenerator[tuple[str, bytes] | int, None]:
         """Start an exec on a connection of its own; yields ``{"pid"}``'s pid first (an int
         is also how the exit code comes, last), then (stream, data) as it prints, then its
         exit code. A failed start raises before anything is yielded."""
