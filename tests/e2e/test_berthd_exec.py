@@ -230,3 +230,69 @@ def test_docker_py_exec_run_demux_stream_and_privileged(berthd: Daemon, running:
     assert plain != privileged and privileged.split()[1] != b"0000000000000000"
     code, out = _exec_run(berthd, running, ["sh", "-c", "tty"], tty=True)
     assert (code, out) == (0, b"/dev/pts/0\r\n")
+
+
+# --------------------------------------------------------------------------- healthchecks
+# Short intervals (200 ms) keep these fast; each waits with a deadline, never a fixed sleep.
+
+
+def _health(berthd: Daemon, ref: str) -> dict[str, Any]:
+    health: dict[str, Any] = _inspect(berthd, ref)["State"].get("Health") or {}
+    return health
+
+
+def _wait_health(berthd: Daemon, ref: str, status: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (health := _health(berthd, ref)).get("Status") != status:
+        assert time.monotonic() < deadline, f"health never {status}: {health}"
+        time.sleep(0.1)
+    return health
+
+
+def test_healthcheck_goes_unhealthy_then_healthy_and_shows_in_ps(berthd: Daemon) -> None:
+    berthd.docker("run", "-d", "--name", "hc1", "--health-cmd", "cat /tmp/ok",
+                  "--health-interval", "200ms", "--health-retries", "2",
+                  "busybox", "sleep", "600")  # fmt: skip
+    try:
+        assert _health(berthd, "hc1")["Status"] in ("starting", "unhealthy")
+        health = _wait_health(berthd, "hc1", "unhealthy")
+        assert health["FailingStreak"] >= 2
+        entry = health["Log"][-1]
+        assert set(entry) == {"Start", "End", "ExitCode", "Output"}
+        assert entry["ExitCode"] == 1 and "No such file" in entry["Output"]
+        ps = berthd.docker("ps", "--filter", "name=hc1", "--format", "{{.Status}}").stdout
+        assert ps.strip().endswith("(unhealthy)")
+        berthd.docker("exec", "hc1", "sh", "-c", "echo fine > /tmp/ok")
+        health = _wait_health(berthd, "hc1", "healthy")
+        assert health["FailingStreak"] == 0 and health["Log"][-1]["Output"] == "fine\n"
+        _wait_for_log_length(berthd, "hc1", 5)
+        assert len(_health(berthd, "hc1")["Log"]) == 5  # the last five only
+        ps = berthd.docker("ps", "--filter", "health=healthy", "--format", "{{.Names}} {{.Status}}")
+        assert ps.stdout.startswith("hc1 Up ") and ps.stdout.strip().endswith("(healthy)")
+        assert berthd.docker("ps", "-q", "--filter", "health=unhealthy").stdout == ""
+        bad = berthd.docker("ps", "--filter", "health=bogus", check=False)
+        assert bad.returncode != 0 and "Unrecognised filter value for health" in bad.stderr
+    finally:
+        berthd.docker("rm", "-f", "hc1")
+
+
+def _wait_for_log_length(berthd: Daemon, ref: str, length: int) -> None:
+    deadline = time.monotonic() + 20
+    while len(_health(berthd, ref).get("Log", [])) < length:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_healthcheck_timeout_and_none(berthd: Daemon) -> None:
+    berthd.docker("run", "-d", "--name", "hc2", "--health-cmd", "sleep 5",
+                  "--health-interval", "200ms", "--health-timeout", "300ms",
+                  "--health-retries", "1", "busybox", "sleep", "600")  # fmt: skip
+    berthd.docker("run", "-d", "--name", "hc4", "--no-healthcheck", "busybox", "sleep", "600")
+    try:
+        health = _wait_health(berthd, "hc2", "unhealthy")
+        assert health["Log"][-1]["ExitCode"] == -1
+        assert health["Log"][-1]["Output"] == "Health check exceeded timeout (300ms)"
+        assert "Health" not in _inspect(berthd, "hc4")["State"]
+        assert _inspect(berthd, "hc4")["Config"]["Healthcheck"]["Test"] == ["NONE"]
+    finally:
+        berthd.docker("rm", "-f", "hc2", "hc4")

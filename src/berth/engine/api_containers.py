@@ -33,7 +33,8 @@ from berth.errors import BerthError, InvalidArgument, Unavailable
 log = logging.getLogger(__name__)
 
 CONTAINERS = web.AppKey("containers", ContainerManager)
-LIST_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "before", "since")
+LIST_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "before", "since", "health")
+HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
 PRUNE_FILTERS = ("until", "label", "label!")
 WAIT_POLL = 0.5  # how often a waiting /wait checks that its client is still there
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -150,6 +151,9 @@ def select(rows: list[Record], f: Any, all_: bool) -> list[Record]:
     for status in f.get("status"):
         if status not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={status}'")
+    for health in f.get("health"):
+        if health not in HEALTH_STATES:
+            raise InvalidArgument(f"Unrecognised filter value for health: {health}")
     out = []
     for rec in rows:
         if not all_ and not rec.running and not f.get("status"):
@@ -161,6 +165,9 @@ def select(rows: list[Record], f: Any, all_: bool) -> list[Record]:
         if f.get("id") and not any(rec.id.startswith(i) for i in f.get("id")):
             continue
         if not f.match_labels(rec.labels):
+            continue
+        health = (rec.state.get("Health") or {}).get("Status", "none")
+        if f.get("health") and health not in f.get("health"):
             continue
         if f.get("exited") and (rec.running or str(rec.state["ExitCode"]) not in f.get("exited")):
             continue

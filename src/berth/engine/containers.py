@@ -145,6 +145,9 @@ class ContainerManager:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
+        # called with the record after each start and each exit (health.HealthMonitor)
+        self.started_hooks: list[Callable[[Record], None]] = []
+        self.exited_hooks: list[Callable[[Record], None]] = []
         # Set when the daemon stops: waits, follows and attaches end (their clients see the
         # connection close), so the API's shutdown does not wait for container exits.
         self.closing = asyncio.Event()
@@ -472,6 +475,8 @@ class ContainerManager:
             )
             rec.save(self.bundle(rec.id))
             live.starts += 1
+            for hook in self.started_hooks:
+                hook(rec)
         await live.notify()
         log.info("container %s: started, pid %d", rec.id, info.pid)
         return rec
@@ -514,6 +519,8 @@ class ContainerManager:
                 FinishedAt=ex.finished_at,
             )
             rec.save(self.bundle(rec.id))
+            for hook in self.exited_hooks:
+                hook(rec)
             try:
                 await self.sup.delete(rec.id, force=True)
             except NotFound:

@@ -254,7 +254,12 @@ class Record:
         st = self.state
         if st["Running"]:
             up = human_duration(now - parse_rfc3339(st["StartedAt"]))
-            return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}"
+            if st["Paused"]:
+                return f"Up {up} (Paused)"
+            health = (st.get("Health") or {}).get("Status")
+            if health:  # docker ps: "(healthy)", "(unhealthy)", "(health: starting)"
+                return f"Up {up} ({'health: ' if health == 'starting' else ''}{health})"
+            return f"Up {up}"
         if st["Status"] == "dead":
             return "Dead"
         if st["Status"] == "removing":
@@ -356,6 +361,13 @@ def merged_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[st
     labels = dict(image_config.get("Labels") or {})
     labels.update(body.get("Labels") or {})
     out["Labels"] = labels
+    image_check = image_config.get("Healthcheck")
+    if image_check:  # moby's merge: the container's fields, the image's where unset
+        check = dict(body.get("Healthcheck") or {})
+        for key, value in image_check.items():
+            if not check.get(key):
+                check[key] = value
+        out["Healthcheck"] = check
     if not out.get("StopSignal") and image_config.get("StopSignal"):
         out["StopSignal"] = image_config["StopSignal"]
     for key, default in (

@@ -285,6 +285,13 @@ class ExecManager:
         if not ex.keep:
             self.execs.pop(ex.id, None)
 
+    def forget(self, exec_id: str) -> None:
+        """Drop an exec nobody will ask about (a healthcheck's that timed out)."""
+        ex = self.execs.pop(exec_id, None)
+        rec = self.containers.records.get(ex.container_id) if ex is not None else None
+        if rec is not None and exec_id in rec.exec_ids:
+            rec.exec_ids.remove(exec_id)
+
     def _failed(self, ex: Exec, e: BerthError) -> str:
         message = f"OCI runtime exec failed: exec failed: unable to start container process: {e}"
         self._ended(ex, start_failure_exit_code(str(e)))
