@@ -6,13 +6,12 @@ Rules (dockerd's):
   runs ``/bin/sh -c cmd``; no Test (or an empty one) means no check.
 - Durations are nanoseconds; 0 means the default: Interval 30s, Timeout 30s, StartPeriod 0,
   StartInterval 5s (the interval while in the start period and still "starting"), Retries 3.
-- At each start ``State.Health`` is reset to ``{"Status": "starting", "FailingStreak": 0,
-  "Log": []}``; a probe exiting 0 makes it "healthy" with a streak of 0; a failure adds one
-  to FailingStreak (except while "starting" in the start period) and at Retries it is
-  "unhealthy". A probe
-  that outlives Timeout is killed and logged as ExitCode -1, "Health check exceeded timeout
-  (…)"; Output keeps the first 4096 bytes. Log keeps the last 5 results (Start, End,
-  ExitCode, Output). The record is saved after each change.
+- At each start ``State.Health`` is reset to "starting" with a FailingStreak of 0 (its Log
+  is kept, as dockerd keeps it); a probe exiting 0 makes it "healthy" with a streak of 0; a
+  failure adds one to FailingStreak (except while "starting" in the start period) and at
+  Retries it is "unhealthy". A probe that outlives Timeout is killed and logged as ExitCode
+  -1, "Health check exceeded timeout (…)"; Output keeps the first 4096 bytes. Log keeps the
+  last 5 results (Start, End, ExitCode, Output). The record is saved after each change.
 - A change of Status calls ``on_status(record, status)`` (the hook for ``health_status: …``
   events); the monitor of a container ends at its exit or removal.
 """
@@ -150,7 +149,8 @@ class HealthMonitor:
         if check is None:
             return
         if reset or "Health" not in rec.state:
-            rec.state["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+            kept = (rec.state.get("Health") or {}).get("Log") or []
+            rec.state["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": kept}
             rec.save(self.containers.bundle(rec.id))
         self.stopped(rec)
         started = time.monotonic()

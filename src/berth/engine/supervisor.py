@@ -4,12 +4,14 @@
 
 One small, long-lived, single-threaded process, separate from berthd, with no asyncio: one
 ``selectors`` loop over its unix socket (JSON lines, ``supervisor_protocol``), the containers'
-stdout/stderr pipes, pidfds of adopted containers and a self-pipe woken by signals. It is a
-child subreaper and creates every container itself through the runtime library (the init is
-cloned from this process, with the library already loaded), so it reaps every container init
-and every orphan of theirs. Beside this module: ``supervisor_logs`` (the json-file writer),
-``supervisor_table`` (``Entry``, ``Conn``, exit statuses) and ``supervisor_process`` (detaching,
-signal dispositions, rlimits), each with its own rules.
+stdout/stderr pipes (or terminal masters), pidfds of adopted containers and a self-pipe woken
+by signals. It is a child subreaper and creates every container itself through the runtime
+library (the init is cloned from this process, with the library already loaded), so it reaps
+every container init and every orphan of theirs; execs are forked from it the same way
+(``runtime.execute.spawn``) and reaped by it. Beside this module: ``supervisor_logs`` (the
+json-file writer), ``supervisor_table`` (``Entry``, ``ExecEntry``, ``Conn``, exit statuses),
+``supervisor_io`` (a new process's pipes or terminal, stdin writes, resize) and
+``supervisor_process`` (detaching, signal dispositions, rlimits), each with its own rules.
 
 Rules:
 - Layout: the runtime's store is ``--root`` itself (``<root>/<id>/state.json``); beside the
@@ -32,7 +34,11 @@ Rules:
   so containers stay its children and no line or exit status is lost.
 - Containers start with default signal dispositions (Python's ignored SIGPIPE and SIGXFSZ
   would survive clone and execve otherwise).
-- Requests run one at a time; ``create`` and ``start`` block the loop for as long as the
+- An exec's output goes only to the connection that started it with ``attach`` (dropped
+  once that connection is gone), its exit after the last of its output; its exit code stays
+  for ``exec_state`` (the last ``ENDED_EXECS_KEPT`` per container). While that connection's
+  unsent output is above ``EXEC_OUTPUT_HIGH``, its execs' output is not read (backpressure).
+- Requests run one at a time; ``create``, ``start`` and ``exec`` block the loop for as long as the
   runtime takes (milliseconds). Errors are answered as ``berth.errors`` kinds; an unexpected
   exception is logged with its traceback and answered as an internal error, never fatal.
 """
@@ -92,6 +98,7 @@ LOCK = "supervisor.lock"  # flock'ed for the supervisor's life; holds its pid
 MAX_REQUEST = 1 << 20
 DELETE_TIMEOUT = 10.0
 ENDED_EXECS_KEPT = 32  # per container, for exec_state after the engine lost the connection
+EXEC_OUTPUT_HIGH = 1 << 20  # unsent bytes to one connection above which its execs wait
 
 
 # --------------------------------------------------------------------------- the supervisor
@@ -438,6 +445,8 @@ class Supervisor:
             if isinstance(e, ExecEntry):
                 if e.conn is not None:
                     self._send(e.conn, p.encode_exec_output(e.id, stream, data))
+                    if len(e.conn.outbuf) > EXEC_OUTPUT_HIGH and not e.paused:
+                        self._pause(e)
             elif isinstance(e, Entry) and e.log is not None:
                 e.log.feed(stream, data)
                 if fd == e.console:  # a terminal's output is not in lines (a prompt): as is
@@ -447,7 +456,7 @@ class Supervisor:
             return 0
         if isinstance(e, Entry) and e.log is not None:
             e.log.flush(stream)
-        self.sel.unregister(fd)
+        self._unwatch(e, fd)
         os.close(fd)
         del e.streams[fd]
         if fd == e.console:
@@ -460,9 +469,28 @@ class Supervisor:
                 if self._read_pipe(e, fd) <= 0:
                     break
 
+    def _unwatch(self, e: Stdin, fd: int) -> None:
+        if not (isinstance(e, ExecEntry) and e.paused):
+            self.sel.unregister(fd)
+
+    def _pause(self, x: ExecEntry) -> None:
+        """Stop reading an exec's output until its connection has sent what it holds."""
+        assert x.conn is not None
+        for fd in x.streams:
+            self.sel.unregister(fd)
+        x.paused = True
+        x.conn.paused.append(x)
+
+    def _resume(self, conn: Conn) -> None:
+        for x in conn.paused:
+            if x.paused:
+                x.paused = False
+                self._watch_streams(x)
+        conn.paused = []
+
     def _release_fds(self, e: Stdin) -> None:
         for fd in list(e.streams):
-            self.sel.unregister(fd)
+            self._unwatch(e, fd)
             os.close(fd)
         e.streams.clear()
         e.console = -1  # it was one of the streams
@@ -557,6 +585,8 @@ class Supervisor:
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
         self.sel.modify(conn.sock, events, self._conn_cb(conn))
+        if conn.paused and len(conn.outbuf) <= EXEC_OUTPUT_HIGH // 2:
+            self._resume(conn)
 
     def _flush_blocking(self, conn: Conn) -> None:
         if conn.closed or not conn.outbuf:
@@ -581,6 +611,7 @@ class Supervisor:
             for x in e.execs.values():
                 if x.conn is conn:
                     x.conn = None  # its output is dropped from now on; exec_state has its exit
+        self._resume(conn)
 
     # -- requests
     def _dispatch(self, conn: Conn, seq: int, req: p.Request) -> dict[str, Any] | None:

@@ -56,6 +56,7 @@ class Conn:
         self.outbuf = b""
         self.subscribed = False
         self.closed = False
+        self.paused: list[ExecEntry] = []  # execs not read until this one's outbuf drains
 
 
 class Stdin:
@@ -119,6 +120,7 @@ class ExecEntry(Stdin):
         self.conn = conn
         self.pid = 0
         self.exit_code: int | None = None
+        self.paused = False  # its streams are not polled (``Conn.paused``)
 
     def state(self) -> dict[str, Any]:
         return {"running": self.exit_code is None, "pid": self.pid, "exit_code": self.exit_code}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,11 +139,14 @@ def test_an_exec_with_a_terminal_and_one_whose_connection_dropped(sup: Sup, bund
     proc = _process(b.config, ["sh", "-c", "tty; read x; stty size; exit 7"], terminal=True)
     ex = sup.client()
     ex.exec(cid, "t1", proc, stdin=True, attach=True)
+    events = ex.exec_events()
+    first = next(events)  # the terminal echoes input at once: type after `tty` printed
+    assert first == ("stdout", b"/dev/pts/0\r\n")
     c.resize(cid, 12, 34, exec_id="t1")
     c.write_stdin(cid, b"go\n", exec_id="t1")
     out, code = _collect(ex)
     assert code == 7
-    assert out["stdout"] == b"/dev/pts/0\r\ngo\r\n12 34\r\n" and out["stderr"] == b""
+    assert out["stdout"] == b"go\r\n12 34\r\n" and out["stderr"] == b""
 
     dropped = sup.client()
     dropped.exec(cid, "d1", _process(b.config, ["sh", "-c", "sleep 0.3; exit 9"]), attach=True)
@@ -163,3 +167,19 @@ def test_an_exec_that_cannot_start_answers_runcs_error(sup: Sup, bundle: Any) ->
     with pytest.raises(Conflict, match="not running"):
         c.exec(cid, "x2", _process(b.config, ["true"]))
     c.delete(cid)
+
+
+def test_an_execs_output_waits_for_a_slow_connection(sup: Sup, bundle: Any) -> None:
+    b = bundle.sh(GATED.format(code=0))
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(Path(b.path) / "log"))
+    size = 8 << 20
+    ex = sup.client()
+    proc = _process(b.config, ["sh", "-c", f"head -c {size} /dev/zero; exit 3"])
+    ex.exec(cid, "big", proc, attach=True)
+    time.sleep(0.5)  # the client reads nothing: the supervisor stops reading the pipe
+    assert c.exec_state(cid, "big")["running"] is True  # blocked writing, not ended
+    out, code = _collect(ex)
+    assert (code, len(out["stdout"]), set(out["stdout"])) == (3, size, {0})
+    c.delete(cid, force=True)
