@@ -46,7 +46,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import base64
 import fcntl
 import logging
 import os
@@ -57,6 +56,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from berth.engine import supervisor_handoff as handing
 from berth.engine import supervisor_protocol as p
 from berth.engine.supervisor_io import ChildIO, close_stdin, pump_stdin, read_output, resize
 from berth.engine.supervisor_io import write_stdin as write_stdin_to
@@ -238,21 +238,7 @@ class Supervisor:
                 e.pidfd = -1
             if e.adopted or e.exit is not None:
                 continue
-            fds = [*e.streams, e.stdin_w]
-            for fd in fds:
-                if fd >= 0:
-                    os.set_inheritable(fd, True)
-            partial = e.log.partial if e.log is not None else {}
-            containers[e.id] = {
-                "streams": {str(fd): stream for fd, stream in e.streams.items()},
-                "console": e.console,  # one of the streams, or -1
-                "stdin": e.stdin_w,
-                "stdin_buf": base64.b64encode(e.stdin_buf).decode(),
-                "stdin_eof": e.stdin_eof,
-                "partial": {k: base64.b64encode(v).decode() for k, v in partial.items()},
-            }
-            if e.log is not None:
-                e.log.close()
+            containers[e.id] = handing.hand_over_container(e)
         for conn in list(self.conns):
             self._flush_blocking(conn)
             self._close_conn(conn)
@@ -315,30 +301,21 @@ class Supervisor:
                 self._watch(e)
         for cid, fds in handed.items():  # containers gone meanwhile: nothing to read for
             if cid not in self.table or self.table[cid].adopted:
-                for fd in (*map(int, fds["streams"]), fds["stdin"]):
-                    if fd >= 0:
-                        os.close(fd)
+                for fd in handing.handed_fds(fds):
+                    os.close(fd)
 
     def _take_over(self, e: Entry, handed: dict[str, Any] | None) -> None:
         if handed is None:
             return
-        log_path = str(e.meta.get("log_path", ""))
-        if log_path:
-            e.log = JsonFileLog(log_path)
-            for stream, partial in handed["partial"].items():
-                e.log.partial[stream] = base64.b64decode(partial)
-        for fd_text, stream in handed["streams"].items():
-            fd = int(fd_text)
-            os.set_inheritable(fd, False)
-            e.streams[fd] = stream
-            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
-        e.console = int(handed.get("console", -1))
-        e.stdin_w = int(handed["stdin"])
-        if e.stdin_w >= 0:
-            os.set_inheritable(e.stdin_w, False)
-            e.stdin_buf = base64.b64decode(handed["stdin_buf"])
-            e.stdin_eof = bool(handed["stdin_eof"])
-            pump_stdin(self.sel, e)
+        execs = handing.take_container(e, handed)
+        for holder in (e, *execs):
+            self._watch_streams(holder)
+            if holder.stdin_w >= 0:
+                pump_stdin(self.sel, holder)
+        for x in execs:  # their clients were disconnected: output dropped
+            e.execs[x.id] = x
+            if x.exit_code is None:
+                self.exec_by_pid[x.pid] = x
 
     def _watch(self, e: Entry) -> None:
         """An init that is not our child (an earlier supervisor's): watched by pidfd."""

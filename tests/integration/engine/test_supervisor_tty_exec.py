@@ -60,6 +60,7 @@ def test_a_terminal_container_logs_raw_stdout_with_crlf_and_reads_stdin(
     log_path = str(engine_workdir / "c.log")
     c = sup.client()
     c.create(cid, str(b.path), log_path, stdin=True)
+    _wait_for(lambda: "30 100" in _log_text(log_path))  # a terminal echoes input at once
     c.write_stdin(cid, b"hello\n")
     assert c.wait(cid).exit_code == 4
     text = _log_text(log_path)
@@ -182,4 +183,23 @@ def test_an_execs_output_waits_for_a_slow_connection(sup: Sup, bundle: Any) -> N
     assert c.exec_state(cid, "big")["running"] is True  # blocked writing, not ended
     out, code = _collect(ex)
     assert (code, len(out["stdout"]), set(out["stdout"])) == (3, size, {0})
+    c.delete(cid, force=True)
+
+
+def test_execs_survive_an_in_place_restart(sup: Sup, bundle: Any) -> None:
+    b = bundle.sh(GATED.format(code=0))
+    cid = leakcheck.tagged_name()
+    c = sup.client()
+    c.create(cid, str(b.path), str(Path(b.path) / "log"))
+    c.exec(cid, "done", _process(b.config, ["sh", "-c", "exit 4"]))
+    _wait_for(lambda: c.exec_state(cid, "done")["exit_code"] == 4)
+    ex = sup.client()
+    ex.exec(cid, "reads", _process(b.config, ["sh", "-c", "read x; echo $x; exit 5"]),
+            stdin=True, attach=True)  # fmt: skip
+    c.restart()  # the attached client is disconnected; the exec's pipes are handed over
+    c = sup.client()
+    assert c.exec_state(cid, "done")["exit_code"] == 4
+    assert c.exec_state(cid, "reads")["running"] is True
+    c.write_stdin(cid, b"still here\n", exec_id="reads")  # its stdin pipe came along
+    _wait_for(lambda: c.exec_state(cid, "reads")["exit_code"] == 5)
     c.delete(cid, force=True)
