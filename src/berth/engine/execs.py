@@ -21,6 +21,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -40,6 +41,7 @@ from berth.spec.defaults import CAPABILITIES
 log = logging.getLogger(__name__)
 
 KEPT_PER_CONTAINER = 64
+READY_TIMEOUT = 10.0  # a resize waits this long for its exec to start
 UNKNOWN_EXIT = 137  # ended with its container before anyone read its status: it was killed
 
 
@@ -369,6 +371,9 @@ class ExecManager:
 
     async def resize(self, exec_id: str, height: int, width: int) -> None:
         ex = self.get(exec_id)
+        if ex.started and not ex.ready.is_set():  # the CLI resizes right after the 101
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ex.ready.wait(), READY_TIMEOUT)
         if not ex.running:
             raise Conflict(f"Exec {exec_id} is not running")
         await self.sup.resize(ex.container_id, height, width, exec_id=ex.id)

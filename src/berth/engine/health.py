@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -200,9 +199,8 @@ class HealthMonitor:
         try:
             await asyncio.wait_for(collect(), check.timeout)
         except TimeoutError:
-            if ex.running and ex.pid > 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(ex.pid, signal.SIGKILL)  # a host pid: berthd sees every process
+            with contextlib.suppress(BerthError):
+                await self.execs.sup.kill(rec.id, signal.SIGKILL, exec_id=ex.id)
             self.execs.forget(ex.id)
             text = f"Health check exceeded timeout ({_duration_text(check.timeout)})"
             return {"Start": start, "End": now_rfc3339(), "ExitCode": -1, "Output": text}

@@ -596,6 +596,11 @@ class Supervisor:
             return self._create(req).to_json()
         if isinstance(req, p.Start):
             return self._start(req.id).to_json()
+        if isinstance(req, p.Kill) and req.exec_id:
+            x = self._exec_entry(req.id, req.exec_id)
+            if x.exit_code is None:  # not reaped yet: the pid is still its own
+                os.kill(x.pid, req.signal)
+            return {}
         if isinstance(req, p.Kill):
             e = self._entry(req.id)
             if e.exit is not None:
@@ -769,10 +774,24 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             self._await_exit(e)
+        self._end_execs(e)
         container.delete(self.st, cid, force)
         self._release_fds(e)
         del self.table[cid]
         log.info("container %s: deleted", cid)
+
+    def _end_execs(self, e: Entry) -> None:
+        """Kill and reap the container's execs still alive: an unreaped one still counts in
+        the container's cgroup, which could not be removed."""
+        for x in list(e.execs.values()):
+            if x.exit_code is not None or self.exec_by_pid.get(x.pid) is not x:
+                continue
+            try:
+                os.kill(x.pid, signal.SIGKILL)  # not reaped yet: the pid is still its own
+                _, status = os.waitpid(x.pid, 0)
+            except ChildProcessError:  # reaped elsewhere (it was handed over, not our child)
+                status = 137 << 8
+            self._exec_exited(self.exec_by_pid.pop(x.pid), status)
 
     def _await_exit(self, e: Entry) -> None:
         """Block until ``e``'s init is gone and its exit recorded (delete, after SIGKILL)."""

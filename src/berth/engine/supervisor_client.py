@@ -174,8 +174,10 @@ class Client:
     def start(self, container_id: str) -> p.Info:
         return p.Info.from_json(self.request(p.Start(container_id)))
 
-    def kill(self, container_id: str, signal: int = 15, all: bool = False) -> None:
-        self.request(p.Kill(container_id, signal, all))
+    def kill(
+        self, container_id: str, signal: int = 15, all: bool = False, exec_id: str = ""
+    ) -> None:
+        self.request(p.Kill(container_id, signal, all, exec_id))
 
     def delete(self, container_id: str, force: bool = False) -> None:
         self.request(p.Delete(container_id, force))
@@ -320,8 +322,10 @@ class AsyncClient:
     async def start(self, container_id: str) -> p.Info:
         return p.Info.from_json(await self.request(p.Start(container_id)))
 
-    async def kill(self, container_id: str, signal: int = 15, all: bool = False) -> None:
-        await self.request(p.Kill(container_id, signal, all))
+    async def kill(
+        self, container_id: str, signal: int = 15, all: bool = False, exec_id: str = ""
+    ) -> None:
+        await self.request(p.Kill(container_id, signal, all, exec_id))
 
     async def delete(self, container_id: str, force: bool = False) -> None:
         await self.request(p.Delete(container_id, force))

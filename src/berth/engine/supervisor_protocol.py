@@ -61,6 +61,7 @@ class Kill:
     id: str
     signal: int = 15
     all: bool = False
+    exec_id: str = ""  # signal this exec's process instead (while it has not been reaped)
 
 
 @value
