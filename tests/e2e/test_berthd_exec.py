@@ -95,6 +95,21 @@ def test_run_it_gives_a_terminal_of_the_clients_size_and_its_exit_code(berthd: D
     berthd.docker("rm", "tty1")
 
 
+def test_attach_to_a_running_terminal(berthd: Daemon) -> None:
+    berthd.docker("run", "-dit", "--name", "tty3", "busybox", "sh")
+    term = Terminal(berthd, ["attach", "tty3"], 20, 60)
+    try:
+        term.type("echo at''tached\r")  # what is typed waits in the pty until the CLI reads it
+        term.read_until(b"attached\r\n")
+        term.type("stty size\r")
+        term.read_until(b"20 60\r\n")  # the CLI resized the container's terminal on attach
+        term.type("exit 2\r")
+    finally:
+        code = term.close()
+    assert code == 2
+    berthd.docker("rm", "tty3")
+
+
 def test_resize_of_a_running_terminal_and_its_errors(berthd: Daemon) -> None:
     import docker
 
@@ -147,6 +162,11 @@ def test_docker_exec_output_exit_codes_and_options(berthd: Daemon, running: str)
     proc = berthd.docker("exec", running, "sh", "-c", "echo out; echo err >&2; echo $A")
     assert (proc.stdout, proc.stderr) == ("out\nfrom-container\n", "err\n")
     assert berthd.docker("exec", running, "false", check=False).returncode == 1
+    assert berthd.docker("exec", "-d", running, "touch", "/tmp/detached").stdout == ""
+    deadline = time.monotonic() + 20
+    while berthd.docker("exec", running, "test", "-e", "/tmp/detached", check=False).returncode:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     missing = berthd.docker("exec", running, "no-such-command", check=False)
     assert missing.returncode == 127
     assert "executable file not found" in missing.stdout + missing.stderr

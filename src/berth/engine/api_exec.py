@@ -80,6 +80,8 @@ async def start(request: web.Request) -> web.StreamResponse:
             await response.write(data if tty else logs.frame(code, data))
     except (ConnectionError, RuntimeError):
         log.debug("req %s: exec %s: the client went away", api.request_id(), exec_id)
+    except BerthError as e:  # the supervisor went away: the exec's state is asked later
+        log.warning("req %s: exec %s: output lost: %s", api.request_id(), exec_id, e.message)
     finally:
         await output.aclose()
         if pump is not None:

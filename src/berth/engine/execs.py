@@ -302,7 +302,11 @@ class ExecManager:
 
     async def start_detached(self, exec_id: str) -> None:
         ex, rec = self._starting(exec_id)
-        process = await self._process(ex, rec)
+        try:
+            process = await self._process(ex, rec)
+        except BaseException:
+            ex.started = False
+            raise
         try:
             ex.pid = await self.sup.exec_detached(rec.id, ex.id, process, ex.config.attach_stdin)
         except NotFound:
