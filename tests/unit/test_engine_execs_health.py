@@ -38,6 +38,7 @@ def test_exec_config_reads_the_clis_body() -> None:
         ({"Cmd": ["ls"], "Tty": "yes"}, "Tty: 'yes' must be a boolean"),
         ({"Cmd": ["ls"], "Env": ["=x"]}, "invalid environment variable"),
         ({"Cmd": ["ls"], "ConsoleSize": [1]}, "ConsoleSize"),
+        ({"Cmd": ["ls"], "ConsoleSize": [-1, 2]}, "ConsoleSize"),
         ([], "must be a JSON object"),
     ],
 )

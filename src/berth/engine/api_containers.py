@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -246,21 +246,32 @@ async def attach(request: web.Request) -> web.StreamResponse:
     rec, output = await m.attach(_id(request), _gone(request))
     stdin = api.query_bool(request, "stdin") and bool(rec.config.get("OpenStdin"))
     response, parser = await hijack(request, rec.tty, stdin)
-    pump: asyncio.Task[None] | None = None
-    if stdin:
-        pump = asyncio.create_task(_pump_stdin(parser, m, rec.id))
+    pump = asyncio.create_task(_pump_stdin(parser, m, rec.id)) if stdin else None
+    await relay(response, output, pump, "attach")
+    return response
+
+
+async def relay(
+    response: web.StreamResponse,
+    output: AsyncGenerator[bytes, None],
+    pump: asyncio.Task[None] | None,
+    what: str,
+) -> None:
+    """Write ``output`` to a hijacked connection until it ends or the client goes; then
+    close ``output`` and stop ``pump`` (the stdin task)."""
     try:
         async for chunk in output:
             await response.write(chunk)
     except (ConnectionError, RuntimeError):
-        log.debug("req %s: attach: the client went away", api.request_id())
+        log.debug("req %s: %s: the client went away", api.request_id(), what)
+    except BerthError as e:  # the supervisor went away mid-stream
+        log.warning("req %s: %s: output lost: %s", api.request_id(), what, e.message)
     finally:
         await output.aclose()
         if pump is not None:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-    return response
 
 
 async def hijack(

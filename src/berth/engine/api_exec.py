@@ -15,14 +15,14 @@ Rules (``shared/docker-cli-contract.md``):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import AsyncGenerator
 
 from aiohttp import web
 
 from berth.engine import api
 from berth.engine import containers_logs as logs
-from berth.engine.api_containers import hijack
+from berth.engine.api_containers import hijack, relay
 from berth.engine.execs import ExecManager
 from berth.errors import BerthError, InvalidArgument
 
@@ -69,25 +69,20 @@ async def start(request: web.Request) -> web.StreamResponse:
     wanted = {"stdout": ex.config.attach_stdout, "stderr": ex.config.attach_stderr}
     output = await m.run(exec_id)
     response, parser = await hijack(request, tty, ex.config.attach_stdin)
-    pump: asyncio.Task[None] | None = None
+    pump = None
     if ex.config.attach_stdin:
         pump = asyncio.create_task(_pump_stdin(m, exec_id, parser.queue))
-    try:
-        async for stream, data in output:
-            if not wanted.get(stream, True):
-                continue
-            code = logs.STDERR if stream == "stderr" else logs.STDOUT
-            await response.write(data if tty else logs.frame(code, data))
-    except (ConnectionError, RuntimeError):
-        log.debug("req %s: exec %s: the client went away", api.request_id(), exec_id)
-    except BerthError as e:  # the supervisor went away: the exec's state is asked later
-        log.warning("req %s: exec %s: output lost: %s", api.request_id(), exec_id, e.message)
-    finally:
-        await output.aclose()
-        if pump is not None:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+
+    async def framed() -> AsyncGenerator[bytes, None]:
+        try:
+            async for stream, data in output:
+                if wanted.get(stream, True):
+                    code = logs.STDERR if stream == "stderr" else logs.STDOUT
+                    yield data if tty else logs.frame(code, data)
+        finally:
+            await output.aclose()
+
+    await relay(response, framed(), pump, f"exec {exec_id}")
     return response
 
 

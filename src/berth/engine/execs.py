@@ -34,6 +34,7 @@ from typing import Any
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record
 from berth.engine.oci_config import resolve_user
+from berth.engine.oci_request import _console_size
 from berth.engine.supervisor_client import AsyncClient
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.spec.defaults import CAPABILITIES
@@ -79,19 +80,6 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     return value
 
 
-def _console_size(body: dict[str, Any]) -> tuple[int, int] | None:
-    size = body.get("ConsoleSize")
-    if size is None:
-        return None
-    if (
-        not isinstance(size, list)
-        or len(size) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)
-    ):
-        raise InvalidArgument(f"ConsoleSize: {size!r} must be [height, width]")
-    return int(size[0]), int(size[1])
-
-
 @dataclass
 class ExecConfig:
     """What ``POST /containers/{id}/exec`` asked for."""
@@ -134,7 +122,7 @@ class ExecConfig:
             attach_stdout=_flag(body, "AttachStdout"),
             attach_stderr=_flag(body, "AttachStderr"),
             detach_keys=_string(body, "DetachKeys"),
-            console_size=_console_size(body),
+            console_size=_console_size(body, "ConsoleSize"),
         )
 
 
@@ -262,21 +250,25 @@ class ExecManager:
         rec.exec_ids.append(ex.id)
         return ex
 
-    def _starting(self, exec_id: str) -> tuple[Exec, Record]:
+    async def _starting(self, exec_id: str) -> tuple[Exec, Record, dict[str, Any]]:
+        """The exec to start, its container and its OCI process (404, 409, 400 here); it
+        counts as started from now on, unless this fails."""
         ex = self.get(exec_id)
         if ex.started:
             raise Conflict(f"Error: Exec command {exec_id} has already run")
         rec = self._running_container(ex.container_id)
         ex.started = True
-        return ex, rec
 
-    async def _process(self, ex: Exec, rec: Record) -> dict[str, Any]:
         def build() -> dict[str, Any]:
             with open(os.path.join(self.containers.bundle(rec.id), "config.json"), "rb") as f:
                 spec = json.load(f)
             return build_process(spec.get("process") or {}, rec.rootfs, ex.config)
 
-        return await asyncio.to_thread(build)
+        try:
+            return ex, rec, await asyncio.to_thread(build)
+        except BaseException:
+            ex.started = False
+            raise
 
     def _ended(self, ex: Exec, code: int) -> None:
         ex.running, ex.exit_code = False, code
@@ -301,12 +293,7 @@ class ExecManager:
         return message + ": unknown"
 
     async def start_detached(self, exec_id: str) -> None:
-        ex, rec = self._starting(exec_id)
-        try:
-            process = await self._process(ex, rec)
-        except BaseException:
-            ex.started = False
-            raise
+        ex, rec, process = await self._starting(exec_id)
         try:
             ex.pid = await self.sup.exec_detached(rec.id, ex.id, process, ex.config.attach_stdin)
         except NotFound:
@@ -320,12 +307,7 @@ class ExecManager:
         """Check and prepare now (404, 409, 400), start when iterated: the exec's output as
         (stream, data) until it exits (then its exit code is recorded). A process that
         cannot start yields its error as "stdout"."""
-        ex, rec = self._starting(exec_id)
-        try:
-            process = await self._process(ex, rec)
-        except BaseException:
-            ex.started = False
-            raise
+        ex, rec, process = await self._starting(exec_id)
         return self._attached(ex, rec, process)
 
     async def _attached(
