@@ -56,6 +56,7 @@ import sys
 import time
 from collections.abc import Callable
 
+from berth.engine import supervisor_execs as execs
 from berth.engine import supervisor_handoff as handing
 from berth.engine import supervisor_protocol as p
 from berth.engine.supervisor_io import ChildIO, close_stdin, pump_stdin, read_output, resize
@@ -78,11 +79,10 @@ from berth.engine.supervisor_table import (
     zombie_wait_status,
 )
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
-from berth.runtime import container, execute, store
+from berth.runtime import container, store
 from berth.runtime import syscalls as s
 from berth.runtime.create import CreateOptions, create, load_bundle
 from berth.spec import jsonio
-from berth.spec.config import Process
 from berth.spec.state import Status, check_operation
 
 TYPE_CHECKING = False
@@ -721,29 +721,13 @@ class Supervisor:
 
     # -- execs
     def _exec(self, conn: Conn, req: p.Exec) -> dict[str, Any]:
-        """Start ``req.process`` in the running container; answer its pid once it runs."""
+        """Start an exec; answer its pid once it runs."""
         e = self._entry(req.id)
-        if req.exec_id in e.execs:
-            raise Conflict(f"exec {req.exec_id!r} of container {e.id!r} already exists")
-        if e.exit is not None:
-            raise Conflict(f"container {e.id} is not running")
-        loaded = container.load(self.st, e.id)
-        check_operation(e.id, "exec", loaded.status)
-        proc = Process.from_json(req.process, "process")
-        io = ChildIO(req.stdin, proc.terminal)
-        try:
-            pid = execute.spawn(loaded, proc, stdio=io.stdio, console_socket=io.console_socket)
-        except BaseException:
-            io.abort()
-            raise
-        x = ExecEntry(e.id, req.exec_id, conn if req.attach else None)
-        x.pid = pid
-        io.started(x)
+        x = execs.start(self.st, e, req, conn)
         self._watch_streams(x)
         e.execs[x.id] = x
-        self.exec_by_pid[pid] = x
-        log.info("container %s: exec %s started, pid %d", e.id, x.id, pid)
-        return {"pid": pid}
+        self.exec_by_pid[x.pid] = x
+        return {"pid": x.pid}
 
     def _exec_exited(self, x: ExecEntry, status: int) -> None:
         """Its output to its connection first, then its exit; keep a few ended ones."""
@@ -774,24 +758,13 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             self._await_exit(e)
-        self._end_execs(e)
+        live = [x for x in e.execs.values() if self.exec_by_pid.get(x.pid) is x]
+        for x, status in execs.kill_and_reap(live):  # else its cgroup cannot go
+            self._exec_exited(self.exec_by_pid.pop(x.pid), status)
         container.delete(self.st, cid, force)
         self._release_fds(e)
         del self.table[cid]
         log.info("container %s: deleted", cid)
-
-    def _end_execs(self, e: Entry) -> None:
-        """Kill and reap the container's execs still alive: an unreaped one still counts in
-        the container's cgroup, which could not be removed."""
-        for x in list(e.execs.values()):
-            if x.exit_code is not None or self.exec_by_pid.get(x.pid) is not x:
-                continue
-            try:
-                os.kill(x.pid, signal.SIGKILL)  # not reaped yet: the pid is still its own
-                _, status = os.waitpid(x.pid, 0)
-            except ChildProcessError:  # reaped elsewhere (it was handed over, not our child)
-                status = 137 << 8
-            self._exec_exited(self.exec_by_pid.pop(x.pid), status)
 
     def _await_exit(self, e: Entry) -> None:
         """Block until ``e``'s init is gone and its exit recorded (delete, after SIGKILL)."""
