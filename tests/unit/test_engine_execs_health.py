@@ -139,3 +139,17 @@ def test_ps_status_shows_the_health() -> None:
     assert rec.status_text(now) == "Up 3 seconds (unhealthy)"
     rec.state["Paused"] = True
     assert rec.status_text(now) == "Up 3 seconds (Paused)"
+
+
+def test_exec_events_go_to_the_hook() -> None:
+    from types import SimpleNamespace
+
+    from berth.engine.execs import Exec, ExecManager
+
+    seen: list[tuple[str, int | None]] = []
+    containers: Any = SimpleNamespace(records={})
+    m = ExecManager(containers, lambda action, ex: seen.append((action, ex.exit_code)))
+    ex = Exec("e" * 64, "c" * 64, ExecConfig(cmd=["true"]))
+    m._ended(ex, 3)
+    m._ended(ex, 3)  # once only
+    assert seen == [("exec_die", 3)]

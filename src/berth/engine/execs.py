@@ -16,6 +16,8 @@ Rules:
   ``exec_ids``, not saved). Records of ended execs are kept until the container is removed,
   at most ``KEPT_PER_CONTAINER`` of them.
 - Resize: 404 for an unknown container or exec, 409 "is not running" as dockerd.
+- ``on_event(action, exec)`` is called at exec_create, exec_start and exec_die (the hook for
+  an event bus; exec_die once its exit code is known).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,9 +210,19 @@ def build_process(spec_process: dict[str, Any], rootfs: str, config: ExecConfig)
 class ExecManager:
     """The execs of one berthd, over its containers and their supervisor."""
 
-    def __init__(self, containers: ContainerManager) -> None:
+    def __init__(
+        self,
+        containers: ContainerManager,
+        on_event: Callable[[str, Exec], None] | None = None,
+    ) -> None:
         self.containers = containers
         self.execs: dict[str, Exec] = {}
+        # the hook for dockerd's exec events: "exec_create", "exec_start", "exec_die"
+        self.on_event = on_event
+
+    def _event(self, action: str, ex: Exec) -> None:
+        if self.on_event is not None:
+            self.on_event(action, ex)
 
     @property
     def sup(self) -> AsyncClient:
@@ -248,6 +260,7 @@ class ExecManager:
         ex = Exec(secrets.token_hex(32), rec.id, config, keep=keep)
         self.execs[ex.id] = ex
         rec.exec_ids.append(ex.id)
+        self._event("exec_create", ex)
         return ex
 
     async def _starting(self, exec_id: str) -> tuple[Exec, Record, dict[str, Any]]:
@@ -271,8 +284,11 @@ class ExecManager:
             raise
 
     def _ended(self, ex: Exec, code: int) -> None:
+        first = ex.exit_code is None
         ex.running, ex.exit_code = False, code
         ex.ready.set()
+        if first:
+            self._event("exec_die", ex)
         rec = self.containers.records.get(ex.container_id)
         if rec is not None and ex.id in rec.exec_ids:
             rec.exec_ids.remove(ex.id)
@@ -302,6 +318,7 @@ class ExecManager:
             raise InvalidArgument(self._failed(ex, e)) from None
         ex.running = True
         ex.ready.set()
+        self._event("exec_start", ex)
 
     async def run(self, exec_id: str) -> AsyncGenerator[tuple[str, bytes], None]:
         """Check and prepare now (404, 409, 400), start when iterated: the exec's output as
@@ -322,6 +339,7 @@ class ExecManager:
         ex.pid = first if isinstance(first, int) else 0
         ex.running = True
         ex.ready.set()
+        self._event("exec_start", ex)
         try:
             async for event in events:
                 if isinstance(event, int):
