@@ -204,6 +204,9 @@ class HealthMonitor:
             self.execs.forget(ex.id)
             text = f"Health check exceeded timeout ({_duration_text(check.timeout)})"
             return {"Start": start, "End": now_rfc3339(), "ExitCode": -1, "Output": text}
+        except BaseException:  # cancelled (the container stopped) or failed: not kept
+            self.execs.forget(ex.id)
+            raise
         code = ex.exit_code if ex.exit_code is not None else -1
         return {
             "Start": start,
