@@ -95,6 +95,22 @@ def test_run_it_gives_a_terminal_of_the_clients_size_and_its_exit_code(berthd: D
     berthd.docker("rm", "tty1")
 
 
+def test_run_it_rm_and_start_ai(berthd: Daemon) -> None:
+    term = Terminal(berthd, ["run", "-it", "--rm", "busybox", "sh", "-c", "exit 5"], 24, 80)
+    assert term.close() == 5
+    assert berthd.docker("ps", "-aq").stdout == ""  # removed
+    berthd.docker("create", "-it", "--name", "tty4", "busybox", "sh")
+    term = Terminal(berthd, ["start", "-ai", "tty4"], 24, 80)
+    try:
+        term.read_until(b"# ")
+        term.type("echo st''arted; exit 6\r")
+        term.read_until(b"started\r\n")
+    finally:
+        code = term.close()
+    assert code == 6
+    berthd.docker("rm", "tty4")
+
+
 def test_attach_to_a_running_terminal(berthd: Daemon) -> None:
     berthd.docker("run", "-dit", "--name", "tty3", "busybox", "sh")
     term = Terminal(berthd, ["attach", "tty3"], 20, 60)
