@@ -13,8 +13,10 @@ import os
 import select
 import struct
 import subprocess
+import tarfile
 import termios
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -334,3 +336,21 @@ def test_healthcheck_timeout_and_none(berthd: Daemon) -> None:
         assert _inspect(berthd, "hc4")["Config"]["Healthcheck"]["Test"] == ["NONE"]
     finally:
         berthd.docker("rm", "-f", "hc2", "hc4")
+
+
+def test_an_images_healthcheck_is_the_containers(berthd: Daemon, tmp_path: Path) -> None:
+    berthd.docker("save", "-o", str(tmp_path / "bb.tar"), "busybox")
+    with tarfile.open(tmp_path / "bb.tar") as saved:
+        manifest = json.load(saved.extractfile("manifest.json"))  # type: ignore[arg-type]
+        saved.extract(manifest[0]["Layers"][0], tmp_path, filter="tar")
+    layer = str(tmp_path / manifest[0]["Layers"][0])
+    change = "HEALTHCHECK --interval=200ms --retries=1 CMD cat /tmp/ok"
+    berthd.docker("import", "--change", change, layer, "hc-image")
+    berthd.docker("run", "-d", "--name", "hc5", "hc-image", "sleep", "600")
+    try:
+        check = _inspect(berthd, "hc5")["Config"]["Healthcheck"]
+        assert check["Test"] == ["CMD-SHELL", "cat /tmp/ok"] and check["Interval"] == 200_000_000
+        _wait_health(berthd, "hc5", "unhealthy")
+    finally:
+        berthd.docker("rm", "-f", "hc5")
+        berthd.docker("rmi", "hc-image")
