@@ -25,6 +25,11 @@ def test_every_request_round_trips_with_its_seq() -> None:
         p.WriteStdin.of("c1", b"\x00hi\n", eof=True),
         p.Shutdown(),
         p.Restart(),
+        p.Resize("c1", 40, 120, exec_id="e1"),
+        p.Exec("c1", "e1", {"args": ["sh"], "terminal": True}, stdin=True, attach=True),
+        p.ExecState("c1", "e1"),
+        p.Kill("c1", 9, exec_id="e1"),
+        p.WriteStdin.of("c1", b"x", exec_id="e1"),
     ]
     for seq, req in enumerate(requests):
         line = p.encode_request(req, seq)
@@ -65,6 +70,17 @@ def test_answers_carry_results_errors_and_events() -> None:
         p.decode_reply(p.encode_error(3, NotFound("no such")))
     with pytest.raises(BerthError, match="unexpected"):
         p.decode_reply(b'{"v":9}')
+
+
+def test_exec_events_decode_to_output_then_exit() -> None:
+    from berth.engine.supervisor_client import exec_event
+
+    out = p.decode_reply(p.encode_exec_output("e1", "stderr", b"\x00oops\n"))
+    assert exec_event(out) == ("stderr", b"\x00oops\n")
+    assert exec_event(p.decode_reply(p.encode_exec_exit("e1", 126))) == 126
+    assert exec_event(p.decode_reply(p.encode_result(3, {"pid": 7}))) is None
+    with pytest.raises(InvalidArgument, match="process"):
+        p.decode_request(b'{"v":1,"op":"exec","seq":1,"id":"c","exec_id":"e","process":[]}')
 
 
 def test_exit_codes_as_a_shell_reports_them() -> None:

@@ -94,6 +94,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
         api_build,
         api_containers,
         api_events,
+        api_exec,
         api_images,
         api_resources,
         api_system,
@@ -110,6 +111,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, api_build.ROUTES)
     add_routes(app, api_resources.ROUTES)
     add_routes(app, api_events.ROUTES)
+    add_routes(app, api_exec.ROUTES)
     add_routes(app, extra_routes)
     return app
 

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +33,8 @@ from berth.errors import BerthError, InvalidArgument, Unavailable
 log = logging.getLogger(__name__)
 
 CONTAINERS = web.AppKey("containers", ContainerManager)
-LIST_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "before", "since")
+LIST_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "before", "since", "health")
+HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
 PRUNE_FILTERS = ("until", "label", "label!")
 WAIT_POLL = 0.5  # how often a waiting /wait checks that its client is still there
 STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
@@ -165,6 +166,9 @@ def select(rows: list[Record], f: Any, all_: bool) -> list[Record]:
     for status in f.get("status"):
         if status not in STATUSES:
             raise InvalidArgument(f"invalid filter 'status={status}'")
+    for health in f.get("health"):
+        if health not in HEALTH_STATES:
+            raise InvalidArgument(f"Unrecognised filter value for health: {health}")
     out = []
     for rec in rows:
         if not all_ and not rec.running and not f.get("status"):
@@ -176,6 +180,9 @@ def select(rows: list[Record], f: Any, all_: bool) -> list[Record]:
         if f.get("id") and not any(rec.id.startswith(i) for i in f.get("id")):
             continue
         if not f.match_labels(rec.labels):
+            continue
+        health = (rec.state.get("Health") or {}).get("Status", "none")
+        if f.get("health") and health not in f.get("health"):
             continue
         if f.get("exited") and (rec.running or str(rec.state["ExitCode"]) not in f.get("exited")):
             continue
@@ -253,30 +260,49 @@ async def attach(request: web.Request) -> web.StreamResponse:
     m = manager(request)
     rec, output = await m.attach(_id(request), _gone(request))
     stdin = api.query_bool(request, "stdin") and bool(rec.config.get("OpenStdin"))
-    response = web.StreamResponse(status=101, reason="UPGRADED")
-    response.headers["Content-Type"] = logs.RAW if rec.tty else logs.MULTIPLEXED
-    response.headers["Connection"] = "Upgrade"
-    response.headers["Upgrade"] = "tcp"
-    response._length_check = False  # a raw stream: no chunking, no length
-    response.force_close()
-    await response.prepare(request)
-    # The CLI half-closes its side when it has no stdin to send: that must not end the output.
-    parser = _take_stdin(request, stdin)
-    pump: asyncio.Task[None] | None = None
-    if stdin:
-        pump = asyncio.create_task(_pump_stdin(parser, m, rec.id))
+    response, parser = await hijack(request, rec.tty, stdin)
+    pump = asyncio.create_task(_pump_stdin(parser, m, rec.id)) if stdin else None
+    await relay(response, output, pump, "attach")
+    return response
+
+
+async def relay(
+    response: web.StreamResponse,
+    output: AsyncGenerator[bytes, None],
+    pump: asyncio.Task[None] | None,
+    what: str,
+) -> None:
+    """Write ``output`` to a hijacked connection until it ends or the client goes; then
+    close ``output`` and stop ``pump`` (the stdin task)."""
     try:
         async for chunk in output:
             await response.write(chunk)
     except (ConnectionError, RuntimeError):
-        log.debug("req %s: attach: the client went away", api.request_id())
+        log.debug("req %s: %s: the client went away", api.request_id(), what)
+    except BerthError as e:  # the supervisor went away mid-stream
+        log.warning("req %s: %s: output lost: %s", api.request_id(), what, e.message)
     finally:
         await output.aclose()
         if pump is not None:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
-    return response
+
+
+async def hijack(
+    request: web.Request, tty: bool, stdin: bool
+) -> tuple[web.StreamResponse, _StdinParser]:
+    """Answer ``101 UPGRADED`` (raw stream with a TTY, multiplexed frames without) and take
+    the connection over: what the client sends from now on is queued in the parser (dropped
+    unless ``stdin``); its half-close is EOF and does not end the output."""
+    response = web.StreamResponse(status=101, reason="UPGRADED")
+    response.headers["Content-Type"] = logs.RAW if tty else logs.MULTIPLEXED
+    response.headers["Connection"] = "Upgrade"
+    response.headers["Upgrade"] = "tcp"
+    response._length_check = False  # a raw stream: no chunking, no length
+    response.force_close()
+    await response.prepare(request)
+    return response, _take_stdin(request, stdin)
 
 
 class _StdinParser:

@@ -135,6 +135,9 @@ class ContainerManager:
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
+        # called with the record after each start and each exit (health.HealthMonitor)
+        self.started_hooks: list[Callable[[Record], None]] = []
+        self.exited_hooks: list[Callable[[Record], None]] = []
         # Set when the daemon stops: waits, follows and attaches end (their clients see the
         # connection close), so the API's shutdown does not wait for container exits.
         self.closing = asyncio.Event()
@@ -488,6 +491,8 @@ class ContainerManager:
         rec.save(self.bundle(rec.id))
         live.starts += 1
         self.emit(rec, "start")
+        for hook in self.started_hooks:
+            hook(rec)
         log.info("container %s: started, pid %d", rec.id, info.pid)
 
     async def _start_failed(self, rec: Record, live: Live, e: BerthError) -> str:
@@ -536,6 +541,8 @@ class ContainerManager:
             if again:
                 rec.restart_count += 1
             rec.save(self.bundle(rec.id))
+            for hook in self.exited_hooks:
+                hook(rec)
             try:
                 await self.sup.delete(rec.id, force=True)
             except NotFound:

@@ -203,6 +203,7 @@ class Record:
     mounted: bool = False  # berthd mounted the rootfs (unmount before it goes)
     # The user stopped or killed it (unless-stopped does not restart it, even at daemon start)
     manually_stopped: bool = False
+    exec_ids: list[str] = field(default_factory=list)  # execs not ended (not saved: execs.py)
 
     @property
     def running(self) -> bool:
@@ -303,7 +304,12 @@ class Record:
             return f"Restarting ({st['ExitCode']}) {ago} ago"
         if st["Running"]:
             up = human_duration(now - parse_rfc3339(st["StartedAt"]))
-            return f"Up {up} (Paused)" if st["Paused"] else f"Up {up}"
+            if st["Paused"]:
+                return f"Up {up} (Paused)"
+            health = (st.get("Health") or {}).get("Status")
+            if health:  # docker ps: "(healthy)", "(unhealthy)", "(health: starting)"
+                return f"Up {up} ({'health: ' if health == 'starting' else ''}{health})"
+            return f"Up {up}"
         if st["Status"] == "dead":
             return "Dead"
         if st["Status"] == "removing":
@@ -361,7 +367,7 @@ class Record:
             "MountLabel": "",
             "ProcessLabel": "",
             "AppArmorProfile": "",
-            "ExecIDs": None,
+            "ExecIDs": list(self.exec_ids) or None,
             "HostConfig": host_config,
             "GraphDriver": {"Name": driver, "Data": {"UpperDir": upper, "MergedDir": self.rootfs}},
             "Mounts": [],
@@ -405,6 +411,13 @@ def merged_config(body: dict[str, Any], image_config: dict[str, Any]) -> dict[st
     labels = dict(image_config.get("Labels") or {})
     labels.update(body.get("Labels") or {})
     out["Labels"] = labels
+    image_check = image_config.get("Healthcheck")
+    if image_check:  # moby's merge: the container's fields, the image's where unset
+        check = dict(body.get("Healthcheck") or {})
+        for key, value in image_check.items():
+            if not check.get(key):
+                check[key] = value
+        out["Healthcheck"] = check
     if not out.get("StopSignal") and image_config.get("StopSignal"):
         out["StopSignal"] = image_config["StopSignal"]
     for key, default in (

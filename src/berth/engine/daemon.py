@@ -39,8 +39,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from berth.engine import api, api_containers
+from berth.engine import api, api_containers, api_exec
 from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
+from berth.engine.execs import ExecManager
+from berth.engine.health import HealthMonitor
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.image.store import ImageStore
@@ -202,6 +204,10 @@ async def serve(
         state.image_in_use = containers.image_in_use
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
+        execs = app[api_exec.EXECS] = ExecManager(containers)
+        health = HealthMonitor(containers, execs)
+        health.open()
+        app.on_shutdown.append(health.close)
         app.on_shutdown.append(containers.shutdown)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()

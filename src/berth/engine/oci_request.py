@@ -402,7 +402,7 @@ _HOSTNAME = re.compile(
 )
 
 
-def _console_size(hc: Any) -> tuple[int, int] | None:
+def _console_size(hc: Any, field: str = "HostConfig.ConsoleSize") -> tuple[int, int] | None:
     size = hc.get("ConsoleSize") if isinstance(hc, dict) else None
     if size is None:
         return None
@@ -411,7 +411,7 @@ def _console_size(hc: Any) -> tuple[int, int] | None:
         or len(size) != 2
         or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in size)
     ):
-        raise _bad_type("HostConfig.ConsoleSize", size, "[2]uint")
+        raise _bad_type(field, size, "[2]uint")
     if size == [0, 0]:
         return None
     return size[0], size[1]

@@ -4,12 +4,14 @@
 
 One small, long-lived, single-threaded process, separate from berthd, with no asyncio: one
 ``selectors`` loop over its unix socket (JSON lines, ``supervisor_protocol``), the containers'
-stdout/stderr pipes, pidfds of adopted containers and a self-pipe woken by signals. It is a
-child subreaper and creates every container itself through the runtime library (the init is
-cloned from this process, with the library already loaded), so it reaps every container init
-and every orphan of theirs. Beside this module: ``supervisor_logs`` (the json-file writer),
-``supervisor_table`` (``Entry``, ``Conn``, exit statuses) and ``supervisor_process`` (detaching,
-signal dispositions, rlimits), each with its own rules.
+stdout/stderr pipes (or terminal masters), pidfds of adopted containers and a self-pipe woken
+by signals. It is a child subreaper and creates every container itself through the runtime
+library (the init is cloned from this process, with the library already loaded), so it reaps
+every container init and every orphan of theirs; execs are forked from it the same way
+(``runtime.execute.spawn``) and reaped by it. Beside this module: ``supervisor_logs`` (the
+json-file writer), ``supervisor_table`` (``Entry``, ``ExecEntry``, ``Conn``, exit statuses),
+``supervisor_io`` (a new process's pipes or terminal, stdin writes, resize) and
+``supervisor_process`` (detaching, signal dispositions, rlimits), each with its own rules.
 
 Rules:
 - Layout: the runtime's store is ``--root`` itself (``<root>/<id>/state.json``); beside the
@@ -18,7 +20,9 @@ Rules:
   BEFORE any waiter or subscriber hears of the exit, and after the log is drained and synced,
   so whoever restarts reads it and finds every line before it.
 - Logs are Docker's json-file format, one ``{"log","stream","time"}`` object per line; a line
-  longer than 16 KiB is split as dockerd splits it; a partial line is flushed at exit.
+  longer than 16 KiB is split as dockerd splits it; a partial line is flushed at exit. A
+  terminal's output (raw, CR LF line ends, all "stdout") is logged as it is read, partial lines too
+  (a shell's prompt), since attach reads it from the log.
 - Stopping the supervisor (SIGTERM, SIGINT or ``shutdown``) never touches a container: they
   keep running. A new supervisor rebuilds its table from the store and the exit files and
   watches live inits it did not make with pidfds. Such an init is not its child, so its exit
@@ -30,7 +34,11 @@ Rules:
   so containers stay its children and no line or exit status is lost.
 - Containers start with default signal dispositions (Python's ignored SIGPIPE and SIGXFSZ
   would survive clone and execve otherwise).
-- Requests run one at a time; ``create`` and ``start`` block the loop for as long as the
+- An exec's output goes only to the connection that started it with ``attach`` (dropped
+  once that connection is gone), its exit after the last of its output; its exit code stays
+  for ``exec_state`` (the last ``ENDED_EXECS_KEPT`` per container). While that connection's
+  unsent output is above ``EXEC_OUTPUT_HIGH``, its execs' output is not read (backpressure).
+- Requests run one at a time; ``create``, ``start`` and ``exec`` block the loop for as long as the
   runtime takes (milliseconds). Errors are answered as ``berth.errors`` kinds; an unexpected
   exception is logged with its traceback and answered as an internal error, never fatal.
 """
@@ -38,7 +46,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import base64
 import fcntl
 import logging
 import os
@@ -49,7 +56,11 @@ import sys
 import time
 from collections.abc import Callable
 
+from berth.engine import supervisor_execs as execs
+from berth.engine import supervisor_handoff as handing
 from berth.engine import supervisor_protocol as p
+from berth.engine.supervisor_io import ChildIO, close_stdin, pump_stdin, read_output, resize
+from berth.engine.supervisor_io import write_stdin as write_stdin_to
 from berth.engine.supervisor_logs import JsonFileLog, now
 from berth.engine.supervisor_process import (
     _is_child,
@@ -58,11 +69,19 @@ from berth.engine.supervisor_process import (
     _unignore_signals,
     detach,
 )
-from berth.engine.supervisor_table import Conn, Entry, _read_json, exit_code_of, zombie_wait_status
-from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable, Unsupported
+from berth.engine.supervisor_table import (
+    Conn,
+    Entry,
+    ExecEntry,
+    Stdin,
+    _read_json,
+    exit_code_of,
+    zombie_wait_status,
+)
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
 from berth.runtime import container, store
 from berth.runtime import syscalls as s
-from berth.runtime.create import CreateOptions, create
+from berth.runtime.create import CreateOptions, create, load_bundle
 from berth.spec import jsonio
 from berth.spec.state import Status, check_operation
 
@@ -78,7 +97,8 @@ HANDOFF = "supervisor.handoff.json"  # an in-place restart's fds, read and remov
 LOCK = "supervisor.lock"  # flock'ed for the supervisor's life; holds its pid
 MAX_REQUEST = 1 << 20
 DELETE_TIMEOUT = 10.0
-MAX_STDIN_BUFFER = 16 << 20
+ENDED_EXECS_KEPT = 32  # per container, for exec_state after the engine lost the connection
+EXEC_OUTPUT_HIGH = 1 << 20  # unsent bytes to one connection above which its execs wait
 
 
 # --------------------------------------------------------------------------- the supervisor
@@ -110,6 +130,7 @@ class Supervisor:
         self.sel = selectors.DefaultSelector()
         self.table: dict[str, Entry] = {}
         self.by_pid: dict[int, Entry] = {}
+        self.exec_by_pid: dict[int, ExecEntry] = {}
         self.conns: list[Conn] = []
         self.stopping = False
         self.listener: socket.socket | None = None
@@ -217,20 +238,7 @@ class Supervisor:
                 e.pidfd = -1
             if e.adopted or e.exit is not None:
                 continue
-            fds = [*e.streams, e.stdin_w]
-            for fd in fds:
-                if fd >= 0:
-                    os.set_inheritable(fd, True)
-            partial = e.log.partial if e.log is not None else {}
-            containers[e.id] = {
-                "streams": {str(fd): stream for fd, stream in e.streams.items()},
-                "stdin": e.stdin_w,
-                "stdin_buf": base64.b64encode(e.stdin_buf).decode(),
-                "stdin_eof": e.stdin_eof,
-                "partial": {k: base64.b64encode(v).decode() for k, v in partial.items()},
-            }
-            if e.log is not None:
-                e.log.close()
+            containers[e.id] = handing.hand_over_container(e)
         for conn in list(self.conns):
             self._flush_blocking(conn)
             self._close_conn(conn)
@@ -293,29 +301,21 @@ class Supervisor:
                 self._watch(e)
         for cid, fds in handed.items():  # containers gone meanwhile: nothing to read for
             if cid not in self.table or self.table[cid].adopted:
-                for fd in (*map(int, fds["streams"]), fds["stdin"]):
-                    if fd >= 0:
-                        os.close(fd)
+                for fd in handing.handed_fds(fds):
+                    os.close(fd)
 
     def _take_over(self, e: Entry, handed: dict[str, Any] | None) -> None:
         if handed is None:
             return
-        log_path = str(e.meta.get("log_path", ""))
-        if log_path:
-            e.log = JsonFileLog(log_path)
-            for stream, partial in handed["partial"].items():
-                e.log.partial[stream] = base64.b64decode(partial)
-        for fd_text, stream in handed["streams"].items():
-            fd = int(fd_text)
-            os.set_inheritable(fd, False)
-            e.streams[fd] = stream
-            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
-        e.stdin_w = int(handed["stdin"])
-        if e.stdin_w >= 0:
-            os.set_inheritable(e.stdin_w, False)
-            e.stdin_buf = base64.b64decode(handed["stdin_buf"])
-            e.stdin_eof = bool(handed["stdin_eof"])
-            self._pump_stdin(e)
+        execs = handing.take_container(e, handed)
+        for holder in (e, *execs):
+            self._watch_streams(holder)
+            if holder.stdin_w >= 0:
+                pump_stdin(self.sel, holder)
+        for x in execs:  # their clients were disconnected: output dropped
+            e.execs[x.id] = x
+            if x.exit_code is None:
+                self.exec_by_pid[x.pid] = x
 
     def _watch(self, e: Entry) -> None:
         """An init that is not our child (an earlier supervisor's): watched by pidfd."""
@@ -356,10 +356,12 @@ class Supervisor:
             if pid == 0:
                 return
             e = self.by_pid.get(pid)
-            if e is None:
-                log.debug("reaped orphan %d (status %d)", pid, status)
-            else:
+            if e is not None:
                 self._exited(e, status)
+            elif pid in self.exec_by_pid:
+                self._exec_exited(self.exec_by_pid.pop(pid), status)
+            else:
+                log.debug("reaped orphan %d (status %d)", pid, status)
 
     def _exited(self, e: Entry, status: int | None) -> None:
         """Record the exit durably, then tell the waiters and subscribers."""
@@ -399,44 +401,81 @@ class Supervisor:
             log.warning("container %s: cannot read its OOM count: %s", e.id, exc)
             return False
 
-    # -- the containers' output
-    def _pipe_cb(self, e: Entry, fd: int) -> Callable[[int], None]:
+    # -- the containers' and execs' output
+    def _pipe_cb(self, e: Stdin, fd: int) -> Callable[[int], None]:
         def on_readable(_mask: int) -> None:
             self._read_pipe(e, fd)
 
         return on_readable
 
-    def _read_pipe(self, e: Entry, fd: int) -> int:
+    def _watch_streams(self, e: Stdin) -> None:
+        for fd in e.streams:
+            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
+
+    def _read_pipe(self, e: Stdin, fd: int) -> int:
         """Read what is there: the byte count, 0 if nothing now, -1 once the pipe is closed
-        (then it is closed here too, its partial line flushed)."""
+        (then it is closed here too, its partial line flushed). A container's output goes to
+        its log, an exec's to the connection that started it (if it is still there)."""
         stream = e.streams[fd]
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return 0
+        data = read_output(fd)
         if data:
-            if e.log is not None:
+            if isinstance(e, ExecEntry):
+                if e.conn is not None:
+                    self._send(e.conn, p.encode_exec_output(e.id, stream, data))
+                    if len(e.conn.outbuf) > EXEC_OUTPUT_HIGH and not e.paused:
+                        self._pause(e)
+            elif isinstance(e, Entry) and e.log is not None:
                 e.log.feed(stream, data)
+                if fd == e.console:  # a terminal's output is not in lines (a prompt): as is
+                    e.log.flush(stream)
             return len(data)
-        if e.log is not None:
+        if data is not None:
+            return 0
+        if isinstance(e, Entry) and e.log is not None:
             e.log.flush(stream)
-        self.sel.unregister(fd)
+        self._unwatch(e, fd)
         os.close(fd)
         del e.streams[fd]
+        if fd == e.console:
+            e.console = -1
         return -1
 
-    def _drain(self, e: Entry) -> None:
+    def _drain(self, e: Stdin) -> None:
         for fd in list(e.streams):
             for _ in range(1024):  # at most 64 MiB now; the rest when the loop comes back
                 if self._read_pipe(e, fd) <= 0:
                     break
 
-    def _release_fds(self, e: Entry) -> None:
-        for fd in list(e.streams):
+    def _unwatch(self, e: Stdin, fd: int) -> None:
+        if not (isinstance(e, ExecEntry) and e.paused):
             self.sel.unregister(fd)
+
+    def _pause(self, x: ExecEntry) -> None:
+        """Stop reading an exec's output until its connection has sent what it holds."""
+        assert x.conn is not None
+        for fd in x.streams:
+            self.sel.unregister(fd)
+        x.paused = True
+        x.conn.paused.append(x)
+
+    def _resume(self, conn: Conn) -> None:
+        for x in conn.paused:
+            if x.paused:
+                x.paused = False
+                self._watch_streams(x)
+        conn.paused = []
+
+    def _release_fds(self, e: Stdin) -> None:
+        for fd in list(e.streams):
+            self._unwatch(e, fd)
             os.close(fd)
         e.streams.clear()
-        self._close_stdin(e)
+        e.console = -1  # it was one of the streams
+        close_stdin(self.sel, e)
+        if not isinstance(e, Entry):
+            return
+        for x in e.execs.values():
+            self._release_fds(x)
         if e.pidfd >= 0:
             self.sel.unregister(e.pidfd)
             os.close(e.pidfd)
@@ -523,6 +562,8 @@ class Supervisor:
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
         self.sel.modify(conn.sock, events, self._conn_cb(conn))
+        if conn.paused and len(conn.outbuf) <= EXEC_OUTPUT_HIGH // 2:
+            self._resume(conn)
 
     def _flush_blocking(self, conn: Conn) -> None:
         if conn.closed or not conn.outbuf:
@@ -544,6 +585,10 @@ class Supervisor:
         self.conns.remove(conn)
         for e in self.table.values():
             e.waiters = [(c, q) for c, q in e.waiters if c is not conn]
+            for x in e.execs.values():
+                if x.conn is conn:
+                    x.conn = None  # its output is dropped from now on; exec_state has its exit
+        self._resume(conn)
 
     # -- requests
     def _dispatch(self, conn: Conn, seq: int, req: p.Request) -> dict[str, Any] | None:
@@ -551,6 +596,11 @@ class Supervisor:
             return self._create(req).to_json()
         if isinstance(req, p.Start):
             return self._start(req.id).to_json()
+        if isinstance(req, p.Kill) and req.exec_id:
+            x = self._exec_entry(req.id, req.exec_id)
+            if x.exit_code is None:  # not reaped yet: the pid is still its own
+                os.kill(x.pid, req.signal)
+            return {}
         if isinstance(req, p.Kill):
             e = self._entry(req.id)
             if e.exit is not None:
@@ -574,8 +624,15 @@ class Supervisor:
             conn.subscribed = True
             return {}
         if isinstance(req, p.WriteStdin):
-            self._write_stdin(self._entry(req.id), req)
+            write_stdin_to(self.sel, self._holder(req.id, req.exec_id), req.payload(), req.eof)
             return {}
+        if isinstance(req, p.Resize):
+            resize(self._holder(req.id, req.exec_id), req.height, req.width)
+            return {}
+        if isinstance(req, p.Exec):
+            return self._exec(conn, req)
+        if isinstance(req, p.ExecState):
+            return self._exec_entry(req.id, req.exec_id).state()
         if isinstance(req, p.Restart):
             self.restarting = True
         self.stopping = True
@@ -586,6 +643,16 @@ class Supervisor:
         if e is None:
             raise NotFound(f"container {cid!r} does not exist")
         return e
+
+    def _exec_entry(self, cid: str, exec_id: str) -> ExecEntry:
+        x = self._entry(cid).execs.get(exec_id)
+        if x is None:
+            raise NotFound(f"exec {exec_id!r} of container {cid!r} does not exist")
+        return x
+
+    def _holder(self, cid: str, exec_id: str) -> Stdin:
+        """The container ``cid``, or its exec ``exec_id`` when one is named."""
+        return self._exec_entry(cid, exec_id) if exec_id else self._entry(cid)
 
     def _info(self, e: Entry) -> p.Info:
         if e.exit is not None:
@@ -599,51 +666,39 @@ class Supervisor:
 
     def _create(self, req: p.Create) -> p.Info:
         store.check_id(req.id)
-        if req.terminal:
-            raise Unsupported("create: terminal: not supported by the supervisor yet")
         if not os.path.isabs(req.log_path):
             raise InvalidArgument(f"create: log_path {req.log_path!r} must be absolute")
         if req.id in self.table:
             raise Conflict(f"container {req.id!r} already exists")
-        child_ends: list[int] = []
-        ours: list[int] = []
+        bundle = load_bundle(req.bundle)
+        # the config says whether it has a terminal (the request's flag is only a hint)
+        terminal = bundle.spec.process is not None and bundle.spec.process.terminal
+        io = ChildIO(req.stdin, terminal)
         try:
-            if req.stdin:
-                stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
-                ours.append(stdin_w)
-            else:
-                stdin_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-            child_ends.append(stdin_r)
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            ours.append(out_r)
-            child_ends.append(out_w)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            ours.append(err_r)
-            child_ends.append(err_w)
             log_file = JsonFileLog(req.log_path)
             try:
-                opts = CreateOptions(bundle=req.bundle, stdio=(stdin_r, out_w, err_w))
-                created = create(self.st, req.id, opts, foreground=True, start_at_once=req.start)
+                opts = CreateOptions(
+                    bundle=req.bundle, stdio=io.stdio, console_socket=io.console_socket
+                )
+                created = create(
+                    self.st,
+                    req.id,
+                    opts,
+                    foreground=True,
+                    bundle=bundle,
+                    start_at_once=req.start,
+                )
             except BaseException:
                 log_file.close()
                 raise
         except BaseException:
-            for fd in ours:
-                os.close(fd)
+            io.abort()
             raise
-        finally:
-            for fd in child_ends:
-                os.close(fd)
-        meta: dict[str, Any] = {"log_path": req.log_path, "stdin": req.stdin}
+        meta: dict[str, Any] = {"log_path": req.log_path, "stdin": req.stdin, "tty": terminal}
         e = Entry(req.id, created.record, meta, adopted=False)
         e.log = log_file
-        if req.stdin:
-            os.set_blocking(stdin_w, False)
-            e.stdin_w = stdin_w
-        for fd, stream in ((out_r, "stdout"), (err_r, "stderr")):
-            os.set_blocking(fd, False)
-            e.streams[fd] = stream
-            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
+        io.started(e)
+        self._watch_streams(e)
         self.table[req.id] = e
         self.by_pid[e.pid] = e
         if req.start:
@@ -664,48 +719,29 @@ class Supervisor:
         data = jsonio.dumps(e.meta).encode()
         store.write_atomically(os.path.join(self.st.dir(e.id), META), data, 0o644)
 
-    def _write_stdin(self, e: Entry, req: p.WriteStdin) -> None:
-        if e.stdin_w < 0 or e.stdin_eof:
-            raise Conflict(f"container {e.id}: stdin is not open")
-        data = req.payload()
-        if len(e.stdin_buf) + len(data) > MAX_STDIN_BUFFER:
-            raise Unavailable(
-                f"container {e.id}: stdin is not being read: {MAX_STDIN_BUFFER}"
-                " bytes are waiting already"
-            )
-        e.stdin_buf += data
-        e.stdin_eof = req.eof
-        self._pump_stdin(e)
+    # -- execs
+    def _exec(self, conn: Conn, req: p.Exec) -> dict[str, Any]:
+        """Start an exec; answer its pid once it runs."""
+        e = self._entry(req.id)
+        x = execs.start(self.st, e, req, conn)
+        self._watch_streams(x)
+        e.execs[x.id] = x
+        self.exec_by_pid[x.pid] = x
+        return {"pid": x.pid}
 
-    def _pump_stdin(self, e: Entry) -> None:
-        try:
-            while e.stdin_buf:
-                e.stdin_buf = e.stdin_buf[os.write(e.stdin_w, e.stdin_buf) :]
-        except BlockingIOError:
-            pass
-        except BrokenPipeError:
-            log.info(
-                "container %s: stdin closed by the container; %d bytes dropped",
-                e.id,
-                len(e.stdin_buf),
-            )
-            e.stdin_buf, e.stdin_eof = b"", True
-        if e.stdin_buf and not e.stdin_polled:
-            self.sel.register(e.stdin_w, selectors.EVENT_WRITE, lambda _m: self._pump_stdin(e))
-            e.stdin_polled = True
-        elif not e.stdin_buf and e.stdin_polled:
-            self.sel.unregister(e.stdin_w)
-            e.stdin_polled = False
-        if e.stdin_eof and not e.stdin_buf:
-            self._close_stdin(e)
-
-    def _close_stdin(self, e: Entry) -> None:
-        if e.stdin_polled:
-            self.sel.unregister(e.stdin_w)
-            e.stdin_polled = False
-        if e.stdin_w >= 0:
-            os.close(e.stdin_w)
-            e.stdin_w = -1
+    def _exec_exited(self, x: ExecEntry, status: int) -> None:
+        """Its output to its connection first, then its exit; keep a few ended ones."""
+        self._drain(x)
+        self._release_fds(x)
+        x.exit_code = exit_code_of(status)
+        log.info("exec %s: exited %d", x.id, x.exit_code)
+        if x.conn is not None:
+            self._send(x.conn, p.encode_exec_exit(x.id, x.exit_code))
+        e = self.table.get(x.container_id)
+        if e is not None:
+            ended = [k for k, v in e.execs.items() if v.exit_code is not None]
+            for k in ended[:-ENDED_EXECS_KEPT]:
+                del e.execs[k]
 
     def _delete(self, cid: str, force: bool) -> None:
         e = self.table.get(cid)
@@ -722,6 +758,9 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
             self._await_exit(e)
+        live = [x for x in e.execs.values() if self.exec_by_pid.get(x.pid) is x]
+        for x, status in execs.kill_and_reap(live):  # else its cgroup cannot go
+            self._exec_exited(self.exec_by_pid.pop(x.pid), status)
         container.delete(self.st, cid, force)
         self._release_fds(e)
         del self.table[cid]

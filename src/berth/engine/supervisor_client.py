@@ -6,13 +6,14 @@ values; a failed request raises the ``berth.errors`` class the supervisor answer
 answer: ``python -m berth.engine.supervisor --daemonize`` forks, calls setsid and forks again,
 so the supervisor is in its own session and no child of the caller; the launcher exits once
 the socket is served (or with the supervisor's error). Rules: one request at a time per
-connection; ``wait`` and ``subscribe`` take a connection of their own (their answers come
-whenever a container exits).
+connection; ``wait``, ``subscribe`` and an attached ``exec`` take a connection of their own
+(their answers and events come whenever a process exits or prints).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from berth.errors import BerthError, Unavailable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncGenerator, AsyncIterator, Iterator
     from typing import Any
 
 START_TIMEOUT = 30.0
@@ -92,12 +93,23 @@ async def ensure_started_async(root: str, socket_path: str, log_path: str) -> bo
 STDIN_CHUNK = 256 * 1024  # base64 makes it 342 KiB: well under the supervisor's line limit
 
 
-def _stdin_requests(container_id: str, data: bytes, eof: bool) -> list[p.WriteStdin]:
+def _stdin_requests(
+    container_id: str, data: bytes, eof: bool, exec_id: str = ""
+) -> list[p.WriteStdin]:
     chunks = [data[i : i + STDIN_CHUNK] for i in range(0, len(data), STDIN_CHUNK)] or [b""]
     return [
-        p.WriteStdin.of(container_id, chunk, eof and i == len(chunks) - 1)
+        p.WriteStdin.of(container_id, chunk, eof and i == len(chunks) - 1, exec_id)
         for i, chunk in enumerate(chunks)
     ]
+
+
+def exec_event(body: dict[str, Any]) -> tuple[str, bytes] | int | None:
+    """An attached exec's event line: (stream, data), its exit code, or None (not one)."""
+    if body.get("event") == "exec_output":
+        return str(body["stream"]), base64.b64decode(body["data"])
+    if body.get("event") == "exec_exit":
+        return int(body["exit_code"])
+    return None
 
 
 def _info_list(result: dict[str, Any]) -> list[p.Info]:
@@ -162,8 +174,10 @@ class Client:
     def start(self, container_id: str) -> p.Info:
         return p.Info.from_json(self.request(p.Start(container_id)))
 
-    def kill(self, container_id: str, signal: int = 15, all: bool = False) -> None:
-        self.request(p.Kill(container_id, signal, all))
+    def kill(
+        self, container_id: str, signal: int = 15, all: bool = False, exec_id: str = ""
+    ) -> None:
+        self.request(p.Kill(container_id, signal, all, exec_id))
 
     def delete(self, container_id: str, force: bool = False) -> None:
         self.request(p.Delete(container_id, force))
@@ -178,9 +192,39 @@ class Client:
         """The container's exit, once it has exited (at once if it has)."""
         return p.Exit.from_json(self.request(p.Wait(container_id)))
 
-    def write_stdin(self, container_id: str, data: bytes, eof: bool = False) -> None:
-        for req in _stdin_requests(container_id, data, eof):
+    def write_stdin(
+        self, container_id: str, data: bytes, eof: bool = False, exec_id: str = ""
+    ) -> None:
+        for req in _stdin_requests(container_id, data, eof, exec_id):
             self.request(req)
+
+    def resize(self, container_id: str, height: int, width: int, exec_id: str = "") -> None:
+        self.request(p.Resize(container_id, height, width, exec_id))
+
+    def exec(
+        self,
+        container_id: str,
+        exec_id: str,
+        process: dict[str, Any],
+        *,
+        stdin: bool = False,
+        attach: bool = False,
+    ) -> int:
+        """Start an exec; its pid. With ``attach`` read its events with ``exec_events``."""
+        req = p.Exec(container_id, exec_id, process, stdin, attach)
+        return int(self.request(req)["pid"])
+
+    def exec_events(self) -> Iterator[tuple[str, bytes] | int]:
+        """The attached exec's output, then its exit code (and the iteration ends)."""
+        while True:
+            event = exec_event(self._line())
+            if event is not None:
+                yield event
+                if isinstance(event, int):
+                    return
+
+    def exec_state(self, container_id: str, exec_id: str) -> dict[str, Any]:
+        return self.request(p.ExecState(container_id, exec_id))
 
     def shutdown(self) -> None:
         """Stop the supervisor (its containers keep running) and wait until it is gone."""
@@ -278,8 +322,10 @@ class AsyncClient:
     async def start(self, container_id: str) -> p.Info:
         return p.Info.from_json(await self.request(p.Start(container_id)))
 
-    async def kill(self, container_id: str, signal: int = 15, all: bool = False) -> None:
-        await self.request(p.Kill(container_id, signal, all))
+    async def kill(
+        self, container_id: str, signal: int = 15, all: bool = False, exec_id: str = ""
+    ) -> None:
+        await self.request(p.Kill(container_id, signal, all, exec_id))
 
     async def delete(self, container_id: str, force: bool = False) -> None:
         await self.request(p.Delete(container_id, force))
@@ -290,9 +336,47 @@ class AsyncClient:
     async def list(self) -> list[p.Info]:
         return _info_list(await self.request(p.List()))
 
-    async def write_stdin(self, container_id: str, data: bytes, eof: bool = False) -> None:
-        for req in _stdin_requests(container_id, data, eof):
+    async def write_stdin(
+        self, container_id: str, data: bytes, eof: bool = False, exec_id: str = ""
+    ) -> None:
+        for req in _stdin_requests(container_id, data, eof, exec_id):
             await self.request(req)
+
+    async def resize(self, container_id: str, height: int, width: int, exec_id: str = "") -> None:
+        await self.request(p.Resize(container_id, height, width, exec_id))
+
+    async def exec_state(self, container_id: str, exec_id: str) -> dict[str, Any]:
+        return await self.request(p.ExecState(container_id, exec_id))
+
+    async def exec_detached(
+        self, container_id: str, exec_id: str, process: dict[str, Any], stdin: bool = False
+    ) -> int:
+        """Start an exec whose output nobody reads; its pid."""
+        req = p.Exec(container_id, exec_id, process, stdin, attach=False)
+        return int((await self.request(req))["pid"])
+
+    async def exec_attached(
+        self, container_id: str, exec_id: str, process: dict[str, Any], stdin: bool = False
+    ) -> AsyncGenerator[tuple[str, bytes] | int, None]:
+        """Start an exec on a connection of its own; yields ``{"pid"}``'s pid first (an int
+        is also how the exit code comes, last), then (stream, data) as it prints, then its
+        exit code. A failed start raises before anything is yielded."""
+        reader, writer = await self._open()
+        try:
+            req = p.Exec(container_id, exec_id, process, stdin, attach=True)
+            result = await self._exchange(reader, writer, req)
+            yield int(result["pid"])
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise Unavailable(f"supervisor at {self.socket_path} closed the connection")
+                event = exec_event(p.decode_reply(line))
+                if event is not None:
+                    yield event
+                    if isinstance(event, int):
+                        return
+        finally:
+            writer.close()
 
     async def wait(self, container_id: str) -> p.Exit:
         reader, writer = await self._open()

@@ -6,12 +6,17 @@ each with one line ``{"v": 1, "seq": N, "ok": true, "result": {...}}`` or
 ``berth.errors``, so the client re-raises the same class). ``seq`` is the client's own number,
 echoed, because answers to ``wait`` come when the container exits, after later requests' answers.
 After ``subscribe`` is answered, the connection also receives ``{"v": 1, "event": "exit",
-"exit": {...}}`` lines, one per container exit, until it closes.
+"exit": {...}}`` lines, one per container exit, until it closes. The connection that sent an
+``exec`` with ``attach`` receives that exec's output as ``{"v": 1, "event": "exec_output",
+"exec_id", "stream", "data" (base64)}`` lines and then one ``{"v": 1, "event": "exec_exit",
+"exec_id", "exit_code"}`` line (output that arrives while the connection is gone is dropped;
+``exec_state`` still tells the exit code).
 
 Ops and their fields (the request classes below): create, start, kill, delete, state, list,
-wait, subscribe, write_stdin, shutdown, restart. Rules: unknown fields are ignored (a newer
-client), an unknown op or a different major version is an ``invalid_argument`` error; sans-IO:
-this module only turns values into lines and lines into values.
+wait, subscribe, write_stdin, resize, exec, exec_state, shutdown, restart. Rules: unknown
+fields are ignored (a newer client), an unknown op or a different major version is an
+``invalid_argument`` error; sans-IO: this module only turns values into lines and lines into
+values.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ class Kill:
     id: str
     signal: int = 15
     all: bool = False
+    exec_id: str = ""  # signal this exec's process instead (while it has not been reaped)
 
 
 @value
@@ -89,13 +95,44 @@ class WriteStdin:
     id: str
     data: str = ""  # base64
     eof: bool = False
+    exec_id: str = ""  # an exec's stdin instead of the container's
 
     @staticmethod
-    def of(container_id: str, data: bytes, eof: bool = False) -> WriteStdin:
-        return WriteStdin(container_id, base64.b64encode(data).decode("ascii"), eof)
+    def of(container_id: str, data: bytes, eof: bool = False, exec_id: str = "") -> WriteStdin:
+        return WriteStdin(container_id, base64.b64encode(data).decode("ascii"), eof, exec_id)
 
     def payload(self) -> bytes:
         return base64.b64decode(self.data)
+
+
+@value
+class Resize:
+    """Set the terminal size of a container (or of one of its execs) that has a terminal."""
+
+    id: str
+    height: int
+    width: int
+    exec_id: str = ""
+
+
+@value
+class Exec:
+    """Start ``process`` (an OCI process object) in the running container ``id``; answered
+    with ``{"pid"}`` once it runs. With ``attach`` its output comes to this connection."""
+
+    id: str
+    exec_id: str
+    process: dict[str, Any]
+    stdin: bool = False  # a pipe (or the terminal) written through write_stdin
+    attach: bool = False
+
+
+@value
+class ExecState:
+    """``{"running", "pid", "exit_code"}`` of an exec (exit_code null while it runs)."""
+
+    id: str
+    exec_id: str
 
 
 @value
@@ -120,6 +157,9 @@ Request = (
     | Wait
     | Subscribe
     | WriteStdin
+    | Resize
+    | Exec
+    | ExecState
     | Shutdown
 )
 
@@ -133,6 +173,9 @@ OPS: dict[str, type[Request]] = {
     "wait": Wait,
     "subscribe": Subscribe,
     "write_stdin": WriteStdin,
+    "resize": Resize,
+    "exec": Exec,
+    "exec_state": ExecState,
     "shutdown": Shutdown,
     "restart": Restart,
 }
@@ -150,6 +193,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "force": (bool,),
     "eof": (bool,),
     "signal": (int,),
+    "exec_id": (str,),
+    "height": (int,),
+    "width": (int,),
+    "process": (dict,),
+    "attach": (bool,),
 }
 
 
@@ -290,6 +338,16 @@ def encode_error(seq: int, error: BerthError) -> bytes:
 
 def encode_exit_event(exit_: Exit) -> bytes:
     return _line({"v": VERSION, "event": "exit", "exit": exit_.to_json()})
+
+
+def encode_exec_output(exec_id: str, stream: str, data: bytes) -> bytes:
+    payload = base64.b64encode(data).decode("ascii")
+    body = {"v": VERSION, "event": "exec_output", "exec_id": exec_id, "stream": stream}
+    return _line({**body, "data": payload})
+
+
+def encode_exec_exit(exec_id: str, exit_code: int) -> bytes:
+    return _line({"v": VERSION, "event": "exec_exit", "exec_id": exec_id, "exit_code": exit_code})
 
 
 def decode_reply(line: bytes) -> dict[str, Any]:

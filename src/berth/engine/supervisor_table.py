@@ -2,9 +2,11 @@
 
 Rules:
 - ``Entry`` is one row of the supervisor's table (the runtime record, ``supervisor.json``'s
-  meta, the fds it reads and writes, its log, its exit and who waits for it); ``Conn`` is one
-  client connection. Both are plain mutable holders: the supervisor's loop changes them, and
-  nothing here touches a selector.
+  meta, the fds it reads and writes, its log, its exit and who waits for it); ``ExecEntry`` is
+  one process exec'd in a container (its fds, its pid, the connection its output goes to, its
+  exit code); both hold a stdin (``Stdin``: a pipe or a terminal's master, and what waits to be
+  written to it). ``Conn`` is one client connection. All are plain mutable holders: the
+  supervisor's loop changes them, and nothing here touches a selector.
 - Exit statuses: ``exit_code_of`` reads a wait status as a shell does (128 + the signal);
   ``zombie_wait_status`` reads an adopted init's status from /proc while it is a zombie, and
   None when it cannot know (the caller then reports the exit as unknown).
@@ -54,22 +56,36 @@ class Conn:
         self.outbuf = b""
         self.subscribed = False
         self.closed = False
+        self.paused: list[ExecEntry] = []  # execs not read until this one's outbuf drains
 
 
-class Entry:
+class Stdin:
+    """A process's stdin as the supervisor writes it: the fd (-1: none or closed), what waits
+    for room in it, whether EOF was asked for, and whether the loop polls it for room. With a
+    terminal the fd is a dup of the master (EOF then closes only the dup), and ``console`` is
+    the master itself, read as the output and resized."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label  # "container <id>" or "exec <id>", for messages
+        self.stdin_w = -1
+        self.stdin_buf = b""  # written when the pipe has room (the loop never blocks on it)
+        self.stdin_eof = False
+        self.stdin_polled = False
+        self.console = -1
+        self.streams: dict[int, str] = {}  # read end -> "stdout" | "stderr"
+
+
+class Entry(Stdin):
     """One container in the supervisor's table."""
 
     def __init__(self, cid: str, record: store.Record, meta: dict[str, Any], adopted: bool) -> None:
+        super().__init__(f"container {cid}")
         self.id = cid
         self.record = record
         self.meta = meta
         self.adopted = adopted
         self.pidfd = -1
-        self.streams: dict[int, str] = {}  # read end -> "stdout" | "stderr"
-        self.stdin_w = -1
-        self.stdin_buf = b""  # written when the pipe has room (the loop never blocks on it)
-        self.stdin_eof = False
-        self.stdin_polled = False
+        self.execs: dict[str, ExecEntry] = {}
         self.log: JsonFileLog | None = None
         self.exit: p.Exit | None = None
         self.waiters: list[tuple[Conn, int]] = []
@@ -92,6 +108,22 @@ class Entry:
             adopted=self.adopted,
             exit=self.exit,
         )
+
+
+class ExecEntry(Stdin):
+    """One process exec'd in a container: output goes to ``conn`` (None: dropped)."""
+
+    def __init__(self, container_id: str, exec_id: str, conn: Conn | None) -> None:
+        super().__init__(f"exec {exec_id}")
+        self.container_id = container_id
+        self.id = exec_id
+        self.conn = conn
+        self.pid = 0
+        self.exit_code: int | None = None
+        self.paused = False  # its streams are not polled (``Conn.paused``)
+
+    def state(self) -> dict[str, Any]:
+        return {"running": self.exit_code is None, "pid": self.pid, "exit_code": self.exit_code}
 
 
 def _read_json(path: str) -> dict[str, Any] | None:

@@ -1,10 +1,11 @@
 """``exec``: run another process inside a running (or created) container.
 
 The runtime joins the container's pid namespace itself (that only moves its future children),
-forks, and the child joins the other namespaces (user first, mount last), moves into the
-container's cgroup, takes the process's identity and capabilities, loads the container's
-seccomp profile and execs. Rule: a failure in the child before execve comes back over a
-close-on-exec channel as data; a silent close of that channel means execve succeeded.
+forks (and goes back to its own pid namespace at once), and the child joins the other
+namespaces (user first, mount last), moves into the container's cgroup, takes the process's
+identity and capabilities, loads the container's seccomp profile and execs. Rule: a failure
+in the child before execve comes back over a close-on-exec channel as data; a silent close of
+that channel means execve succeeded.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.runtime import init, process, store
 from berth.runtime import syscalls as s
 from berth.runtime.channel import Channel
-from berth.runtime.container import load
+from berth.runtime.container import Loaded, load
 from berth.spec import fields, jsonio
 from berth.spec.config import Capabilities, Process, Spec, User
 from berth.spec.state import check_operation
@@ -102,9 +103,54 @@ def exec_in(
     proc = build_process(spec.process, opts)
     if proc.terminal and not opts.console_socket and opts.detach:
         raise InvalidArgument("--tty with --detach needs --console-socket")
+    listen = None
+    console_socket = opts.console_socket
+    if proc.terminal and not console_socket:
+        from berth.runtime import console
+
+        listen = console.listen()
+        console_socket = listen[0]
+    try:
+        child_pid = spawn(
+            loaded, proc, console_socket=console_socket, preserve_fds=opts.preserve_fds, sys_=sys_
+        )
+    except BaseException:
+        if listen is not None:
+            from berth.runtime import console
+
+            console.discard(*listen)
+        raise
+    if opts.pid_file:
+        store.write_atomically(os.path.abspath(opts.pid_file), str(child_pid).encode(), 0o644)
+    if opts.detach:
+        return 0
+    if listen is not None:
+        from berth.runtime import console
+
+        console.proxy(console.receive_master(*listen))
+    return process.wait_exit(child_pid)
+
+
+def spawn(
+    loaded: Loaded,
+    proc: Process,
+    *,
+    stdio: tuple[int, int, int] | None = None,
+    console_socket: str | None = None,
+    preserve_fds: int = 0,
+    sys_: s.Syscalls = s.LINUX,
+) -> int:
+    """Start ``proc`` in the container ``loaded`` as our child and return its pid once it
+    has exec'd (a failure before execve is raised here). ``stdio`` is dup'd onto its 0, 1, 2
+    (else it inherits ours); with ``proc.terminal`` its pty master goes to ``console_socket``.
+    We join the container's pid namespace only for the fork and go back to ours right after,
+    so a long-lived caller (the supervisor) keeps making its later children in its own."""
+    spec = Spec.from_json(loaded.record.config)
     from berth.runtime import capabilities
 
     capabilities.validate(proc.capabilities)
+    if proc.terminal and not console_socket:
+        raise InvalidArgument("exec: a terminal needs a console socket")
     seccomp_filter = None
     if spec.linux.seccomp is not None:
         from berth.runtime import seccomp
@@ -119,33 +165,46 @@ def exec_in(
     except OSError as exc:
         for fd in ns_fds.values():
             os.close(fd)
-        raise BerthError(f"container {container_id}: cannot open its namespaces: {exc}") from None
+        raise BerthError(
+            f"container {loaded.record.id}: cannot open its namespaces: {exc}"
+        ) from None
     console_fd = None
-    listen = None
-    if proc.terminal:
-        from berth.runtime import console
+    own_pid_ns = -1
+    try:
+        if proc.terminal and console_socket:
+            from berth.runtime import console
 
-        if opts.console_socket:
-            console_fd = console.connect(opts.console_socket)
-        else:
-            listen = console.listen()
-            console_fd = console.connect(listen[0])
-    pid_fd = ns_fds.pop("pid", None)
-    if pid_fd is not None:
-        sys_.setns(pid_fd, s.CLONE_NEWPID)
-        os.close(pid_fd)
-    parent, child = Channel.pair()
-    child_pid = os.fork()
-    if child_pid == 0:
-        parent.close()
-        _child(
-            sys_, loaded.cgroup, ns_fds, proc, seccomp_filter, console_fd, child, opts.preserve_fds
-        )
-    child.close()
-    for fd in ns_fds.values():
-        os.close(fd)
-    if console_fd is not None:
-        os.close(console_fd)
+            console_fd = console.connect(console_socket)
+        pid_fd = ns_fds.pop("pid", None)
+        if pid_fd is not None:
+            own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+            sys_.setns(pid_fd, s.CLONE_NEWPID)
+            os.close(pid_fd)
+        parent, child = Channel.pair()
+        child_pid = os.fork()
+        if child_pid == 0:
+            parent.close()
+            _child(
+                sys_,
+                loaded.cgroup,
+                ns_fds,
+                proc,
+                seccomp_filter,
+                console_fd,
+                child,
+                preserve_fds,
+                stdio,
+            )
+        if own_pid_ns >= 0:
+            sys_.setns(own_pid_ns, s.CLONE_NEWPID)
+        child.close()
+    finally:
+        if own_pid_ns >= 0:
+            os.close(own_pid_ns)
+        for fd in ns_fds.values():
+            os.close(fd)
+        if console_fd is not None:
+            os.close(console_fd)
     try:
         parent.receive("never", peer="exec")
     except BerthError as exc:
@@ -154,15 +213,7 @@ def exec_in(
             raise
     finally:
         parent.close()
-    if opts.pid_file:
-        store.write_atomically(os.path.abspath(opts.pid_file), str(child_pid).encode(), 0o644)
-    if opts.detach:
-        return 0
-    if listen is not None:
-        from berth.runtime import console
-
-        console.proxy(console.receive_master(*listen))
-    return process.wait_exit(child_pid)
+    return child_pid
 
 
 def _child(
@@ -174,8 +225,13 @@ def _child(
     console_fd: int | None,
     channel: Channel,
     preserve_fds: int,
+    stdio: tuple[int, int, int] | None = None,
 ) -> None:
     try:
+        if stdio is not None:
+            for target, fd in enumerate(stdio):
+                if fd != target:
+                    os.dup2(fd, target)  # dup2'd copies are inheritable: they survive execve
         cgroup.add_process(0)
         init.join_namespaces(sys_, ns_fds)
         if console_fd is not None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from supervisors import Sup
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -88,3 +89,14 @@ def bundle(
     engine_base_spec: dict[str, Any], busybox_rootfs: Path, engine_workdir: Path
 ) -> BundleFactory:
     return BundleFactory(engine_base_spec, busybox_rootfs, engine_workdir)
+
+
+@pytest.fixture
+def sup(engine_workdir: Path) -> Iterator[Sup]:
+    s = Sup(engine_workdir)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.teardown()
+        print(s.log_text())

@@ -15,17 +15,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from supervisors import Sup, wait_gone
 
 import leakcheck
 from berth.engine import supervisor_client as sc
 from berth.engine import supervisor_protocol as p
 from berth.errors import BerthError, Conflict, FailedPrecondition, NotFound
-from berth.runtime import container, store
+from berth.runtime import store
 
 pytestmark = pytest.mark.root
 
@@ -35,67 +36,11 @@ RFC3339_NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 GATED = "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo released; exit {code}"
 
 
-class Sup:
-    """One supervisor under test: its paths, its start, its clients."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.root = str(workdir / "root")
-        self.socket = str(workdir / "sup.sock")
-        self.log = str(workdir / "supervisor.log")
-        self.clients: list[sc.Client] = []
-
-    def start(self) -> None:
-        assert sc.ensure_started(self.root, self.socket, self.log)
-
-    def client(self) -> sc.Client:
-        c = sc.Client(self.socket, timeout=30)
-        self.clients.append(c)
-        return c
-
-    def pid(self) -> int:
-        return int(Path(self.root, "supervisor.lock").read_text())
-
-    def log_text(self) -> str:
-        return Path(self.log).read_text() if os.path.exists(self.log) else ""
-
-    def teardown(self) -> None:
-        for c in self.clients:
-            c.close()
-        if sc.answers(self.socket):
-            with sc.Client(self.socket, timeout=30) as c:
-                for info in c.list():
-                    c.delete(info.id, force=True)
-                pid = self.pid()
-                c.shutdown()
-            _wait_gone(pid)
-        st = store.Store(self.root)  # whatever a failed test left: the runtime removes it
-        for cid in st.ids():
-            container.delete(st, cid, force=True)
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while store.process_start_time(pid) is not None:
-        assert time.monotonic() < deadline, f"process {pid} still alive"
-        time.sleep(0.01)
-
-
 def _wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-@pytest.fixture
-def sup(engine_workdir: Path) -> Iterator[Sup]:
-    s = Sup(engine_workdir)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.teardown()
-        print(s.log_text())
 
 
 def _log_entries(path: str) -> list[dict[str, Any]]:
@@ -298,7 +243,7 @@ def test_the_supervisor_stops_without_its_containers_and_a_new_one_adopts_them(
     assert c.wait(done_id).exit_code == 5
     old_pid = sup.pid()
     c.shutdown()
-    _wait_gone(old_pid)
+    wait_gone(old_pid)
     st = store.Store(sup.root)
     assert st.load(cid).init_alive(), "the container died with its supervisor"
     with pytest.raises(sc.Unavailable):
@@ -456,7 +401,7 @@ def test_a_crashed_supervisor_is_replaced_and_the_exit_still_recorded(
     c.create(cid, str(b.path), str(engine_workdir / "c.log"))
     old_pid = sup.pid()
     os.kill(old_pid, signal.SIGKILL)
-    _wait_gone(old_pid)
+    wait_gone(old_pid)
     assert store.Store(sup.root).load(cid).init_alive()
     sup.start()  # the stale socket is replaced; the lock died with the old one
     c = sup.client()
