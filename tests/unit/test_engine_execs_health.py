@@ -141,15 +141,23 @@ def test_ps_status_shows_the_health() -> None:
     assert rec.status_text(now) == "Up 3 seconds (Paused)"
 
 
-def test_exec_events_go_to_the_hook() -> None:
+def test_exec_events_are_the_containers_events_as_dockerd_names_them() -> None:
     from types import SimpleNamespace
 
     from berth.engine.execs import Exec, ExecManager
 
-    seen: list[tuple[str, int | None]] = []
-    containers: Any = SimpleNamespace(records={})
-    m = ExecManager(containers, lambda action, ex: seen.append((action, ex.exit_code)))
-    ex = Exec("e" * 64, "c" * 64, ExecConfig(cmd=["true"]))
+    seen: list[tuple[str, dict[str, str]]] = []
+    rec = SimpleNamespace(exec_ids=[])
+    containers: Any = SimpleNamespace(
+        records={"c" * 64: rec},
+        emit=lambda r, action, **attrs: seen.append((action, attrs)) if r is rec else None,
+    )
+    m = ExecManager(containers)
+    ex = Exec("e" * 64, "c" * 64, ExecConfig(cmd=["sh", "-c", "exit 3"]))
+    m._event("exec_create", ex)
     m._ended(ex, 3)
     m._ended(ex, 3)  # once only
-    assert seen == [("exec_die", 3)]
+    assert seen == [
+        ("exec_create: sh -c exit 3", {"execID": "e" * 64}),
+        ("exec_die", {"execID": "e" * 64, "exitCode": "3"}),
+    ]

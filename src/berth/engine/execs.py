@@ -16,8 +16,9 @@ Rules:
   ``exec_ids``, not saved). Records of ended execs are kept until the container is removed,
   at most ``KEPT_PER_CONTAINER`` of them.
 - Resize: 404 for an unknown container or exec, 409 "is not running" as dockerd.
-- ``on_event(action, exec)`` is called at exec_create, exec_start and exec_die (the hook for
-  an event bus; exec_die once its exit code is known).
+- Events as dockerd's: ``exec_create: <cmd>``, ``exec_start: <cmd>`` (with ``execID``) and
+  ``exec_die`` (with ``execID`` and ``exitCode``, once the exit code is known), on the
+  container's events; health probes are execs and show too, as with dockerd.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,16 +214,18 @@ class ExecManager:
     def __init__(
         self,
         containers: ContainerManager,
-        on_event: Callable[[str, Exec], None] | None = None,
     ) -> None:
         self.containers = containers
         self.execs: dict[str, Exec] = {}
-        # the hook for dockerd's exec events: "exec_create", "exec_start", "exec_die"
-        self.on_event = on_event
 
     def _event(self, action: str, ex: Exec) -> None:
-        if self.on_event is not None:
-            self.on_event(action, ex)
+        rec = self.containers.records.get(ex.container_id)
+        if rec is None:
+            return
+        if action == "exec_die":
+            self.containers.emit(rec, action, execID=ex.id, exitCode=str(ex.exit_code))
+        else:
+            self.containers.emit(rec, f"{action}: {' '.join(ex.config.cmd)}", execID=ex.id)
 
     @property
     def sup(self) -> AsyncClient:

@@ -12,8 +12,8 @@ Rules (dockerd's):
   Retries it is "unhealthy". A probe that outlives Timeout is killed and logged as ExitCode
   -1, "Health check exceeded timeout (…)"; Output keeps the first 4096 bytes. Log keeps the
   last 5 results (Start, End, ExitCode, Output). The record is saved after each change.
-- A change of Status calls ``on_status(record, status)`` (the hook for ``health_status: …``
-  events); the monitor of a container ends at its exit or removal.
+- A change of Status is a ``health_status: <status>`` event of the container, as dockerd's;
+  the monitor of a container ends at its exit or removal.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,11 +119,9 @@ class HealthMonitor:
         self,
         containers: ContainerManager,
         execs: ExecManager,
-        on_status: Callable[[Record, str], None] | None = None,
     ) -> None:
         self.containers = containers
         self.execs = execs
-        self.on_status = on_status
         self.tasks: dict[str, asyncio.Task[None]] = {}
 
     def open(self) -> None:
@@ -181,8 +178,7 @@ class HealthMonitor:
                 rec.save(self.containers.bundle(rec.id))
             if status != before:
                 log.info("container %s: health %s -> %s", rec.id, before, status)
-                if self.on_status is not None:
-                    self.on_status(rec, status)
+                self.containers.emit(rec, f"health_status: {status}")
 
     async def _probe(self, rec: Record, check: Check) -> dict[str, Any]:
         body = {"Cmd": check.args, "AttachStdout": True, "AttachStderr": True}
