@@ -259,6 +259,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 async def attach(request: web.Request) -> web.StreamResponse:
     m = manager(request)
     rec, output = await m.attach(_id(request), _gone(request))
+    m.emit(rec, "attach")
     stdin = api.query_bool(request, "stdin") and bool(rec.config.get("OpenStdin"))
     response, parser = await hijack(request, rec.tty, stdin)
     pump = asyncio.create_task(_pump_stdin(parser, m, rec.id)) if stdin else None

@@ -469,6 +469,7 @@ async def commit_container(request: web.Request) -> web.StreamResponse:
 
     async with state.image_lock.shared():
         image_id = await asyncio.to_thread(commit)
+    manager.emit(rec, "commit", comment=query.get("comment", ""))
     log.info("req %s: committed container %s as %s (%s)", api.request_id(request),
              rec.id[:12], image_id, ref)  # fmt: skip
     return api.json_response({"Id": image_id}, status=201)

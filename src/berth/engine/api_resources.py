@@ -95,12 +95,16 @@ async def top(request: web.Request) -> web.StreamResponse:
             raise resources.not_running(rec.id)
         return resources.top(cgroup.pids(), ps_args)
 
-    return api.json_response(await asyncio.to_thread(run))
+    answer = await asyncio.to_thread(run)
+    m.emit(rec, "top")
+    return api.json_response(answer)
 
 
 async def update(request: web.Request) -> web.StreamResponse:
     body = await api.read_json(request)
-    warnings = await resources.update(manager(request), request.match_info["id"], body)
+    m = manager(request)
+    warnings = await resources.update(m, request.match_info["id"], body)
+    m.emit(m.get(request.match_info["id"]), "update")
     return api.json_response({"Warnings": warnings})
 
 

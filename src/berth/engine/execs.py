@@ -391,3 +391,4 @@ class ExecManager:
             raise Conflict(f"Container {rec.id} is not running")
         if rec.tty:
             await self.sup.resize(rec.id, height, width)
+        self.containers.emit(rec, "resize", height=str(height), width=str(width))
