@@ -13,14 +13,13 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from test_supervisor import Sup, sup
+from supervisors import Sup
 
 import leakcheck
 from berth.engine import containers_admin
 from berth.engine.containers import ContainerManager
 
 pytestmark = pytest.mark.root
-__all__ = ["sup"]  # the supervisor fixture, shared by import
 
 TICKS = "while true; do echo tick; sleep 0.02; done"
 
