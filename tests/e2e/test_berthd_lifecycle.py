@@ -58,7 +58,7 @@ def test_events_since_until_and_filters(berthd: Daemon) -> None:
     os.unlink(archive)
     rows = _events(berthd, since)
     container = [r["Action"] for r in rows if r["Type"] == "container"]
-    assert container == ["create", "start", "die", "destroy"], rows
+    assert container == ["create", "attach", "start", "die", "destroy"], rows
     die = next(r for r in rows if r["Action"] == "die")
     assert die["id"] == cid and die["status"] == "die" and die["from"] == "busybox"
     assert die["Actor"]["Attributes"] == {
@@ -73,7 +73,7 @@ def test_events_since_until_and_filters(berthd: Daemon) -> None:
     only_die = _events(berthd, since, "--filter", "event=die")
     assert [r["Action"] for r in only_die] == ["die"]
     by_label = _events(berthd, since, "--filter", "label=team=a", "--filter", "type=container")
-    assert len(by_label) == 4
+    assert len(by_label) == 5
     assert _events(berthd, since, "--filter", "container=nosuch") == []
     bad = berthd.docker("events", "--since", "100", "--until", "50", check=False)
     assert bad.returncode == 1 and "`since` time (100" in bad.stderr
@@ -87,8 +87,8 @@ def test_an_oom_kill_is_an_oom_event_before_die(berthd: Daemon) -> None:
                          check=False)  # fmt: skip
     assert proc.returncode == 137, proc.stderr
     rows = _events(berthd, since, "--filter", "container=ev-oom")
-    assert [r["Action"] for r in rows] == ["create", "start", "oom", "die", "destroy"]
-    assert rows[3]["Actor"]["Attributes"]["exitCode"] == "137"
+    assert [r["Action"] for r in rows] == ["create", "attach", "start", "oom", "die", "destroy"]
+    assert rows[4]["Actor"]["Attributes"]["exitCode"] == "137"
 
 
 def test_docker_py_streams_events_while_a_container_runs(berthd: Daemon) -> None:
