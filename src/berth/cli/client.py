@@ -224,7 +224,9 @@ class Client:
     def ping(self) -> Response:
         conn = self._shared()
         conn.send("HEAD", "/_ping", {}, None)
-        return conn.response()
+        response = conn.response()
+        response.done = True  # a HEAD response has no body, whatever its Content-Length says
+        return response
 
     @property
     def version(self) -> str:

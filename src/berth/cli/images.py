@@ -299,7 +299,10 @@ def cmd_load(ctx: Context, argv: list[str]) -> int:
     p.add_argument("-i", "--input")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
-    source = open(a.input, "rb") if a.input else sys.stdin.buffer  # noqa: SIM115
+    try:
+        source = open(a.input, "rb") if a.input else sys.stdin.buffer  # noqa: SIM115
+    except OSError as e:
+        raise CliError(f"open {a.input}: {(e.strerror or str(e)).lower()}", 1) from e
     if not a.input and is_terminal(sys.stdin):
         raise CliError("requested load from stdin, but stdin is empty", 1)
     headers = {"Content-Type": "application/x-tar"}

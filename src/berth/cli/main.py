@@ -160,7 +160,7 @@ def run(argv: list[str]) -> int:
         return 1
     except ApiError as e:
         sys.stderr.write(f"Error response from daemon: {e.message}\n")
-        return 1
+        return 125 if verb in ("run", "create") else 1
     except CliError as e:
         if e.message:
             sys.stderr.write(f"{e.message}\n")

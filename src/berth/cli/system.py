@@ -170,7 +170,7 @@ DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size":
 
 
 def _reclaimable(amount: float, total: float) -> str:
-    text = human_size(amount)
+    text = human_size(amount, 4)
     if total > 0:
         text += f" ({int(amount * 100 / total)}%)"
     return text
@@ -206,7 +206,7 @@ def df_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             Type=kind,
             TotalCount=str(total),
             Active=str(active),
-            Size=human_size(size),
+            Size=human_size(size, 4),
             Reclaimable=_reclaimable(free, size),
         )
         for kind, total, active, size, free in rows

@@ -102,8 +102,9 @@ def _tokens(action: str) -> list[str]:
 
 # Nodes: ("text", s) | ("out", pipe) | ("if", [(pipe, body)...], else_body)
 #        | ("range", vars, pipe, body, else_body) | ("with", pipe, body, else_body)
-# pipe: list of commands; command: list of operands; operand: ("field", [names], base)
+# pipe: list of commands; command: list of operands; operand: ("field", [names])
 #       | ("lit", value) | ("var", name, [names]) | ("func", name) | ("pipe", pipe)
+#       | ("chain", ("pipe", pipe), [names])  -- a field of a parenthesized pipeline
 
 
 class _Parser:
@@ -211,7 +212,11 @@ def _pipe_of(tokens: list[str]) -> list[Any]:
                 j += 1
             if depth:
                 raise TemplateError("template: unclosed parenthesis")
-            command.append(("pipe", _pipe_of(tokens[i + 1 : j - 1])))
+            inner: tuple[Any, ...] = ("pipe", _pipe_of(tokens[i + 1 : j - 1]))
+            if j < len(tokens) and tokens[j].startswith("."):  # (index .X 0).Field
+                inner = ("chain", inner, [n for n in tokens[j].split(".") if n])
+                j += 1
+            command.append(inner)
             i = j
             continue
         else:
@@ -488,4 +493,7 @@ class Template:
             return _field(variables[operand[1]], operand[2], operand[1])
         if kind == "pipe":
             return self._pipe(operand[1], dot, variables)
+        if kind == "chain":
+            base = self._operand(operand[1], dot, variables)
+            return _field(base, operand[2], "(...)." + ".".join(operand[2]))
         raise TemplateError(f"template: {operand[1]} needs arguments")
