@@ -2,7 +2,8 @@
 
 Rules:
 - ``images`` prints one row per repository:tag (``<none>`` for an untagged image), IDs cut to
-  12 hex digits unless ``--no-trunc``, sizes as ``4.26MB``; ``-q`` prints each ID once.
+  12 hex digits unless ``--no-trunc``, sizes as ``4.26MB``; ``-q`` prints the rows' IDs
+  (an image with two tags twice, as docker does).
 - References are normalized as the docker CLI does before ``/images/create``: ``busybox``
   is ``docker.io/library/busybox`` with tag ``latest``; a pull prints the full reference last.
 - ``build`` sends the context directory as a tar (``.dockerignore`` patterns left out, the
@@ -97,14 +98,8 @@ def cmd_images(ctx: Context, argv: list[str]) -> int:
         filters.append(f"reference={a.reference}")
     images = ctx.client.get("/images/json", {"all": a.all, "filters": filters_query(filters)})
     images.sort(key=lambda i: i.get("Created", 0), reverse=True)
-    if a.quiet:
-        seen: list[str] = []
-        for image in images:
-            shown = image["Id"] if a.no_trunc else short_id(image["Id"])
-            if shown not in seen:
-                seen.append(shown)
-        sys.stdout.write("".join(f"{i}\n" for i in seen))
-        return 0
+    if a.quiet:  # one ID per row, repeated for each tag, as docker prints them
+        a.format = "{{.ID}}"
     default = IMAGES_DEFAULT
     if a.digests:
         default = default.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
