@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from berth.cli.common import CliError, Context, filters_query, is_terminal, parser
-from berth.cli.progress import show
+from berth.cli.progress import show, show_plain
 from berth.cli.render import ago, human_size, print_rows, short_id, unix_time_text
 from berth.cli.template import Record
 
@@ -271,11 +271,14 @@ def cmd_build(ctx: Context, argv: list[str]) -> int:
     }  # fmt: skip
     headers = {"Content-Type": "application/x-tar", "X-Registry-Config": "e30="}
     response = ctx.client.open("POST", "/build", query, body, headers, own_connection=True)
-    out = open(os.devnull, "w") if a.quiet else sys.stdout  # noqa: SIM115
-    aux = show(response.json_lines(), out)
-    if a.quiet:
-        ids = [x["ID"] for x in aux if isinstance(x, dict) and "ID" in x]
-        sys.stdout.write((ids[-1] if ids else "") + "\n")
+    if not a.quiet:
+        show(response.json_lines(), sys.stdout)
+        return 0
+    # quiet: the daemon streams just the image ID (an aux ID from some daemons)
+    captured = io.StringIO()
+    aux = show_plain(response.json_lines(), captured)
+    ids = [x["ID"] for x in aux if isinstance(x, dict) and "ID" in x]
+    sys.stdout.write((ids[-1] if ids else captured.getvalue().strip()) + "\n")
     return 0
 
 

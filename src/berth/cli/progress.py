@@ -62,56 +62,94 @@ def show_plain(messages: Iterable[dict[str, Any]], out: TextIO) -> list[dict[str
     return aux
 
 
+def step_of(text: str) -> tuple[int, int] | None:
+    """(N, M) of a build's ``Step N/M : …`` line."""
+    if not text.startswith("Step "):
+        return None
+    head = text[5:].split(" ", 1)[0]
+    done, _, total = head.partition("/")
+    return (int(done), int(total)) if done.isdigit() and total.isdigit() else None
+
+
+class _RichDisplay:
+    """One bar per layer (pull, push, load) and one for a build's steps, text above them."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.layers: dict[str, Any] = {}
+        self.totals: dict[str, float | None] = {}
+        self.build: Any = None
+        self.steps = 0
+
+    def text(self, line: str) -> None:
+        self.progress.console.print(line, markup=False, highlight=False)
+
+    def stream(self, text: str) -> None:
+        self.text(text.rstrip("\n"))
+        step = step_of(text)
+        if step is None:
+            return
+        self.steps = step[1]
+        if self.build is None:
+            self.build = self.progress.add_task("", name="build", size="", total=step[1])
+        self.progress.update(self.build, description=text.split(" : ", 1)[-1].strip()[:40],
+                             completed=step[0] - 1, size=f"step {step[0]}/{step[1]}")  # fmt: skip
+
+    def status(self, layer: str, status: str, detail: dict[str, Any]) -> None:
+        from berth.cli.render import human_size
+
+        if layer not in self.layers:
+            self.layers[layer] = self.progress.add_task(
+                status, name=f"{layer}:", size="", total=None
+            )
+        task = self.layers[layer]
+        current = detail.get("current")
+        if current is not None:
+            self.totals[layer] = detail.get("total") or self.totals.get(layer)
+            total = self.totals[layer]
+            size = human_size(current) + (f"/{human_size(total)}" if total else "")
+            self.progress.update(task, description=status, completed=current, total=total,
+                                 size=size)  # fmt: skip
+        elif status.endswith("complete") or status in ("Already exists", "Pushed", "Loaded"):
+            whole = self.totals.get(layer) or 1
+            self.progress.update(task, description=status, total=whole, completed=whole)
+        else:
+            self.progress.update(task, description=status)
+
+    def finish(self) -> None:
+        if self.build is not None:
+            self.progress.update(self.build, completed=self.steps, description="done")
+
+
 def show_rich(messages: Iterable[dict[str, Any]], out: TextIO) -> list[dict[str, Any]]:
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TaskID,
-        TextColumn,
-    )
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-    console = Console(file=out, highlight=False)
-    aux = []
-    tasks: dict[str, TaskID] = {}
-    totals: dict[str, float | None] = {}
     columns = (
-        TextColumn("{task.fields[layer]}"),
-        TextColumn("{task.description:<18}"),
+        SpinnerColumn(finished_text=" "),
+        TextColumn("{task.fields[name]}"),
+        TextColumn("{task.description:<24}"),
         BarColumn(),
-        DownloadColumn(binary_units=False),
+        TextColumn("{task.fields[size]}"),
     )
+    aux = []
+    console = Console(file=out, highlight=False)
     with Progress(*columns, console=console, transient=False) as progress:
+        display = _RichDisplay(progress)
         for message in messages:
             if (error := _error_of(message)) is not None:
                 raise CliError(error, 1)
             if "aux" in message:
                 aux.append(message["aux"])
             if "stream" in message:
-                progress.console.print(str(message["stream"]).rstrip("\n"), markup=False)
-                continue
-            status = message.get("status")
-            layer = str(message.get("id") or "")
-            if status is None:
-                continue
-            if not _is_layer(layer):
-                progress.console.print(f"{layer}: {status}" if layer else status, markup=False)
-                continue
-            detail = message.get("progressDetail") or {}
-            if layer not in tasks:
-                tasks[layer] = progress.add_task(status, layer=f"{layer}:", total=None)
-            current = detail.get("current")
-            if current is not None:
-                totals[layer] = detail.get("total") or totals.get(layer)
-                progress.update(
-                    tasks[layer], description=status, completed=current, total=totals[layer]
-                )
-            elif status.endswith("complete") or status in ("Already exists", "Pushed"):
-                whole = totals.get(layer) or 1
-                progress.update(tasks[layer], description=status, total=whole, completed=whole)
-            else:
-                progress.update(tasks[layer], description=status)
+                display.stream(str(message["stream"]))
+            elif (status := message.get("status")) is not None:
+                layer = str(message.get("id") or "")
+                if _is_layer(layer):
+                    display.status(layer, str(status), message.get("progressDetail") or {})
+                else:
+                    display.text(f"{layer}: {status}" if layer else str(status))
+        display.finish()
     return aux
 
 
