@@ -1,6 +1,6 @@
 """The ``berth`` command line against a private berthd, side by side with the docker CLI.
 
-The daemon is ``test_berthd_containers``'s module fixture (imported, not copied: its own
+The daemon is the shared ``berthd`` module fixture (imported, not copied: its own
 --data-root, socket and session-tagged --cgroup-parent; busybox pulled; everything removed and
 berthd and its supervisor stopped at the end). ``berth`` runs as a subprocess of
 ``.venv/bin/berth`` — the fast launcher ``make install`` writes — with ``-H`` pointing at the
@@ -9,8 +9,6 @@ them. Verbs whose endpoint the daemon does not have yet (it answers 404 "page no
 skip with that reason, so the test runs as soon as the endpoint exists. Each test removes the
 containers and images it made.
 """
-
-# ruff: noqa: F811  (each test's ``berthd`` parameter is the fixture imported below)
 
 from __future__ import annotations
 
@@ -28,10 +26,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_berthd_containers import berthd  # noqa: F401  (the shared module fixture)
 from test_berthd_images import Daemon, stop_supervisor
 
 import leakcheck
+
+try:  # the shared module fixture; the exec branch moves it to tests/e2e/conftest.py
+    from test_berthd_containers import berthd  # noqa: F401
+except ImportError:
+    pass  # conftest.py provides it
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -380,8 +382,14 @@ def _daemon_serves(d: Daemon, method: str, path: str) -> bool:
     return True
 
 
-def _talk(argv: list[str], keys: list[bytes], timeout: float = 30.0) -> tuple[int, bytes]:
-    """Run argv on a new pty (40 rows, 100 columns), type ``keys``; (exit code, output)."""
+def _talk(
+    argv: list[str], keys: list[bytes | tuple[int, int]], timeout: float = 30.0
+) -> tuple[int, bytes]:
+    """Run argv on a new pty (40 rows, 100 columns), type ``keys``; (exit code, output).
+
+    Typing starts once the session has printed something (a prompt: by then berth has the
+    terminal in raw mode). A (rows, columns) item resizes the pty and sends SIGWINCH, as a
+    terminal window would (the child has no controlling terminal, so the kernel would not)."""
     import fcntl
     import struct
     import termios
@@ -391,26 +399,40 @@ def _talk(argv: list[str], keys: list[bytes], timeout: float = 30.0) -> tuple[in
     proc = subprocess.Popen(argv, stdin=terminal, stdout=terminal, stderr=terminal,
                             start_new_session=True)  # fmt: skip
     os.close(terminal)
-    output = b""
+    output = bytearray()
     deadline = time.monotonic() + timeout
+
+    def read_for(seconds: float) -> bool:
+        """Collect output for up to ``seconds``; False once the session has ended."""
+        until = min(deadline, time.monotonic() + seconds)
+        while time.monotonic() < until:
+            ready, _, _ = select.select([controller], [], [], 0.05)
+            if not ready:
+                if proc.poll() is not None:
+                    return False
+                continue
+            try:
+                chunk = os.read(controller, 4096)
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            output.extend(chunk)
+        return True
+
     try:
-        time.sleep(0.5)
+        while not output and read_for(0.1) and time.monotonic() < deadline:
+            pass
         for key in keys:
-            os.write(controller, key)
-            time.sleep(0.3)
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([controller], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(controller, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                output += chunk
-            elif proc.poll() is not None:
-                break
-        return proc.wait(timeout=5), output
+            if isinstance(key, tuple):
+                fcntl.ioctl(controller, termios.TIOCSWINSZ, struct.pack("HHHH", *key, 0, 0))
+                proc.send_signal(signal.SIGWINCH)
+            else:
+                os.write(controller, key)
+            read_for(0.3)
+        while read_for(0.2) and time.monotonic() < deadline:
+            pass
+        return proc.wait(timeout=5), bytes(output)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -423,11 +445,26 @@ def test_run_it_feels_like_a_terminal(berthd: Daemon) -> None:
         pytest.skip("berthd has no TTY resize yet (POST /containers/{id}/resize: page not found)")
     code, output = _talk(
         [BERTH, "-H", berthd.url, "run", "-it", "--rm", "busybox", "sh"],
-        [b"tty; stty size\r", b"echo $((6*7))\r", b"exit 3\r"],
+        [b"tty; stty size\r", b"echo $((6*7))\r", (50, 132), b"stty size\r", b"exit 3\r"],
     )
     text = output.decode(errors="replace")
     assert code == 3, text
-    assert "/dev/pts/" in text and "40 100" in text and "42" in text
+    assert "/dev/pts/" in text and "\n40 100\r" in text and "\n42\r" in text
+    assert "\n50 132\r" in text  # resized on SIGWINCH
+    no_containers(berthd)
+
+
+def test_exec_it(berthd: Daemon) -> None:
+    if not _daemon_serves(berthd, "POST", "/exec/nosuch/resize?h=1&w=1"):
+        pytest.skip("berthd has no exec resize yet (POST /exec/{id}/resize: page not found)")
+    berth(berthd, "run", "-d", "--name", "exit", "busybox", "sleep", "30")
+    try:
+        code, output = _talk([BERTH, "-H", berthd.url, "exec", "-it", "exit", "sh"],
+                             [b"stty size\r", b"exit 4\r"])  # fmt: skip
+        text = output.decode(errors="replace")
+        assert code == 4 and "\n40 100\r" in text, text
+    finally:
+        berth(berthd, "rm", "-f", "exit")
     no_containers(berthd)
 
 

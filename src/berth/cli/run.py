@@ -89,12 +89,19 @@ def _pull(ctx: Context, image: str, verb: str = "run") -> None:
         raise _run_error(verb, e.message.removeprefix("Error response from daemon: ")) from e
 
 
-def _resizer(client: Client, path: str) -> Callable[[], None]:
+def _resizer(client: Client, path: str, redraw: bool = False) -> Callable[[], None]:
+    """A resize of the remote terminal to ours; with ``redraw`` the first one is done one
+    row and column bigger first, so the program redraws (what ``docker attach`` does)."""
+    pending_redraw = [redraw]
+
     def resize() -> None:
         size = tty_mod.terminal_size()
         if size is None:
             return
         try:
+            if pending_redraw[0]:
+                pending_redraw[0] = False
+                client.post(path, {"h": size[0] + 1, "w": size[1] + 1})
             client.post(path, {"h": size[0], "w": size[1]})
         except ApiError:
             pass  # an exec that already ended, or a daemon without resize: no harm
@@ -109,11 +116,12 @@ def stream_session(
     interactive: bool,
     resize_path: str | None,
     detach_keys: bytes | None,
+    redraw: bool = False,
 ) -> bool:
     """Copy a hijacked session both ways until it ends; True if the user detached."""
     raw = tty and interactive and tty_mod.stdin_is_terminal()
     pump = tty_mod.StdinPump(conn.sock, detach_keys if raw else None) if interactive else None
-    resize = _resizer(client, resize_path) if tty and resize_path else None
+    resize = _resizer(client, resize_path, redraw) if tty and resize_path else None
 
     def read() -> bytes:
         try:
@@ -241,7 +249,7 @@ def cmd_attach(ctx: Context, argv: list[str]) -> int:
     query = {"stream": True, "stdout": True, "stderr": True, "stdin": interactive}
     conn = ctx.client.hijack(f"/containers/{cid}/attach", query)
     detached = stream_session(ctx.client, conn, tty, interactive, f"/containers/{cid}/resize",
-                              _detach_keys(a.detach_keys))  # fmt: skip
+                              _detach_keys(a.detach_keys), redraw=True)  # fmt: skip
     if detached:
         return 0
     result: dict[str, Any] = wait.json() or {}
