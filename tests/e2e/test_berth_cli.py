@@ -123,6 +123,31 @@ def test_run_output_and_exit_codes(berthd: Daemon) -> None:
     no_containers(berthd)
 
 
+def test_signals_reach_the_container_and_prune(berthd: Daemon) -> None:
+    script = 'trap "echo got INT; exit 9" INT; sleep 20 & wait'
+    proc = subprocess.Popen([BERTH, "-H", berthd.url, "run", "--name", "sig", "busybox", "sh",
+                             "-c", script], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while "running" not in berth(berthd, "ps", "--format", "{{.State}}").stdout:
+            assert time.monotonic() < deadline, "the container did not start"
+            time.sleep(0.05)
+        time.sleep(0.2)  # the trap is set once sh runs
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (proc.returncode, out) == (9, "got INT\n")
+    not_tty = berth(berthd, "run", "-it", "busybox", "true", check=False)
+    assert (not_tty.returncode, not_tty.stderr) == (1, "the input device is not a TTY\n")
+    cid = berth(berthd, "ps", "-aq", "--no-trunc").stdout.strip()
+    pruned = berth(berthd, "container", "prune", "-f").stdout
+    assert pruned == f"Deleted Containers:\n{cid}\n\nTotal reclaimed space: 0B\n"
+    no_containers(berthd)
+
+
 def test_run_limits_reach_the_container(berthd: Daemon) -> None:
     cid = berth(berthd, "run", "-d", "--name", "lim", "--memory", "64m", "--pids-limit", "20",
                 "--cpu-shares", "512", "--read-only", "--tmpfs", "/scratch", "-l", "k=v",

@@ -9,6 +9,7 @@ Rules:
   then every path is ``/v{min(ours, the daemon's)}/...``.
 - A daemon that cannot be reached raises ``DaemonUnreachable`` naming the socket URL; an
   error status raises ``ApiError`` with the daemon's ``message`` text and the status.
+- With ``debug`` each request and its status is logged on stderr.
 - Query values: ``True`` is sent as ``1`` (what the docker CLI sends), ``False`` and ``None``
   are left out, lists repeat the key.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -203,7 +205,8 @@ class Connection:
 
 
 class Client:
-    def __init__(self, host: str | None = None) -> None:
+    def __init__(self, host: str | None = None, debug: bool = False) -> None:
+        self.debug = debug
         self.url = host or f"unix://{DEFAULT_SOCKET}"
         if "://" not in self.url:
             self.url = "unix://" + self.url
@@ -239,6 +242,10 @@ class Client:
             self._version = theirs if older else API_VERSION
         return self._version
 
+    def _log(self, method: str, target: str, status: int) -> None:
+        if self.debug:
+            sys.stderr.write(f"DEBU[berth] {method} {self.url}{target} -> {status}\n")
+
     def _shared(self) -> Connection:
         if self._conn is None:
             self._conn = self.connect()
@@ -262,6 +269,7 @@ class Client:
         try:
             conn.send(method, target, headers or {}, body)
             response = conn.response()
+            self._log(method, target, response.status)
         except (ConnectionError, BrokenPipeError) as e:
             conn.close()
             if not own_connection:
@@ -305,8 +313,10 @@ class Client:
         """Upgrade a call to a raw stream (attach, exec start): the connection, after the 101."""
         conn = self.connect()
         headers = {"Connection": "Upgrade", "Upgrade": "tcp"}
-        conn.send("POST", self.url_path(path, query), headers, body)
+        target = self.url_path(path, query)
+        conn.send("POST", target, headers, body)
         response = conn.response()
+        self._log("POST", target, response.status)
         if response.status >= 400:
             message = error_message(response)
             conn.close()

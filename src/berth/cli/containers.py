@@ -117,22 +117,21 @@ def _simple(verb: str, usage: str, **options: Any) -> Any:
     return p
 
 
-def cmd_stop(ctx: Context, argv: list[str]) -> int:
-    p = _simple("stop", "[OPTIONS] CONTAINER [CONTAINER...]",
+def _stop_or_restart(ctx: Context, verb: str, argv: list[str]) -> int:
+    p = _simple(verb, "[OPTIONS] CONTAINER [CONTAINER...]",
                 **{"-t|--time|--timeout": {"type": int, "dest": "time"},
                    "-s|--signal": {"default": None}})  # fmt: skip
     a = p.parse_args(argv)
     query = {"t": a.time, "signal": a.signal}
-    return for_each(a.containers, lambda c: ctx.client.post(f"/containers/{c}/stop", query))
+    return for_each(a.containers, lambda c: ctx.client.post(f"/containers/{c}/{verb}", query))
+
+
+def cmd_stop(ctx: Context, argv: list[str]) -> int:
+    return _stop_or_restart(ctx, "stop", argv)
 
 
 def cmd_restart(ctx: Context, argv: list[str]) -> int:
-    p = _simple("restart", "[OPTIONS] CONTAINER [CONTAINER...]",
-                **{"-t|--time|--timeout": {"type": int, "dest": "time"},
-                   "-s|--signal": {"default": None}})  # fmt: skip
-    a = p.parse_args(argv)
-    query = {"t": a.time, "signal": a.signal}
-    return for_each(a.containers, lambda c: ctx.client.post(f"/containers/{c}/restart", query))
+    return _stop_or_restart(ctx, "restart", argv)
 
 
 def cmd_kill(ctx: Context, argv: list[str]) -> int:

@@ -14,7 +14,8 @@ Rules:
   unix://…. Is berthd running?" and 1; Ctrl-C is 130.
 - Management forms map onto the verbs: ``container ls`` is ``ps``, ``image ls`` is
   ``images``, ``image rm`` is ``rmi``, ``container inspect``/``image inspect`` are
-  ``inspect --type``; ``system info`` is ``info``.
+  ``inspect --type``; ``system info`` is ``info``; the prunes are reached only this way.
+- ``--debug`` logs each request and its status on stderr.
 """
 
 from __future__ import annotations
@@ -38,17 +39,20 @@ VERBS: dict[str, str] = {
         ("images", "rmi", "tag", "pull", "push", "build", "load", "save", "history"), "images"
     ),
     **dict.fromkeys(("info", "version", "events", "system", "daemon"), "system"),
+    **dict.fromkeys(("container_prune", "image_prune", "system_prune"), "prune"),
 }  # fmt: skip
 
 MANAGEMENT: dict[str, dict[str, list[str]]] = {
     "container": {
         "ls": ["ps"], "list": ["ps"], "inspect": ["inspect", "--type", "container"],
-        "remove": ["rm"], "prune": ["system", "prune-containers"],
+        "remove": ["rm"], "prune": ["container_prune"],
     },
     "image": {
         "ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"],
-        "inspect": ["inspect", "--type", "image"],
+        "inspect": ["inspect", "--type", "image"], "prune": ["image_prune"],
     },
+    "system": {"df": ["system", "df"], "info": ["info"], "events": ["events"],
+               "prune": ["system_prune"]},
 }  # fmt: skip
 
 USAGE = """Usage:  berth [OPTIONS] COMMAND
@@ -143,7 +147,7 @@ def run(argv: list[str]) -> int:
         verb, args = resolve_verb(rest)
         if verb not in VERBS:
             raise UsageError(f"'{verb}' is not a berth command.\nSee 'berth --help'")
-        client = Client(host_from_environment(host))
+        client = Client(host_from_environment(host), debug=debug)
     except (UsageError, ValueError) as e:
         sys.stderr.write(f"berth: {e}\n")
         return 125

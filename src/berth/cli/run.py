@@ -11,6 +11,8 @@ Rules:
   missing is 127 ("executable file not found", "no such file or directory"), not runnable
   126 ("permission denied", "is a directory"); with ``--rm`` the failed container's removal
   is awaited first.
+- Without a TTY, SIGINT/SIGTERM/SIGHUP/SIGQUIT are passed to the container (``--sig-proxy``,
+  on by default) while attached. ``-it`` needs our stdin to be a terminal.
 - ``-t`` asks for a TTY: raw mode on our terminal (when stdin is one), the terminal size as
   ``ConsoleSize``, a resize after start and on every SIGWINCH (a daemon without resize is
   tolerated: the session goes on), detach keys ctrl-p ctrl-q (``--detach-keys``).
@@ -19,12 +21,14 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from berth.cli import tty as tty_mod
-from berth.cli.client import ApiError, Client, Connection
+from berth.cli.client import ApiError, Client, Connection, DaemonUnreachable
 from berth.cli.common import CliError, Context, for_each, parser
 from berth.cli.options import add_create_flags, create_body, create_parser
 from berth.cli.streams import copy_output
@@ -143,6 +147,31 @@ def stream_session(
     return bool(pump and pump.detached)
 
 
+@contextlib.contextmanager
+def signals_proxied(client: Client, cid: str, enabled: bool) -> Iterator[None]:
+    """While attached without a TTY, SIGINT/SIGTERM/SIGHUP/SIGQUIT go to the container."""
+    if not enabled:
+        yield
+        return
+
+    def forward(signum: int, _frame: object) -> None:
+        other = Client(client.url)
+        try:
+            other.post(f"/containers/{cid}/kill", {"signal": signal.Signals(signum).name})
+        except (ApiError, DaemonUnreachable):
+            pass  # it has gone already
+        finally:
+            other.close()
+
+    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {s: signal.signal(s, forward) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _attach_start_wait(
     ctx: Context,
     cid: str,
@@ -151,9 +180,11 @@ def _attach_start_wait(
     condition: str,
     detach_keys: bytes | None,
     verb: str,
+    streams: tuple[str, ...] = ("stdout", "stderr"),
+    sig_proxy: bool = False,
 ) -> int:
     client = ctx.client
-    query = {"stream": True, "stdout": True, "stderr": True, "stdin": interactive}
+    query = {"stream": True, "stdin": interactive, **dict.fromkeys(streams, True)}
     conn = client.hijack(f"/containers/{cid}/attach", query)
     wait = client.stream("POST", f"/containers/{cid}/wait", {"condition": condition})
     try:
@@ -163,8 +194,9 @@ def _attach_start_wait(
         if condition == "removed":
             wait.read()
         raise _run_error(verb, e.message, exit_code_of_start_error(e.message)) from e
-    detached = stream_session(client, conn, tty, interactive, f"/containers/{cid}/resize",
-                              detach_keys)  # fmt: skip
+    with signals_proxied(client, cid, sig_proxy and not tty):
+        detached = stream_session(client, conn, tty, interactive, f"/containers/{cid}/resize",
+                                  detach_keys)  # fmt: skip
     if detached:
         return 0
     result = wait.json() or {}
@@ -188,11 +220,22 @@ def cmd_run(ctx: Context, argv: list[str]) -> int:
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("--rm", action="store_true")
     p.add_argument("--detach-keys")
-    p.add_argument("-a", "--attach", action="append", default=[])
-    p.add_argument("--sig-proxy", default="true")
+    p.add_argument(
+        "-a",
+        "--attach",
+        action="append",
+        default=[],
+        choices=["stdin", "stdout", "stderr", "STDIN", "STDOUT", "STDERR"],
+    )
+    p.add_argument("--sig-proxy", default="true", choices=["true", "false"])
     add_create_flags(p)
     a = p.parse_args(argv)
     keys = _detach_keys(a.detach_keys)
+    if a.tty and a.interactive and not a.detach and not tty_mod.stdin_is_terminal():
+        raise CliError("the input device is not a TTY", 1)
+    # -a picks the output streams to attach; stdin is attached with -i (or -a stdin)
+    a.interactive = a.interactive or "stdin" in (s.lower() for s in a.attach)
+    streams = tuple(s.lower() for s in a.attach if s.lower() != "stdin") or ("stdout", "stderr")
     cid = create_container(ctx, a, "run")
     if a.detach:
         try:
@@ -202,7 +245,8 @@ def cmd_run(ctx: Context, argv: list[str]) -> int:
         sys.stdout.write(cid + "\n")
         return 0
     condition = "removed" if a.rm else "next-exit"
-    return _attach_start_wait(ctx, cid, a.tty, a.interactive, condition, keys, "run")
+    return _attach_start_wait(ctx, cid, a.tty, a.interactive, condition, keys, "run",
+                              streams, a.sig_proxy == "true")  # fmt: skip
 
 
 def cmd_create(ctx: Context, argv: list[str]) -> int:

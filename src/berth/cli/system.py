@@ -1,4 +1,4 @@
-"""System verbs: version, info, events, system df/prune, and ``daemon`` (start berthd).
+"""System verbs: version, info, events, system df, and ``daemon`` (start berthd).
 
 Rules:
 - ``version`` and ``info`` print the client's part even when the daemon cannot be reached,
@@ -162,7 +162,7 @@ def cmd_events(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ system df / prune
+# ------------------------------------------------------------------ system df
 
 DF_DEFAULT = "table {{.Type}}\t{{.TotalCount}}\t{{.Active}}\t{{.Size}}\t{{.Reclaimable}}"
 DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
@@ -214,21 +214,9 @@ def df_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def cmd_system(ctx: Context, argv: list[str]) -> int:
-    if not argv or argv[0] not in ("df", "info", "events", "prune-containers"):
-        raise UsageError("Usage: berth system COMMAND (df, info, events)")
-    if argv[0] == "info":
-        return cmd_info(ctx, argv[1:])
-    if argv[0] == "events":
-        return cmd_events(ctx, argv[1:])
-    if argv[0] == "prune-containers":
-        p = parser("container prune", "[OPTIONS]")
-        p.add_argument("-f", "--force", action="store_true")
-        p.parse_args(argv[1:])
-        result = ctx.client.post("/containers/prune") or {}
-        for cid in result.get("ContainersDeleted") or []:
-            sys.stdout.write(f"{cid}\n")
-        sys.stdout.write(f"Total reclaimed space: {human_size(result.get('SpaceReclaimed', 0))}\n")
-        return 0
+    """``system df`` (the other ``system`` forms are mapped to their verbs by main)."""
+    if not argv or argv[0] != "df":
+        raise UsageError("Usage: berth system COMMAND (df, info, events, prune)")
     p = parser("system df", "[OPTIONS]")
     p.add_argument("--format", default="")
     p.add_argument("-v", "--verbose", action="store_true")
