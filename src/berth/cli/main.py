@@ -11,7 +11,8 @@ Rules:
 - Exit codes and messages as the docker CLI's: ``Error response from daemon: <message>`` and
   1 (``run``/``create`` use 125 for daemon errors; 126/127 when the command cannot be run);
   a usage error is 125; an unreachable daemon is "Cannot connect to the Berth daemon at
-  unix://…. Is berthd running?" and 1; Ctrl-C is 130.
+  unix://…. Is berthd running?" and 1; Ctrl-C is 130; a closed stdout pipe ends the command
+  quietly with 141 (128 + SIGPIPE, what a shell reports for a program the pipe killed).
 - Management forms map onto the verbs: ``container ls`` is ``ps``, ``image ls`` is
   ``images``, ``image rm`` is ``rmi``, ``container inspect``/``image inspect`` are
   ``inspect --type``; ``system info`` is ``info``; the prunes are reached only this way.
@@ -172,9 +173,19 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        return 0
+        return _reader_went_away()
     finally:
         client.close()
+
+
+def _reader_went_away() -> int:
+    """Our stdout's reader closed it (``berth logs x | head``): end quietly, as 128+SIGPIPE."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail again
+    os.close(devnull)
+    return 141
 
 
 def main() -> int:
@@ -182,5 +193,5 @@ def main() -> int:
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        pass
+        return _reader_went_away()
     return code
