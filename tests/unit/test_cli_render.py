@@ -72,6 +72,16 @@ def test_custom_table_and_plain_formats() -> None:
     assert format_rows(rows, "json", PS_DEFAULT, PS_HEADERS).startswith('{"ID":"75a8de1da658"')
 
 
+def test_label_method_and_json_rows() -> None:
+    rows = [ps_row(container(), now=NOW)]
+    fmt = 'table {{.Names}}\t{{.Label "a"}}\t{{.Label "com.no_pe"}}'
+    assert format_rows(rows, fmt, PS_DEFAULT, PS_HEADERS) == (
+        "NAMES     a         no pe\ns1        1         \n"
+    )
+    doc = format_rows(rows, "{{json .}}", PS_DEFAULT, PS_HEADERS)
+    assert '"Labels":"a=1,b=2"' in doc and 'Label"' not in doc
+
+
 def test_images_rows_one_per_tag() -> None:
     now = time.time()
     image = {

@@ -27,7 +27,8 @@ from berth.cli.template import Record, Template
 PS_DEFAULT = (
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
 )
-PS_HEADERS = {
+PS_HEADERS: dict[str, Any] = {
+    "Label": lambda name: str(name).rsplit(".", 1)[-1].replace("-", " ").replace("_", " "),
     "ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND", "CreatedAt": "CREATED AT",
     "RunningFor": "CREATED", "Ports": "PORTS", "State": "STATE", "Status": "STATUS",
     "Size": "SIZE", "Names": "NAMES", "Labels": "LABELS", "Mounts": "MOUNTS",
@@ -77,6 +78,7 @@ def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> R
         Mounts=",".join(m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or []),
         Networks=",".join(sorted(networks)),
         LocalVolumes=str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local")),
+        Label=lambda name: labels.get(name, ""),
     )
 
 

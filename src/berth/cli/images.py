@@ -306,10 +306,11 @@ def cmd_load(ctx: Context, argv: list[str]) -> int:
     headers = {"Content-Type": "application/x-tar"}
     try:
         if is_terminal(sys.stderr) and not a.quiet:
+            from rich.console import Console
             from rich.progress import Progress
 
             total = os.fstat(source.fileno()).st_size if a.input else None
-            with Progress(transient=True) as bar:
+            with Progress(console=Console(stderr=True), transient=True) as bar:
                 task = bar.add_task("Loading", total=total or None)
                 body = _chunks(source, lambda n: bar.advance(task, n))
                 response = ctx.client.open("POST", "/images/load", {"quiet": True}, body,

@@ -48,7 +48,7 @@ def align(lines: Iterable[str], min_width: int = MIN_WIDTH) -> str:
 
 
 def format_rows(
-    rows: Iterable[Mapping[str, Any]], fmt: str, default: str, headers: Mapping[str, str]
+    rows: Iterable[Mapping[str, Any]], fmt: str, default: str, headers: Mapping[str, Any]
 ) -> str:
     fmt = unescape(fmt or default)
     if fmt.strip() == "json":
@@ -71,7 +71,7 @@ def print_rows(
     rows: Iterable[Mapping[str, Any]],
     fmt: str,
     default: str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, Any],
     out: TextIO | None = None,
 ) -> None:
     (out or sys.stdout).write(format_rows(rows, fmt, default, headers))

@@ -7,7 +7,8 @@ string/number/bool literals, parentheses, pipes ``|``; ``if``/``else if``/``else
 ``range`` (with ``$i, $v :=``), ``with``, ``end``; the docker CLI's functions ``json``,
 ``join``, ``split``, ``lower``, ``upper``, ``title``, ``pad``, ``truncate``, ``println`` and
 Go's ``index``, ``len``, ``printf``, ``print``, ``eq``, ``ne``, ``lt``, ``le``, ``gt``, ``ge``,
-``not``, ``and``, ``or``, ``slice``.
+``not``, ``and``, ``or``, ``slice``. A callable value is a method and takes the arguments
+(``{{.Label "k"}}`` on ps and images rows); ``json`` leaves methods out.
 Everything else is a ``TemplateError`` saying what is not supported. ``json`` is a shorthand
 for ``{{json .}}``; a ``table`` prefix is the caller's business (see ``render.py``).
 Values print as Go prints them: lists ``[a b]``, maps ``map[k:v]``, None ``<nil>``.
@@ -315,6 +316,8 @@ def _index(value: Any, *keys: Any) -> Any:
 
 
 def _json(value: Any) -> str:
+    if isinstance(value, dict):  # a row's methods are not data
+        value = {k: v for k, v in value.items() if not callable(v)}
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -477,9 +480,16 @@ class Template:
                 raise
             except (TypeError, AttributeError, KeyError, ValueError) as e:
                 raise TemplateError(f"template: error calling {head[1]}: {e}") from e
+        value = self._operand(head, dot, variables)
+        if callable(value):  # a row's method, like docker's {{.Label "com.example"}}
+            args = [self._operand(o, dot, variables) for o in command[1:]] + extra
+            try:
+                return value(*args)
+            except TypeError as e:
+                raise TemplateError(f"template: error calling {head}: {e}") from e
         if len(command) > 1 or extra:
             raise TemplateError(f"template: can't give argument to non-function {command[0]}")
-        return self._operand(head, dot, variables)
+        return value
 
     def _operand(self, operand: Any, dot: Any, variables: dict[str, Any]) -> Any:
         kind = operand[0]
