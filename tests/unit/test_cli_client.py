@@ -18,6 +18,7 @@ from berth.cli.progress import plain_line, show_plain
 from berth.cli.stats import cpu_percent, memory_used, stats_row
 from berth.cli.streams import demux
 
+CLOSE = b"close the connection instead"
 PING = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\n"
 
 
@@ -62,7 +63,10 @@ class FakeDaemon:
                         reader.readline()
                     reader.readline()
                 self.requests.append(head + body)
-                conn.sendall(self.replies.pop(0))
+                reply = self.replies.pop(0)
+                if reply == CLOSE:  # an idle keep-alive connection the server dropped
+                    return
+                conn.sendall(reply)
 
     def close(self) -> None:
         self.server.close()
@@ -76,7 +80,7 @@ def daemon_factory(tmp_path: Path) -> Iterator[Factory]:
     made: list[tuple[FakeDaemon, Client]] = []
 
     def make(replies: list[bytes]) -> tuple[FakeDaemon, Client]:
-        path = str(tmp_path / "d.sock")
+        path = str(tmp_path / f"d{len(made)}.sock")
         fake = FakeDaemon(path, [PING, *replies])
         client = Client(f"unix://{path}")
         made.append((fake, client))
@@ -113,6 +117,16 @@ def test_negotiates_down_and_sends_versioned_paths(daemon_factory: Factory) -> N
     assert fake.requests[1].startswith(b"GET /v1.41/containers/json?all=1 HTTP/1.1\r\n")
     assert fake.requests[2].startswith(b"POST /v1.41/containers/x/start HTTP/1.1\r\n")
     assert b"Content-Length: 0\r\n" in fake.requests[2]
+
+
+def test_a_dropped_keep_alive_connection_is_retried_once(daemon_factory: Factory) -> None:
+    fake, client = daemon_factory([CLOSE, json_reply("200 OK", {"ExitCode": 5})])
+    client.version  # noqa: B018  (the kept connection is now in use)
+    assert client.get("/exec/e/json") == {"ExitCode": 5}
+    assert fake.requests[1] == fake.requests[2]  # the same request, on a new connection
+    _, stream_client = daemon_factory([CLOSE])
+    with pytest.raises(DaemonUnreachable):  # a new connection that fails is not retried
+        stream_client.stream("GET", "/events")
 
 
 def test_error_body_becomes_api_error(daemon_factory: Factory) -> None:

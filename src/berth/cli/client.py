@@ -4,7 +4,9 @@ Rules:
 - Stdlib only and light (no http.client, no email parser): ``berth ps`` must start in well
   under 150 ms, and this module is on every command's path.
 - One keep-alive connection per ``Client`` for plain calls; a hijacked call (attach, exec
-  start) and every streamed call get their own connection, closed when done.
+  start) and every streamed call get their own connection, closed when done. A call that
+  finds the kept connection closed by the daemon (idle too long, e.g. during a long ``exec``
+  session) is sent once more on a new connection, unless its body was a stream.
 - The API version is negotiated once per client, as the docker CLI does: ``HEAD /_ping``,
   then every path is ``/v{min(ours, the daemon's)}/...``.
 - A daemon that cannot be reached raises ``DaemonUnreachable`` naming the socket URL; an
@@ -265,16 +267,22 @@ class Client:
     ) -> Response:
         """Send a request and return its response with the body unread; errors raise."""
         target = self.url_path(path, query)
-        conn = self.connect() if own_connection else self._shared()
-        try:
-            conn.send(method, target, headers or {}, body)
-            response = conn.response()
-            self._log(method, target, response.status)
-        except (ConnectionError, BrokenPipeError) as e:
-            conn.close()
-            if not own_connection:
-                self._conn = None
-            raise DaemonUnreachable(self.url, str(e)) from e
+        resendable = body is None or isinstance(body, bytes | dict | list)
+        for attempt in (1, 2):
+            reused = not own_connection and self._conn is not None
+            conn = self.connect() if own_connection else self._shared()
+            try:
+                conn.send(method, target, headers or {}, body)
+                response = conn.response()
+                break
+            except (ConnectionError, BrokenPipeError) as e:
+                conn.close()
+                if not own_connection:
+                    self._conn = None
+                if not (reused and resendable and attempt == 1):
+                    raise DaemonUnreachable(self.url, str(e)) from e
+                # the daemon closed our idle keep-alive connection: once more on a new one
+        self._log(method, target, response.status)
         if response.status >= 400:
             raise ApiError(response.status, error_message(response))
         return response
