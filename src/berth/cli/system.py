@@ -77,6 +77,15 @@ def cmd_version(ctx: Context, argv: list[str]) -> int:
     return 0
 
 
+INFO_FACTS = (
+    ("Logging Driver", "LoggingDriver"), ("Cgroup Driver", "CgroupDriver"),
+    ("Cgroup Version", "CgroupVersion"), ("Default Runtime", "DefaultRuntime"),
+    ("Kernel Version", "KernelVersion"), ("Operating System", "OperatingSystem"),
+    ("OSType", "OSType"), ("Architecture", "Architecture"), ("CPUs", "NCPU"),
+    ("Name", "Name"), ("ID", "ID"), ("Docker Root Dir", "DockerRootDir"),
+)  # fmt: skip
+
+
 def cmd_info(ctx: Context, argv: list[str]) -> int:
     p = parser("info", "[OPTIONS]")
     p.add_argument("-f", "--format", default="")
@@ -97,15 +106,15 @@ def cmd_info(ctx: Context, argv: list[str]) -> int:
         f" Storage Driver: {info.get('Driver', '')}",
     ]  # fmt: skip
     out += [f"  {k}: {v}" for k, v in info.get("DriverStatus") or []]
-    for label, key in (
-        ("Logging Driver", "LoggingDriver"), ("Cgroup Driver", "CgroupDriver"),
-        ("Cgroup Version", "CgroupVersion"), ("Default Runtime", "DefaultRuntime"),
-        ("Kernel Version", "KernelVersion"), ("Operating System", "OperatingSystem"),
-        ("OSType", "OSType"), ("Architecture", "Architecture"), ("CPUs", "NCPU"),
-        ("Name", "Name"), ("ID", "ID"), ("Docker Root Dir", "DockerRootDir"),
-    ):  # fmt: skip
-        if key in info:
-            out.append(f" {label}: {info[key]}")
+    facts = [f" {label}: {info[key]}" for label, key in INFO_FACTS if key in info]
+    out += facts[:3]  # the logging and cgroup lines come before the plugins, as docker's do
+    plugins = info.get("Plugins") or {}
+    if plugins:
+        out.append(" Plugins:")
+        out += [f"  {kind}: {' '.join(names)}" for kind, names in plugins.items() if names]
+    if info.get("Runtimes"):
+        out.append(f" Runtimes: {' '.join(sorted(info['Runtimes']))}")
+    out += facts[3:]
     if "MemTotal" in info:
         from berth.cli.render import binary_size
 
