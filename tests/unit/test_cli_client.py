@@ -67,6 +67,8 @@ class FakeDaemon:
                 if reply == CLOSE:  # an idle keep-alive connection the server dropped
                     return
                 conn.sendall(reply)
+                if reply.startswith(b"HTTP/1.1 101"):  # a hijacked stream ends with the process
+                    return
 
     def close(self) -> None:
         self.server.close()
@@ -168,6 +170,38 @@ def test_hijack_needs_101(daemon_factory: Factory) -> None:
     assert out.getvalue() == b"out" and err.getvalue() == b"err\n"
     with pytest.raises(ApiError, match="unable to upgrade to tcp, received 200"):
         client.hijack("/containers/x/attach")
+
+
+def test_run_attaches_waits_then_starts(
+    daemon_factory: Factory, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """The docker CLI's order, which daemons rely on; the exit code is the wait's StatusCode."""
+    from berth.cli.common import Context
+    from berth.cli.run import cmd_run
+
+    frames = b"\x01\x00\x00\x00" + struct.pack(">I", 3) + b"hi\n"
+    frames += b"\x02\x00\x00\x00" + struct.pack(">I", 4) + b"oops"
+    fake, client = daemon_factory([
+        json_reply("201 Created", {"Id": "c" * 64, "Warnings": []}),
+        b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n" + frames,
+        chunked("200 OK", b'{"Error":null,"StatusCode":3}'),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+    ])  # fmt: skip
+    code = cmd_run(Context(client), ["--rm", "--name", "x", "busybox", "sh", "-c", "exit 3"])
+    assert code == 3
+    captured = capsysbinary.readouterr()
+    assert (captured.out, captured.err) == (b"hi\n", b"oops")
+    lines = [r.split(b"\r\n", 1)[0].decode() for r in fake.requests]
+    cid = "c" * 64
+    assert lines == [
+        "HEAD /_ping HTTP/1.1",
+        "POST /v1.41/containers/create?name=x HTTP/1.1",
+        f"POST /v1.41/containers/{cid}/attach?stream=1&stdout=1&stderr=1 HTTP/1.1",
+        f"POST /v1.41/containers/{cid}/wait?condition=removed HTTP/1.1",
+        f"POST /v1.41/containers/{cid}/start HTTP/1.1",
+    ]
+    body = json.loads(fake.requests[1].split(b"\r\n\r\n", 1)[1])
+    assert body["Cmd"] == ["sh", "-c", "exit 3"] and body["HostConfig"]["AutoRemove"] is True
 
 
 def test_unreachable_daemon_names_the_socket(tmp_path: Path) -> None:

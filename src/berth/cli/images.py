@@ -148,14 +148,17 @@ def pull_image(ctx: Context, ref: str, out: TextIO, platform: str | None = None)
     """Pull with progress on ``out``; the full reference pulled."""
     repo, tag = split_reference(ref)
     full = normalize_repository(repo)
-    query = {"fromImage": full, "tag": tag.lstrip("@") if not tag.startswith("@") else None}
-    if tag.startswith("@"):
-        query["fromImage"] = f"{full}{tag}"
-    query["platform"] = platform
+    # a digest travels inside fromImage (docker.io/library/x@sha256:…), a tag beside it
+    wanted = f"{full}{tag}" if tag.startswith("@") else f"{full}:{tag}"
+    query = {
+        "fromImage": wanted if tag.startswith("@") else full,
+        "tag": None if tag.startswith("@") else tag,
+        "platform": platform,
+    }
     response = ctx.client.open("POST", "/images/create", query, headers=AUTH_HEADER,
                                own_connection=True)  # fmt: skip
     show(response.json_lines(), out)
-    return f"{full}{tag}" if tag.startswith("@") else f"{full}:{tag}"
+    return wanted
 
 
 def cmd_pull(ctx: Context, argv: list[str]) -> int:
