@@ -196,6 +196,8 @@ def test_ps_tables_match_dockers(berthd: Daemon) -> None:
         same_output(berthd, "ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}")
         same_output(berthd, "ps", "--filter", "label=role=web", "--format",
                     "table {{.Names}}\\t{{.Labels}}\\t{{.State}}")  # fmt: skip
+        same_output(berthd, "ps", "-a", "--format", "json")
+        same_output(berthd, "ps", "-s")
         rows = [json.loads(line) for line in berth(berthd, "ps", "-a", "--format", "json")
                 .stdout.splitlines()]  # fmt: skip
         assert sorted(r["Names"] for r in rows) == ["done1", "up1"]
@@ -276,6 +278,7 @@ def test_images_tag_rmi_save_load(berthd: Daemon) -> None:
                                                  "SIZE"]  # fmt: skip
         assert re.search(r"^cli-test/box\s+1\s+[0-9a-f]{12}\s+", table, re.M), table
         same_output(berthd, "images", "-q")
+        same_output(berthd, "images", "--digests")
         same_output(berthd, "images", "--no-trunc", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}")
         tar = str(berthd.home / "box.tar")
         berth(berthd, "save", "-o", tar, "cli-test/box:1")

@@ -54,11 +54,9 @@ def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> R
         names = [n for n in names if "/" not in n]
     command = c.get("Command", "")
     labels = c.get("Labels") or {}
-    size = ""
-    if "SizeRw" in c or "SizeRootFs" in c:
-        size = human_size(c.get("SizeRw") or 0)
-        if c.get("SizeRootFs"):
-            size += f" (virtual {human_size(c['SizeRootFs'])})"
+    size = human_size(c.get("SizeRw") or 0)
+    if c.get("SizeRootFs"):
+        size += f" (virtual {human_size(c['SizeRootFs'])})"
     networks = (c.get("NetworkSettings") or {}).get("Networks") or {}
     image = c.get("Image", "") or "<no image>"
     if trunc and image.startswith("sha256:"):
@@ -78,6 +76,7 @@ def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> R
         Mounts=",".join(m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or []),
         Networks=",".join(sorted(networks)),
         LocalVolumes=str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local")),
+        Platform=(c.get("ImageManifestDescriptor") or {}).get("platform"),
         Label=lambda name: labels.get(name, ""),
     )
 

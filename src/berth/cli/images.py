@@ -56,15 +56,17 @@ def normalize_repository(repo: str) -> str:
     return f"docker.io/{repo}"
 
 
-def image_rows(images: list[dict[str, Any]], trunc: bool) -> list[Record]:
+def image_rows(images: list[dict[str, Any]], trunc: bool, digests: bool = False) -> list[Record]:
+    """One row per repository:tag; ``digests`` fills ``.Digest`` (else ``<none>``, as docker
+    does unless ``--digests`` or a format naming ``.Digest`` asks)."""
     rows = []
     for image in images:
         tags = image.get("RepoTags") or []
-        digests = image.get("RepoDigests") or []
+        repo_digests = image.get("RepoDigests") or [] if digests else []
         pairs = [split_reference(t) for t in tags if t != "<none>:<none>"] or [("<none>", "<none>")]
         for repo, tag in pairs:
             digest = next(
-                (d.split("@", 1)[1] for d in digests if d.split("@", 1)[0] == repo), "<none>"
+                (d.split("@", 1)[1] for d in repo_digests if d.split("@", 1)[0] == repo), "<none>"
             )
             size = image.get("Size", 0)
             shared = image.get("SharedSize", -1)
@@ -74,7 +76,7 @@ def image_rows(images: list[dict[str, Any]], trunc: bool) -> list[Record]:
                     ID=short_id(image["Id"]) if trunc else image["Id"],
                     CreatedSince=ago(image.get("Created", 0)),
                     CreatedAt=unix_time_text(image.get("Created", 0)),
-                    Size=human_size(size), VirtualSize=human_size(size), Digest=digest,
+                    Size=human_size(size), VirtualSize=human_size(size, 4), Digest=digest,
                     Containers=str(image.get("Containers", -1)).replace("-1", "N/A"),
                     SharedSize="N/A" if shared < 0 else human_size(shared),
                     UniqueSize="N/A" if shared < 0 else human_size(size - shared),
@@ -103,7 +105,8 @@ def cmd_images(ctx: Context, argv: list[str]) -> int:
     default = IMAGES_DEFAULT
     if a.digests:
         default = default.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
-    print_rows(image_rows(images, not a.no_trunc), a.format, default, IMAGES_HEADERS)
+    rows = image_rows(images, not a.no_trunc, a.digests or ".Digest" in a.format)
+    print_rows(rows, a.format, default, IMAGES_HEADERS)
     return 0
 
 

@@ -316,9 +316,13 @@ def _index(value: Any, *keys: Any) -> Any:
 
 
 def _json(value: Any) -> str:
-    if isinstance(value, dict):  # a row's methods are not data
+    """Go's json.Marshal: HTML characters escaped; a row's keys sorted (Go marshals it as a
+    map), its methods left out; a daemon document's keys in the daemon's order."""
+    row = isinstance(value, Record)
+    if row:
         value = {k: v for k, v in value.items() if not callable(v)}
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=row)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _printf(fmt: str, *args: Any) -> str:
