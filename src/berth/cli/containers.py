@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -268,13 +269,14 @@ def cmd_logs(ctx: Context, argv: list[str]) -> int:
 # ------------------------------------------------------------------ inspect
 
 
-def inspect_one(ctx: Context, name: str, kind: str | None) -> Any:
+def inspect_one(ctx: Context, name: str, kind: str | None, size: bool = False) -> Any:
     """The container's (or image's) document, or None if neither exists."""
     kinds = [kind] if kind else ["container", "image"]
     for k in kinds:
-        path = f"/containers/{name}/json" if k == "container" else f"/images/{name}/json"
+        container = k == "container"
+        path = f"/containers/{name}/json" if container else f"/images/{name}/json"
         try:
-            return ctx.client.get(path)
+            return ctx.client.get(path, {"size": size} if container else None)
         except ApiError as e:
             if e.status != 404:
                 raise
@@ -292,7 +294,7 @@ def cmd_inspect(ctx: Context, argv: list[str]) -> int:
     found: list[Any] = []
     missing: list[str] = []
     for name in a.names:
-        doc = inspect_one(ctx, name, a.type)
+        doc = inspect_one(ctx, name, a.type, a.size)
         if doc is None:
             missing.append(name)
         elif template is not None:
@@ -314,7 +316,7 @@ def cmd_top(ctx: Context, argv: list[str]) -> int:
 
     p = parser("top", "CONTAINER [ps OPTIONS]")
     p.add_argument("container")
-    p.add_argument("ps_args", nargs="*")
+    p.add_argument("ps_args", nargs=argparse.REMAINDER)  # -o pid,comm and the like
     a = p.parse_args(argv)
     query = {"ps_args": " ".join(a.ps_args) or None}
     doc = ctx.client.get(f"/containers/{a.container}/top", query)

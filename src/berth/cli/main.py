@@ -121,7 +121,8 @@ def resolve_verb(rest: list[str]) -> tuple[str, list[str]]:
     verb, args = rest[0], rest[1:]
     if verb in MANAGEMENT:
         if not args or args[0] in ("-h", "--help"):
-            raise UsageError(f"Usage: berth {verb} COMMAND (one of {', '.join(MANAGEMENT[verb])})")
+            names = ", ".join(MANAGEMENT[verb])
+            raise UsageError(f"Usage: berth {verb} COMMAND ({names}, or a verb like run, rm)")
         sub = args[0]
         mapped = MANAGEMENT[verb].get(sub, [sub])
         return mapped[0], mapped[1:] + args[1:]
