@@ -3,9 +3,10 @@
 Rules:
 - A message with ``errorDetail``/``error`` ends the display and raises ``CliError`` with the
   daemon's text (exit 1), as the docker CLI does once a stream has started.
-- On a terminal, layer messages (those with an ``id``) become one rich progress bar per layer,
-  with ``progressDetail`` current/total when the daemon sends them, and ``stream`` text is
-  printed above the bars; ``rich`` is imported only here, only then.
+- On a terminal, layer messages (an ``id`` of 12 hex digits) become one rich progress bar per
+  layer, with ``progressDetail`` current/total when the daemon sends them; a build's
+  ``Step N/M`` lines drive one step bar; ``stream`` text and other statuses are printed above
+  the bars. ``rich`` is imported only here, only then.
 - Elsewhere (a pipe, a file) each message is one plain line, ``ID: status`` or the stream text,
   and progress-only updates (a ``progressDetail`` with a ``current``) are left out, as the
   docker CLI does when its output is not a terminal.
