@@ -258,3 +258,28 @@ def test_stats_arithmetic_is_dockers() -> None:
     assert row["NetIO"] == "1.5kB / 0B" and row["BlockIO"] == "4.1kB / 0B" and row["PIDs"] == "3"
     gone = stats_row({}, "web")
     assert gone["CPUPerc"] == "--" and gone["MemUsage"] == "-- / --"
+
+
+def test_rich_display_of_pulls_and_builds() -> None:
+    from berth.cli.progress import show_rich, step_of
+
+    layer = "81f41ae67512"
+    pull = [
+        {"status": "Pulling from library/busybox", "id": "latest"},
+        {"status": "Pulling fs layer", "progressDetail": {}, "id": layer},
+        {"status": "Downloading", "progressDetail": {"current": 500, "total": 2000}, "id": layer},
+        {"status": "Pull complete", "progressDetail": {}, "id": layer},
+        {"status": "Status: Downloaded newer image for busybox:latest"},
+    ]
+    out = io.StringIO()
+    assert show_rich(pull, out) == []
+    text = out.getvalue()
+    assert "latest: Pulling from library/busybox" in text and "Pull complete" in text
+    build = [{"stream": "Step 1/2 : FROM busybox\n"}, {"stream": "Step 2/2 : CMD x\n"},
+             {"aux": {"ID": "sha256:ab"}}, {"stream": "Successfully built ab\n"}]  # fmt: skip
+    out = io.StringIO()
+    assert show_rich(build, out) == [{"ID": "sha256:ab"}]
+    assert "Successfully built ab" in out.getvalue() and "step 2/2" in out.getvalue()
+    assert step_of("Step 3/10 : RUN x") == (3, 10) and step_of("Stepping") is None
+    with pytest.raises(CliError, match="no space"):
+        show_rich([{"stream": "Step 1/1 : RUN x\n"}, {"error": "no space"}], io.StringIO())
