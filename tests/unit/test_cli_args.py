@@ -64,7 +64,7 @@ def test_interactive_tty_and_entrypoint() -> None:
     body = create_body(run_args("-it", "--entrypoint", "", "busybox"), (40, 120))
     assert body["Tty"] and body["OpenStdin"] and body["StdinOnce"] and body["AttachStdin"]
     assert body["HostConfig"]["ConsoleSize"] == [40, 120]
-    assert body["Entrypoint"] == [] and "Cmd" not in body
+    assert body["Entrypoint"] == [""] and "Cmd" not in body
     detached = create_body(run_args("-d", "-i", "busybox"))
     assert not detached["AttachStdin"] and not detached["AttachStdout"]
 

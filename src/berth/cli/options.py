@@ -272,5 +272,5 @@ def create_body(
         "HostConfig": {k: v for k, v in host.items() if v is not None},
     }
     if a.entrypoint is not None:
-        body["Entrypoint"] = [a.entrypoint] if a.entrypoint else []
+        body["Entrypoint"] = [a.entrypoint]  # [""] resets the image's, as docker sends it
     return {k: v for k, v in body.items() if v is not None}
