@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_berthd_images import Daemon, stop_supervisor
+from test_berthd_images import Daemon, _wait_for_socket, stop_supervisor
 
 import leakcheck
 
@@ -542,5 +542,31 @@ def test_daemon_background_starts_berthd() -> None:
             deadline = time.monotonic() + 20
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
+        stop_supervisor(home / "root")
+        shutil.rmtree(home)
+
+
+def test_daemon_in_the_foreground_is_berthd() -> None:
+    """``berth -H SOCK daemon`` becomes berthd (exec) serving SOCK; SIGTERM stops it (0)."""
+    home = Path(tempfile.mkdtemp(prefix="berth-fg-"))
+    sock = home / "b.sock"
+    argv = [BERTH, "-H", f"unix://{sock}", "daemon", "--data-root", str(home / "root"),
+            "--cgroup-parent", leakcheck.tagged_name()]  # fmt: skip
+    log = open(home / "berthd.log", "wb")  # noqa: SIM115  (the child holds it)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+        _wait_for_socket(str(sock), proc)
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert b"berthd" in f.read()  # the same process, now berthd
+        listed = subprocess.run([BERTH, "-H", f"unix://{sock}", "ps", "-q"], capture_output=True,
+                                text=True, timeout=TIMEOUT, check=False)  # fmt: skip
+        assert (listed.returncode, listed.stdout) == (0, "")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         stop_supervisor(home / "root")
         shutil.rmtree(home)

@@ -6,8 +6,9 @@ Rules:
   ``{"Client": …, "Server": …}`` (version) or the ``/info`` document.
 - ``events`` streams until interrupted (or until ``--until``), one line per event:
   ``TIME TYPE ACTION ID (k=v, …)`` with the time in RFC 3339 nanoseconds, local time zone.
-- ``daemon`` runs the ``berthd`` beside our interpreter: in the foreground it replaces this
-  process (exec); with ``--background`` it starts it detached (own session, stdin from
+- ``daemon`` runs the ``berthd`` beside our interpreter, serving the socket our ``-H`` (or
+  ``BERTH_HOST``) names unless a berthd ``--host`` is given: in the foreground it replaces
+  this process (exec); with ``--background`` it starts it detached (own session, stdin from
   /dev/null, output appended to ``--log-file``, default ``/var/log/berthd.log``), waits until
   its socket answers ``/_ping`` (up to 30 s), then prints its pid, socket and log.
 """
@@ -276,11 +277,12 @@ def cmd_daemon(ctx: Context, argv: list[str]) -> int:
     berthd = berthd_path()
     if not os.access(berthd, os.X_OK):
         raise CliError(f"berthd not found at {berthd}", 1)
-    if not background:
-        os.execv(berthd, [berthd, *rest])
     host = _option_value(rest, ("--host", "-H"), ctx.client.url)
-    if "--host" not in " ".join(rest) and "-H" not in rest:
-        rest = ["--host", host, *rest]
+    if not any(arg in ("--host", "-H") or arg.startswith("--host=") for arg in rest):
+        rest = ["--host", host, *rest]  # the socket our -H/BERTH_HOST names, if berthd's is not
+    if not background:
+        sys.stdout.flush()
+        os.execv(berthd, [berthd, *rest])
     return _start_background(berthd, rest, host, log_file)
 
 
