@@ -65,6 +65,7 @@ def test_renders_what_docker_users_write(source: str, expected: str) -> None:
 
 def test_json_shorthand_is_the_whole_object() -> None:
     assert render("json", {"b": 1, "a": "<&>"}) == '{"b":1,"a":"\\u003c\\u0026\\u003e"}'
+    assert render("{{json .}}", {"a": "<&>"}) == '{"a":"<&>"}'  # docker's json: no escaping
     assert render("json", Record(b=1, a=2)) == '{"a":2,"b":1}'  # a row is a Go map: sorted
 
 

@@ -51,8 +51,6 @@ def format_rows(
     rows: Iterable[Mapping[str, Any]], fmt: str, default: str, headers: Mapping[str, Any]
 ) -> str:
     fmt = unescape(fmt or default)
-    if fmt.strip() == "json":
-        fmt = "{{json .}}"
     table = fmt.startswith("table")
     if table:
         fmt = fmt[len("table") :].lstrip(" ")

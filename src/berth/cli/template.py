@@ -9,8 +9,9 @@ string/number/bool literals, parentheses, pipes ``|``; ``if``/``else if``/``else
 Go's ``index``, ``len``, ``printf``, ``print``, ``eq``, ``ne``, ``lt``, ``le``, ``gt``, ``ge``,
 ``not``, ``and``, ``or``, ``slice``. A callable value is a method and takes the arguments
 (``{{.Label "k"}}`` on ps and images rows); ``json`` leaves methods out.
-Everything else is a ``TemplateError`` saying what is not supported. ``json`` is a shorthand
-for ``{{json .}}``; a ``table`` prefix is the caller's business (see ``render.py``).
+Everything else is a ``TemplateError`` saying what is not supported. A format of just
+``json`` is Go's json.Marshal of the value (HTML characters escaped, unlike the ``json``
+function, as in the docker CLI); a ``table`` prefix is the caller's business (``render.py``).
 Values print as Go prints them: lists ``[a b]``, maps ``map[k:v]``, None ``<nil>``.
 """
 
@@ -316,12 +317,18 @@ def _index(value: Any, *keys: Any) -> Any:
 
 
 def _json(value: Any) -> str:
-    """Go's json.Marshal: HTML characters escaped; a row's keys sorted (Go marshals it as a
-    map), its methods left out; a daemon document's keys in the daemon's order."""
+    """The template's ``json``, as docker's: Go's encoder with HTML escaping off; a row's
+    keys sorted (Go marshals it as a map), its methods left out; a daemon document's keys in
+    the daemon's order."""
     row = isinstance(value, Record)
     if row:
         value = {k: v for k, v in value.items() if not callable(v)}
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=row)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=row)
+
+
+def marshal(value: Any) -> str:
+    """``--format json``: Go's json.Marshal, which also escapes ``<``, ``>`` and ``&``."""
+    text = _json(value)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
@@ -409,12 +416,13 @@ class Template:
     """A parsed template; ``render(data)`` returns the text."""
 
     def __init__(self, source: str) -> None:
-        if source.strip() == "json":
-            source = "{{json .}}"
+        self.marshal = source.strip() == "json"  # the shorthand is json.Marshal, not {{json .}}
         self.source = source
-        self.nodes = _Parser(source).parse()
+        self.nodes = [] if self.marshal else _Parser(source).parse()
 
     def render(self, data: Any) -> str:
+        if self.marshal:
+            return marshal(data)
         out: list[str] = []
         self._run(self.nodes, data, {"$": data}, out)
         return "".join(out)
