@@ -30,11 +30,6 @@ from test_berthd_images import Daemon, _wait_for_socket, stop_supervisor
 
 import leakcheck
 
-try:  # the shared module fixture; the exec branch moves it to tests/e2e/conftest.py
-    from test_berthd_containers import berthd  # noqa: F401
-except ImportError:
-    pass  # conftest.py provides it
-
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
 BERTH = str(Path(sys.executable).parent / "berth")
