@@ -5,9 +5,7 @@ The daemon is the shared ``berthd`` module fixture (imported, not copied: its ow
 berthd and its supervisor stopped at the end). ``berth`` runs as a subprocess of
 ``.venv/bin/berth`` — the fast launcher ``make install`` writes — with ``-H`` pointing at the
 daemon. Where both CLIs print the same thing (tables, inspect documents), the test compares
-them. Verbs whose endpoint the daemon does not have yet (it answers 404 "page not found")
-skip with that reason, so the test runs as soon as the endpoint exists. Each test removes the
-containers and images it made.
+them. Each test removes the containers and images it made.
 """
 
 from __future__ import annotations
@@ -54,11 +52,6 @@ def berth(
     if check:
         assert proc.returncode == 0, f"berth {' '.join(args)}: {proc.stderr}"
     return proc
-
-
-def skip_unless_served(proc: subprocess.CompletedProcess[str], what: str) -> None:
-    if "page not found" in proc.stderr:
-        pytest.skip(f"berthd has no {what} endpoint yet (404 page not found)")
 
 
 def same_output(d: Daemon, *args: str) -> str:
@@ -250,7 +243,6 @@ def test_lifecycle_verbs(berthd: Daemon) -> None:
         assert berth(berthd, "kill", "life").stdout == "life\n"
         assert berth(berthd, "wait", "life").stdout == "137\n"
         renamed = berth(berthd, "rename", "life", "life2", check=False)
-        skip_unless_served(renamed, "rename")
         assert renamed.returncode == 0
         assert berth(berthd, "ps", "-a", "--format", "{{.Names}}").stdout == "life2\n"
     finally:
@@ -297,7 +289,6 @@ def test_build_streams_steps(berthd: Daemon) -> None:
     (context / "ignored.txt").write_text("x\n")
     (context / ".dockerignore").write_text("ignored.txt\n")
     built = berth(berthd, "build", "-t", "cli-built:1", str(context), check=False)
-    skip_unless_served(built, "build")
     assert built.returncode == 0, built.stderr
     assert "Step 1/3 : FROM busybox" in built.stdout
     assert "Successfully tagged cli-built:1" in built.stdout
@@ -347,7 +338,6 @@ def test_exec(berthd: Daemon) -> None:
     try:
         out = berth(berthd, "exec", "-e", "V=7", "-w", "/tmp", "ex", "sh", "-c",
                     "echo $V; pwd; exit 5", check=False)  # fmt: skip
-        skip_unless_served(out, "exec")
         assert (out.returncode, out.stdout) == (5, "7\n/tmp\n"), out.stderr
         fed = berth(berthd, "exec", "-i", "ex", "cat", stdin="fed\n")
         assert fed.stdout == "fed\n"
@@ -360,7 +350,6 @@ def test_stats_top_update_pause(berthd: Daemon) -> None:
     berth(berthd, "run", "-d", "--name", "busy", "--memory", "64m", "busybox", "sleep", "30")
     try:
         stats = berth(berthd, "stats", "--no-stream", "busy", check=False)
-        skip_unless_served(stats, "stats")
         lines = stats.stdout.splitlines()
         assert lines[0].split()[:4] == ["CONTAINER", "ID", "NAME", "CPU"]
         assert re.search(r"busy\s+\d+\.\d\d%\s+[\d.]+[KMG]?i?B / 64MiB", lines[1]), lines[1]
@@ -370,8 +359,7 @@ def test_stats_top_update_pause(berthd: Daemon) -> None:
         assert berth(berthd, "inspect", "-f", "{{.HostConfig.Memory}}", "busy").stdout == (
             f"{128 << 20}\n"
         )
-        paused = berth(berthd, "pause", "busy", check=False)
-        skip_unless_served(paused, "pause")
+        berth(berthd, "pause", "busy")
         assert berth(berthd, "inspect", "-f", "{{.State.Status}}", "busy").stdout == "paused\n"
         berth(berthd, "unpause", "busy")
     finally:
@@ -385,24 +373,9 @@ def test_events_since_until(berthd: Daemon) -> None:
     until = str(int(time.time()) + 1)
     events = berth(berthd, "events", "--since", since, "--until", until, "--filter",
                    "container=ev", "--format", "{{.Type}} {{.Action}}", check=False)  # fmt: skip
-    skip_unless_served(events, "events")
     actions = events.stdout.split("\n")
     assert "container start" in actions and "container destroy" in actions
     no_containers(berthd)
-
-
-def _daemon_serves(d: Daemon, method: str, path: str) -> bool:
-    """Whether berthd has a route for ``path`` (anything but 404 "page not found")."""
-    from berth.cli.client import ApiError, Client
-
-    client = Client(d.url)
-    try:
-        client.call(method, path)
-    except ApiError as e:
-        return "page not found" not in e.message
-    finally:
-        client.close()
-    return True
 
 
 def _talk(
@@ -464,8 +437,6 @@ def _talk(
 
 
 def test_run_it_feels_like_a_terminal(berthd: Daemon) -> None:
-    if not _daemon_serves(berthd, "POST", "/containers/nosuch/resize?h=1&w=1"):
-        pytest.skip("berthd has no TTY resize yet (POST /containers/{id}/resize: page not found)")
     code, output = _talk(
         [BERTH, "-H", berthd.url, "run", "-it", "--rm", "busybox", "sh"],
         [b"tty; stty size\r", b"echo $((6*7))\r", (50, 132), b"stty size\r", b"exit 3\r"],
@@ -478,8 +449,6 @@ def test_run_it_feels_like_a_terminal(berthd: Daemon) -> None:
 
 
 def test_exec_it(berthd: Daemon) -> None:
-    if not _daemon_serves(berthd, "POST", "/exec/nosuch/resize?h=1&w=1"):
-        pytest.skip("berthd has no exec resize yet (POST /exec/{id}/resize: page not found)")
     berth(berthd, "run", "-d", "--name", "exit", "busybox", "sleep", "30")
     try:
         code, output = _talk([BERTH, "-H", berthd.url, "exec", "-it", "exit", "sh"],
@@ -492,8 +461,6 @@ def test_exec_it(berthd: Daemon) -> None:
 
 
 def test_run_it_detach_keys_leave_it_running(berthd: Daemon) -> None:
-    if not _daemon_serves(berthd, "POST", "/containers/nosuch/resize?h=1&w=1"):
-        pytest.skip("berthd has no TTY resize yet (POST /containers/{id}/resize: page not found)")
     code, _ = _talk([BERTH, "-H", berthd.url, "run", "-it", "--name", "stay", "busybox", "sh"],
                     [b"\x10\x11"])  # fmt: skip
     try:
