@@ -61,6 +61,8 @@ from berth.engine.supervisor_process import (
 from berth.engine.supervisor_table import Conn, Entry, _read_json, exit_code_of, zombie_wait_status
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable, Unsupported
 from berth.runtime import container, store
+from berth.runtime import init as _init  # noqa: F401  (loaded once here, not in every clone)
+from berth.runtime import seccomp as _seccomp  # noqa: F401  (likewise, for every create)
 from berth.runtime import syscalls as s
 from berth.runtime.create import CreateOptions, create
 from berth.spec import jsonio
