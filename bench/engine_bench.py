@@ -23,7 +23,9 @@ What it measures:
    time): the time to start them all; host memory per container above the kernel's own
    cost, i.e. ((MemTotal - MemAvailable) after - before) minus (Slab + KernelStack +
    PageTables after - before), divided by the count (each reading the median over a second,
-   after a ``--settle`` pause); the kernel's own cost per container alongside; the engine's
+   after a ``--settle`` pause: other sessions on a shared machine still move it, so the same
+   is also counted from below: the PSS of the containers and of the helpers plus the growth
+   of the daemons' RSS); the kernel's own cost per container alongside; the engine's
    daemons' RSS before and after (berthd + its supervisor; dockerd + containerd); the
    per-container helpers (containerd shims, conmon) and their PSS; the container processes'
    PSS; the time to remove them all.
@@ -88,6 +90,15 @@ class ManyResult:
     helper_procs: int = 0
     helper_pss_kb: int = 0
     remove_all_s: float = 0.0
+
+    @property
+    def userspace_kb(self) -> float:
+        """Per container: the containers' and helpers' PSS plus the daemons' RSS growth, an
+        account that other work on the machine cannot move (MemAvailable can)."""
+        if not self.count:
+            return 0.0
+        growth = sum(self.daemon_after_kb.get(d, 0) - kb for d, kb in self.daemon_before_kb.items())
+        return (self.container_pss_kb + self.helper_pss_kb + growth) / self.count
 
 
 def rotate(items: list[str], i: int) -> list[str]:
@@ -442,6 +453,8 @@ def many_table(bench: Bench) -> common.Table:
             f"{median(r.run_ms):.1f} / {common.p90(r.run_ms):.1f}" if r.run_ms else "-")),
         row("host memory per container above the kernel's, MB", lambda r: mb(r.host_kb)),
         row("kernel memory per container, MB", lambda r: mb(r.kernel_kb)),
+        row("userspace memory per container (PSS + daemons' growth), MB",
+            lambda r: mb(r.userspace_kb)),
         row("container processes (PSS per container, MB)", lambda r: (
             f"{r.container_procs} ({per(r.container_pss_kb, r)})")),
         row("helper processes (PSS per container, MB)", lambda r: (
@@ -476,7 +489,12 @@ def targets(bench: Bench) -> list[str]:
         say(f"API create + start no slower than `crun run -d`: {b:.1f} vs {c:.1f} ms", b <= c)
     m = bench.many.get("berthd")
     if m and m.daemon_after_kb:
-        say(f"host memory per container under 0.3 MB: {mb(m.host_kb)} MB", m.host_kb < 0.3 * 1024)
+        limit = 0.3 * 1024
+        say(f"host memory per container under 0.3 MB: {mb(m.host_kb)} MB", m.host_kb < limit)
+        say(
+            f"the same, counted as PSS + daemons' growth: {mb(m.userspace_kb)} MB",
+            m.userspace_kb < limit,
+        )
         rss = m.daemon_after_kb.get("berthd", 0)
         say(f"berthd RSS under 80 MB with {m.count} containers: {mb(rss)} MB", rss < 80 * 1024)
     return out
