@@ -5,6 +5,9 @@ Rules:
   meta, the fds it reads and writes, its log, its exit and who waits for it); ``Conn`` is one
   client connection. Both are plain mutable holders: the supervisor's loop changes them, and
   nothing here touches a selector.
+- An ``Entry`` keeps the runtime record without its OCI config (some 48 KB of Python objects
+  per container, a supervisor holds hundreds): hooks and verbs that need the config load the
+  record from the store.
 - Exit statuses: ``exit_code_of`` reads a wait status as a shell does (128 + the signal);
   ``zombie_wait_status`` reads an adopted init's status from /proc while it is a zombie, and
   None when it cannot know (the caller then reports the exit as unknown).
@@ -22,6 +25,7 @@ from berth.engine import supervisor_protocol as p
 from berth.engine.supervisor_logs import JsonFileLog
 from berth.runtime import container, store
 from berth.spec import jsonio
+from berth.spec.value import replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,7 +65,7 @@ class Entry:
 
     def __init__(self, cid: str, record: store.Record, meta: dict[str, Any], adopted: bool) -> None:
         self.id = cid
-        self.record = record
+        self.record = replace(record, config={})
         self.meta = meta
         self.adopted = adopted
         self.pidfd = -1
@@ -73,7 +77,7 @@ class Entry:
         self.log: JsonFileLog | None = None
         self.exit: p.Exit | None = None
         self.waiters: list[tuple[Conn, int]] = []
-        self.loaded = container.Loaded(record, "")  # its cgroup, opened once when needed
+        self.loaded = container.Loaded(self.record, "")  # its cgroup, opened when needed
 
     @property
     def pid(self) -> int:
