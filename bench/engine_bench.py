@@ -21,14 +21,16 @@ What it measures:
    hidden in a private mount namespace). Interleaved like case 1.
 3. ``--count`` idle containers (``run -d ... sleep 3600`` through each CLI, one peer at a
    time): the time to start them all; host memory per container above the kernel's own
-   cost, i.e. ((MemTotal - MemAvailable) after - before) minus (Slab + KernelStack +
-   PageTables after - before), divided by the count (each reading the median over a second,
-   after a ``--settle`` pause: other sessions on a shared machine still move it, so the same
-   is also counted from below: the PSS of the containers and of the helpers plus the growth
-   of the daemons' RSS); the kernel's own cost per container alongside; the engine's
-   daemons' RSS before and after (berthd + its supervisor; dockerd + containerd); the
-   per-container helpers (containerd shims, conmon) and their PSS; the container processes'
-   PSS; the time to remove them all.
+   cost, i.e. ((MemTotal - MemAvailable) after - before) minus the growth of the kernel memory
+   MemAvailable does not count as available (common.kernel_unavailable_kb: unreclaimable
+   slab, stacks, page tables, vmalloc, per-cpu), divided by the count (each reading the
+   median over a second, after a ``--settle`` pause: other sessions on a shared machine still
+   move it, so the same is also counted from below: the PSS of the containers and of the
+   helpers plus the growth of the daemons' RSS); the kernel's own cost per container (Slab +
+   KernelStack + PageTables, as runtime_bench.py counts it) alongside; the engine's daemons'
+   RSS before and after (berthd + its supervisor; dockerd + containerd); the per-container
+   helpers (containerd shims, conmon) and their PSS; the container processes' PSS; the time
+   to remove them all.
 
 Quick mode (``--quick``: 3 runs, 20 containers) is what tests/e2e/test_engine_bench.py runs,
 so the script cannot rot; its numbers mean nothing.
@@ -309,6 +311,7 @@ class Bench:
         time.sleep(self.args.settle)
         host_before = common.host_used_kb(samples=11, interval=0.1)
         kernel_before = common.kernel_kb(samples=11, interval=0.1)
+        unavailable_before = common.kernel_unavailable_kb(samples=11, interval=0.1)
         result.daemon_before_kb = self.daemon_rss(peer)
         try:
             start = time.perf_counter()
@@ -318,8 +321,10 @@ class Bench:
             time.sleep(self.args.settle)
             host_after = common.host_used_kb(samples=11, interval=0.1)
             kernel_after = common.kernel_kb(samples=11, interval=0.1)
+            unavailable = common.kernel_unavailable_kb(samples=11, interval=0.1)
+            unavailable -= unavailable_before
             result.kernel_kb = (kernel_after - kernel_before) / n
-            result.host_kb = (host_after - host_before) / n - result.kernel_kb
+            result.host_kb = (host_after - host_before - unavailable) / n
             result.daemon_after_kb = self.daemon_rss(peer)
             self.count_processes(peer, result)
             if peer.count_containers() != n:
