@@ -51,6 +51,7 @@ test: lint
 
 bench: install
 	$(PY) bench/runtime_bench.py
+	$(PY) bench/engine_bench.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

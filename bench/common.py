@@ -229,6 +229,21 @@ def kernel_kb(samples: int = 1, interval: float = 0.1) -> int:
     return int(statistics.median(readings))
 
 
+def kernel_unavailable_kb(samples: int = 1, interval: float = 0.1) -> int:
+    """The part of the kernel's own memory that MemAvailable does not count as available:
+    SUnreclaim + KernelStack + PageTables + VmallocUsed + Percpu (the median of ``samples``
+    readings). Reclaimable slab (dentries, inodes) is in MemAvailable already, so subtracting
+    all of Slab from a MemAvailable delta would take it off twice."""
+    readings = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        info = meminfo_kb()
+        keys = ("SUnreclaim", "KernelStack", "PageTables", "VmallocUsed", "Percpu")
+        readings.append(sum(info.get(k, 0) for k in keys))
+    return int(statistics.median(readings))
+
+
 def pss_kb(pid: int) -> int | None:
     """Proportional set size of a process (shared pages divided among their users)."""
     return _proc_field(f"/proc/{pid}/smaps_rollup", "Pss")

@@ -266,6 +266,22 @@ class ManyResult:
     left: list[str] = field(default_factory=list)
 
 
+def build_bundle(bundle: str, args: list[str], runc: str) -> None:
+    """A busybox bundle: the host's busybox-static as rootfs, ``runc spec`` running ``args``."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from busybox_rootfs import build_busybox_rootfs
+
+    build_busybox_rootfs(os.path.join(bundle, "rootfs"))
+    subprocess.run([runc, "spec", "--bundle", bundle], check=True)
+    config_path = os.path.join(bundle, "config.json")
+    with open(config_path) as f:
+        config = json.load(f)
+    config["process"]["terminal"] = False
+    config["process"]["args"] = args
+    with open(config_path, "w") as f:
+        json.dump(config, f, indent=2)
+
+
 def rotate(items: list[Runtime], i: int) -> list[Runtime]:
     k = i % len(items) if items else 0
     return items[k:] + items[:k]
@@ -304,8 +320,8 @@ class Bench:
         runc = common.which("runc")
         if runc is None:
             raise SystemExit("runc is needed (config.json comes from `runc spec`)")
-        self.build_bundle(self.bundle_true, ["/bin/true"], runc)
-        self.build_bundle(self.bundle_sleep, ["sleep", "600"], runc)
+        build_bundle(self.bundle_true, ["/bin/true"], runc)
+        build_bundle(self.bundle_sleep, ["sleep", "600"], runc)
         os.makedirs(os.path.join(self.tmp, "scratch-main"))
         self.spawner = Spawner(os.path.join(self.tmp, "scratch-main"))
         for name in self.args.runtimes:
@@ -333,20 +349,6 @@ class Bench:
                 else f"unknown (--version: {version.error_text(2)})"
             )
             self.runtimes.append(rt)
-
-    def build_bundle(self, bundle: str, args: list[str], runc: str) -> None:
-        sys.path.insert(0, str(REPO / "tools"))
-        from busybox_rootfs import build_busybox_rootfs
-
-        build_busybox_rootfs(os.path.join(bundle, "rootfs"))
-        subprocess.run([runc, "spec", "--bundle", bundle], check=True)
-        config_path = os.path.join(bundle, "config.json")
-        with open(config_path) as f:
-            config = json.load(f)
-        config["process"]["terminal"] = False
-        config["process"]["args"] = args
-        with open(config_path, "w") as f:
-            json.dump(config, f, indent=2)
 
     # ---- helpers
 

@@ -138,6 +138,7 @@ class Dockerd:
 
     home: Path
     cgroup_parent: str
+    storage_driver: str = "vfs"  # the benchmark runs overlay2 (its mounts die with the namespace)
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -206,7 +207,7 @@ class Dockerd:
             "--ip-masq=false",
             "--ip-forward=false",
             "--userland-proxy=false",
-            "--storage-driver", "vfs",
+            "--storage-driver", self.storage_driver,
             "--cgroup-parent", "/" + self.cgroup_parent,
             "--exec-opt", "native.cgroupdriver=cgroupfs",
             "--oom-score-adjust", "0",

@@ -80,6 +80,8 @@ from berth.engine.supervisor_table import (
 )
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
 from berth.runtime import container, store
+from berth.runtime import init as _init  # noqa: F401  (loaded once here, not in every clone)
+from berth.runtime import seccomp as _seccomp  # noqa: F401  (likewise, for every create)
 from berth.runtime import syscalls as s
 from berth.runtime.create import CreateOptions, create, load_bundle
 from berth.spec import jsonio

@@ -7,6 +7,9 @@ Rules:
   exit code); both hold a stdin (``Stdin``: a pipe or a terminal's master, and what waits to be
   written to it). ``Conn`` is one client connection. All are plain mutable holders: the
   supervisor's loop changes them, and nothing here touches a selector.
+- An ``Entry`` keeps the runtime record without its OCI config (some 48 KB of Python objects
+  per container, a supervisor holds hundreds): hooks and verbs that need the config load the
+  record from the store.
 - Exit statuses: ``exit_code_of`` reads a wait status as a shell does (128 + the signal);
   ``zombie_wait_status`` reads an adopted init's status from /proc while it is a zombie, and
   None when it cannot know (the caller then reports the exit as unknown).
@@ -24,6 +27,7 @@ from berth.engine import supervisor_protocol as p
 from berth.engine.supervisor_logs import JsonFileLog
 from berth.runtime import container, store
 from berth.spec import jsonio
+from berth.spec.value import replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,7 +85,7 @@ class Entry(Stdin):
     def __init__(self, cid: str, record: store.Record, meta: dict[str, Any], adopted: bool) -> None:
         super().__init__(f"container {cid}")
         self.id = cid
-        self.record = record
+        self.record = replace(record, config={})
         self.meta = meta
         self.adopted = adopted
         self.pidfd = -1
@@ -89,7 +93,7 @@ class Entry(Stdin):
         self.log: JsonFileLog | None = None
         self.exit: p.Exit | None = None
         self.waiters: list[tuple[Conn, int]] = []
-        self.loaded = container.Loaded(record, "")  # its cgroup, opened once when needed
+        self.loaded = container.Loaded(self.record, "")  # its cgroup, opened when needed
 
     @property
     def pid(self) -> int:

@@ -323,6 +323,8 @@ def create(
             os.close(console_fd)
         if parent is not None:
             parent.close()
+        if seccomp_filter is not None:  # the init has its own copy; a supervisor lives on
+            seccomp_filter.release()
 
 
 def _write_record(
