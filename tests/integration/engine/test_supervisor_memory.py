@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_supervisor import Sup, sup  # noqa: F401  (the fixture)
+from supervisors import Sup
 
 import leakcheck
 from berth.engine.seccomp_default import default_seccomp_profile
@@ -36,7 +36,7 @@ def _with_default_seccomp(config: dict[str, Any]) -> None:
 
 
 def test_the_supervisor_grows_little_per_running_container(
-    sup: Sup,  # noqa: F811  (the fixture imported above)
+    sup: Sup,
     bundle: Any,
     engine_workdir: Path,
 ) -> None:
