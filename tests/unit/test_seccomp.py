@@ -7,7 +7,9 @@ constants against libseccomp's own resolvers.
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import os
 import subprocess
 import sys
 import tempfile
@@ -456,6 +458,43 @@ def test_build_with_the_real_library(lib: LibSeccomp) -> None:
     assert 'syscall "mkdir" (83)' in x86_64 and f"action ERRNO({errno.EROFS});" in x86_64
     assert "if ($a0.lo32 == 4294967295)" in x86_64 and "if ($a0.lo32 == 8)" in x86_64
     assert "# filter for arch x86 (" in pfc and "# filter for arch x32 (" in pfc
+
+
+def _in_a_child(program: seccomp.Program) -> int:
+    """Fork; the child sets no_new_privs, installs ``program`` and reports mkdir's errno."""
+    pid = os.fork()
+    if pid == 0:
+        code = 100
+        try:
+            ctypes.CDLL(None).prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
+            program.load()
+            try:
+                os.mkdir("/proc/berth-seccomp-test")
+            except OSError as e:
+                code = e.errno
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_a_prepared_program_is_compiled_once_and_enforced(lib: LibSeccomp) -> None:
+    prof = profile(rule("mkdir mkdirat nope_not_a_syscall", errno_ret=errno.EROFS))
+    program = seccomp.prepare(prof)
+    assert isinstance(program, seccomp.Program)
+    assert program.skipped == ("nope_not_a_syscall",)
+    again = profile(rule("mkdir mkdirat nope_not_a_syscall", errno_ret=errno.EROFS))
+    assert seccomp.prepare(again) is program  # an equal profile: the same program
+    assert _in_a_child(program) == errno.EROFS
+    program.release()  # shared: a no-op, it still loads
+    assert _in_a_child(program) == errno.EROFS
+
+
+def test_a_profile_with_flags_keeps_libseccomps_own_load(lib: LibSeccomp) -> None:
+    prepared = seccomp.prepare(profile(rule("mkdir"), flags=("SECCOMP_FILTER_FLAG_LOG",)))
+    try:
+        assert isinstance(prepared, seccomp.Filter) and prepared.flags
+    finally:
+        prepared.release()
 
 
 def test_real_library_refuses_what_the_fake_cannot_know(lib: LibSeccomp) -> None:

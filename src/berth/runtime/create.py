@@ -197,7 +197,7 @@ def create(
     if spec.linux.seccomp is not None:
         from berth.runtime import seccomp
 
-        seccomp_filter = seccomp.build(spec.linux.seccomp)
+        seccomp_filter = seccomp.prepare(spec.linux.seccomp)
     join_fds = open_namespace_paths(spec)
     st.reserve(container_id)
     cgroup: cgroups.Cgroup | None = None

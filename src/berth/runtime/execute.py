@@ -25,7 +25,7 @@ from berth.spec.value import replace, value
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from berth.runtime.cgroups import Cgroup
-    from berth.runtime.seccomp import Filter
+    from berth.runtime.seccomp import Filter, Program
 
 
 @value
@@ -155,7 +155,7 @@ def spawn(
     if spec.linux.seccomp is not None:
         from berth.runtime import seccomp
 
-        seccomp_filter = seccomp.build(spec.linux.seccomp)
+        seccomp_filter = seccomp.prepare(spec.linux.seccomp)
     pid = loaded.record.pid
     ns_fds: dict[str, int] = {}
     try:
@@ -205,6 +205,8 @@ def spawn(
             os.close(fd)
         if console_fd is not None:
             os.close(console_fd)
+        if seccomp_filter is not None:  # the child has its own copy; a supervisor lives on
+            seccomp_filter.release()
     try:
         parent.receive("never", peer="exec")
     except BerthError as exc:
@@ -221,7 +223,7 @@ def _child(
     cgroup: Cgroup,
     ns_fds: dict[str, int],
     proc: Process,
-    seccomp_filter: Filter | None,
+    seccomp_filter: Filter | Program | None,
     console_fd: int | None,
     channel: Channel,
     preserve_fds: int,

@@ -34,7 +34,7 @@ from berth.spec.value import value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from berth.runtime.seccomp import Filter
+    from berth.runtime.seccomp import Filter, Program
 
 
 @value(frozen=False)
@@ -51,7 +51,7 @@ class InitContext:
     namespaces: set[str]
     join_fds: dict[str, int]  # namespace type -> fd of the namespace to join (pid excluded)
     console_fd: int | None
-    seccomp: Filter | None
+    seccomp: Filter | Program | None
     no_pivot: bool
     no_new_keyring: bool
     preserve_fds: int
@@ -85,7 +85,7 @@ def seccomp_late(proc: Process) -> bool:
     return proc.no_new_privileges or caps is None or "CAP_SYS_ADMIN" in caps.effective
 
 
-def become_process(sys_: s.Syscalls, proc: Process, seccomp: Filter | None) -> str:
+def become_process(sys_: s.Syscalls, proc: Process, seccomp: Filter | Program | None) -> str:
     """rlimits, cwd, capabilities, identity, NNP, early seccomp; returns the executable."""
     process.set_rlimits(proc.rlimits)
     try:

@@ -205,6 +205,8 @@ class LibSeccomp:
         lib.seccomp_load.restype = cint
         lib.seccomp_export_pfc.argtypes = [ctx, cint]
         lib.seccomp_export_pfc.restype = cint
+        lib.seccomp_export_bpf.argtypes = [ctx, cint]
+        lib.seccomp_export_bpf.restype = cint
 
     @staticmethod
     def _check(rc: int, what: str) -> int:
@@ -268,6 +270,16 @@ class LibSeccomp:
         """Write the filter as libseccomp's human-readable pseudo filter code to ``fd``."""
         self._check(int(self._lib.seccomp_export_pfc(ctx, fd)), "seccomp_export_pfc")
 
+    def export_bpf(self, ctx: int) -> bytes:
+        """The filter compiled to the kernel's BPF (``struct sock_filter`` array)."""
+        fd = os.memfd_create("berth-seccomp", os.MFD_CLOEXEC)
+        try:
+            self._check(int(self._lib.seccomp_export_bpf(ctx, fd)), "seccomp_export_bpf")
+            size = os.lseek(fd, 0, os.SEEK_END)
+            return os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+
 
 _LIB: LibSeccomp | None = None
 
@@ -283,11 +295,15 @@ def library() -> LibSeccomp:
 class Filter:
     """A built libseccomp filter context; ``load`` installs it on the calling thread."""
 
-    def __init__(self, lib: LibSeccomp, ctx: int, skipped: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, lib: LibSeccomp, ctx: int, skipped: tuple[str, ...] = (), flags: bool = False
+    ) -> None:
         self._lib = lib
         self._ctx: int | None = ctx
         # system call names libseccomp did not know, skipped as runc does
         self.skipped = skipped
+        # the profile sets SECCOMP_FILTER_FLAG_*s: only libseccomp's own load applies them
+        self.flags = flags
 
     @property
     def ctx(self) -> int:
@@ -305,6 +321,9 @@ class Filter:
     def export_pfc(self, fd: int) -> None:
         """Write the filter in libseccomp's pseudo filter code to ``fd`` (for debugging)."""
         self._lib.export_pfc(self.ctx, fd)
+
+    def export_bpf(self) -> bytes:
+        return self._lib.export_bpf(self.ctx)
 
     def release(self) -> None:
         """Free the context (a loaded filter stays in force); calling it twice is harmless."""
@@ -445,7 +464,77 @@ def build(profile: Seccomp, lib: LibSeccomp | None = None, field: str = "linux.s
     except BaseException:
         lib.release(ctx)
         raise
-    return Filter(lib, ctx, skipped)
+    return Filter(lib, ctx, skipped, flags=bool(plan.attrs))
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+class Program:
+    """A filter compiled to BPF once, installed by one ``prctl`` in the process that loads it.
+
+    Why: libseccomp generates the BPF inside ``seccomp_load``, in the container's init, on every
+    start (several ms for Docker's profile of ~360 rules). A long-lived caller (berthd's
+    supervisor) keeps the program of each profile it has seen (``prepare``) and each init only
+    installs it. The buffer lives as long as the Program; ``release`` is a no-op (it is shared).
+    """
+
+    def __init__(self, bpf: bytes, skipped: tuple[str, ...] = ()) -> None:
+        if not bpf or len(bpf) % 8:
+            raise BerthError(f"linux.seccomp: a BPF program of {len(bpf)} bytes is not whole")
+        self.skipped = skipped
+        self._buffer = ctypes.create_string_buffer(bpf, len(bpf))
+        self._fprog = _SockFprog(len(bpf) // 8, ctypes.addressof(self._buffer))
+        self._prctl = ctypes.CDLL(None, use_errno=True).prctl
+        self._prctl.argtypes = [
+            ctypes.c_int,
+            ctypes.c_ulong,
+            ctypes.c_void_p,
+            ctypes.c_ulong,
+            ctypes.c_ulong,
+        ]
+        self._prctl.restype = ctypes.c_int
+
+    def load(self) -> None:
+        """Install the program on the calling thread (needs no_new_privs or CAP_SYS_ADMIN)."""
+        pointer = ctypes.addressof(self._fprog)
+        if self._prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, pointer, 0, 0) != 0:
+            reason = os.strerror(ctypes.get_errno())
+            raise BerthError(f"linux.seccomp: loading the filter: {reason}")
+
+    def release(self) -> None:
+        pass
+
+
+_PROGRAMS: dict[Seccomp, Program] = {}
+PROGRAMS_KEPT = 16
+
+
+def prepare(profile: Seccomp, field: str = "linux.seccomp") -> Filter | Program:
+    """What a container's init loads for ``profile``: the BPF program compiled the first time
+    this process saw an equal profile (the last ``PROGRAMS_KEPT`` are kept), or a libseccomp
+    ``Filter`` when the profile sets flags (the caller releases it). Errors as ``build``'s."""
+    program = _PROGRAMS.get(profile)
+    if program is not None:
+        return program
+    compiled = build(profile, field=field)
+    if compiled.flags:
+        return compiled
+    try:
+        program = Program(compiled.export_bpf(), compiled.skipped)
+    except OSError as e:
+        raise BerthError(f"{field}: seccomp_export_bpf: {e.strerror or e}") from e
+    finally:
+        compiled.release()
+    if len(_PROGRAMS) >= PROGRAMS_KEPT:
+        del _PROGRAMS[next(iter(_PROGRAMS))]
+    _PROGRAMS[profile] = program
+    return program
 
 
 def _fill(lib: LibSeccomp, ctx: int, plan: _Plan) -> tuple[str, ...]:
