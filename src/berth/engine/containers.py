@@ -7,9 +7,11 @@ Rules:
   Every change of a record is saved at once (atomically) before anyone is told of it.
 - Create prepares everything and runs nothing: it resolves the image (404 "No such image"),
   makes the container's snapshot, mounts it to mkdir the WorkingDir, writes ``config.json``
-  (``oci_config.build_spec``) and unmounts. Start mounts the rootfs (berthd runs as root in
-  the host mount namespace) and asks the supervisor to create and start the container; the
-  rootfs stays mounted while the container runs and is unmounted when its exit is handled;
+  (``oci_config.build_spec``), and leaves the rootfs mounted for the start that usually
+  follows (berthd runs as root in the host mount namespace); start mounts it if it is not
+  (a restart, a reboot) and asks the supervisor to create and start the container; the
+  rootfs stays mounted while the container runs and is unmounted when its exit is handled
+  and when the container is removed;
   on daemon start, running containers get theirs back. A failed create leaves nothing.
 - Exits come only from the supervisor's ``subscribe`` stream (and, at start-up and after a
   lost connection, from its ``state``): the record is updated (ExitCode, OOMKilled,
@@ -398,7 +400,7 @@ class ContainerManager:
             spec.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
             cwd = str((spec.get("process") or {}).get("cwd") or "/")
             make_dir_in(rootfs, cwd)
-            data = json.dumps(spec, indent=1).encode() + b"\n"
+            data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
             runtime_store.write_atomically(os.path.join(directory, "config.json"), data, 0o600)
@@ -416,9 +418,8 @@ class ContainerManager:
                 args=args[1:],
                 log_path=os.path.join(directory, f"{cid}-json.log"),
                 rootfs=rootfs,
+                mounted=True,  # kept for the start that usually follows at once
             )
-            unmount(rootfs)
-            mounted = False
             rec.save(directory)
         except BaseException:
             if mounted:
@@ -431,6 +432,8 @@ class ContainerManager:
         return rec
 
     def _mount(self, rec: Record) -> None:
+        if rec.mounted and is_mount_point(rec.rootfs):
+            return  # still mounted since create
         image = self.images.resolve(rec.image_id)
         mount_rootfs(self.images.container_mounts(image, rec.id), rec.rootfs)
         rec.mounted = True

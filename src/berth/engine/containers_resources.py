@@ -264,7 +264,7 @@ def write_bundle_resources(bundle: str, resources: dict[str, Any]) -> None:
     linux = spec.setdefault("linux", {})
     old = linux.get("resources") or {}
     linux["resources"] = {**resources, "devices": old.get("devices") or []}
-    data = json.dumps(spec, indent=1).encode() + b"\n"
+    data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
     runtime_store.write_atomically(path, data, 0o600)
 
 

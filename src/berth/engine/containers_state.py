@@ -285,7 +285,7 @@ class Record:
         )
 
     def save(self, directory: str) -> None:
-        data = json.dumps(self.to_json(), indent=1).encode() + b"\n"
+        data = json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
         runtime_store.write_atomically(os.path.join(directory, RECORD), data, 0o600)
 
     @staticmethod
