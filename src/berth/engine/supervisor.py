@@ -719,7 +719,8 @@ class Supervisor:
 
     def _save_meta(self, e: Entry) -> None:
         data = jsonio.dumps(e.meta).encode()
-        store.write_atomically(os.path.join(self.st.dir(e.id), META), data, 0o644)
+        # meaningful while the container runs, i.e. within this boot: no sync needed
+        store.write_atomically(os.path.join(self.st.dir(e.id), META), data, 0o644, durable=False)
 
     # -- execs
     def _exec(self, conn: Conn, req: p.Exec) -> dict[str, Any]:
