@@ -1,87 +1,119 @@
-"""``make demo``: run one busybox container under berth-runtime and show its isolation.
+"""``make demo``: berthd running a small app of several containers with hard limits.
 
-It builds a busybox root filesystem from the host's busybox-static, writes a bundle whose
-config is runc's default plus a hostname and hard limits (64 MiB of memory, 32 processes, half
-a CPU), and runs a probe inside that prints what the container sees: its hostname, its process
-table (the probe is PID 1), its mount table, its network interfaces and its cgroup limits.
-Everything lives in a temp dir that is removed at the end.
+What it does, each step printed as the ``berth`` command a user would type:
+- starts berthd in the background on its default socket and data root (or uses the one that
+  already answers there);
+- makes the busybox base image (``berth pull busybox``: built from the host's busybox-static,
+  no registry needed) and builds the app's web image from ``examples/demo/web``;
+- replaces the demo's containers from an earlier run, then runs three, each with limits:
+  ``demo-web`` (busybox httpd with a healthcheck), ``demo-worker`` (a busy loop held to half a
+  CPU) and ``demo-clock`` (a line of log a second); and one throw-away container that shows
+  what a container sees (its hostname, PID 1, its memory limit);
+- waits for demo-web to be healthy, fetches its page from inside it, and shows ``berth ps``
+  and ``berth stats --no-stream``.
+Everything stays running; the last lines say how to look at it and how to clean it up.
+A failing step stops the demo with the command's own error and exit status.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+REPO = os.path.dirname(HERE)
+BERTH = os.path.join(REPO, ".venv", "bin", "berth")
+WEB_CONTEXT = os.path.join(REPO, "examples", "demo", "web")
+CONTAINERS = ("demo-web", "demo-worker", "demo-clock")
+HEALTHY_WITHIN = 20.0
 
-from busybox_rootfs import build_busybox_rootfs  # noqa: E402
-
-from berth.spec.defaults import default_spec  # noqa: E402
-
-RUNTIME = os.path.join(os.path.dirname(HERE), ".venv", "bin", "berth-runtime")
-PROBE = r"""
-section() { printf '\n== %s\n' "$1"; }
-section "hostname"; hostname
-section "processes (the probe is PID 1)"; ps -o pid,user,args
-section "mount table"; cat /proc/self/mounts
-section "network interfaces"; ip -o link | cut -d' ' -f2,3
-section "limits from the container's own cgroups"
-if [ -f /sys/fs/cgroup/memory.max ]; then
-  echo "memory: $(cat /sys/fs/cgroup/memory.max) bytes"
-  echo "pids:   $(cat /sys/fs/cgroup/pids.max)"
-  echo "cpu:    $(cat /sys/fs/cgroup/cpu.max) (quota period, us)"
-else
-  echo "memory: $(cat /sys/fs/cgroup/memory/memory.limit_in_bytes) bytes"
-  echo "pids:   $(cat /sys/fs/cgroup/pids/pids.max)"
-  cpu=/sys/fs/cgroup/cpu
-  echo "cpu:    $(cat $cpu/cpu.cfs_quota_us) us per $(cat $cpu/cpu.cfs_period_us) us"
-fi
-section "capabilities"; grep Cap /proc/self/status
-section "a write to a read-only path"
-( : >> /proc/sys/kernel/hostname ) 2>&1 || true
-section "the memory limit holds: dd asks for a 128 MiB buffer"
-dd if=/dev/zero of=/dev/null bs=128M count=1 2>/dev/null
-echo "dd exited with status $? (137: killed by the kernel's OOM killer)"
-"""
+WORKER = "while :; do sha1sum /bin/busybox >/dev/null; done"
+CLOCK = 'while :; do echo "tick $(date +%T)"; sleep 1; done'
+APP = (
+    ("demo-web", ["--memory", "32m", "--cpus", "0.25", "--pids-limit", "32", "berth-demo/web"]),
+    ("demo-worker", ["--memory", "64m", "--cpus", "0.5", "--pids-limit", "16", "busybox"]),
+    ("demo-clock", ["--memory", "16m", "--pids-limit", "8", "busybox"]),
+)
+COMMANDS = {"demo-worker": ["sh", "-c", WORKER], "demo-clock": ["sh", "-c", CLOCK]}
+PROBE = (
+    'echo "hostname: $(hostname)"; ps -o pid,comm; '
+    'echo "memory limit: $(cat /sys/fs/cgroup/memory.max 2>/dev/null'
+    ' || cat /sys/fs/cgroup/memory/memory.limit_in_bytes) bytes"'
+)
 
 
-def main() -> int:
-    work = tempfile.mkdtemp(prefix="berth-demo-")
-    try:
-        bundle = os.path.join(work, "bundle")
-        os.makedirs(bundle)
-        build_busybox_rootfs(os.path.join(bundle, "rootfs"))
-        config = default_spec()
-        config["hostname"] = "berth-demo"
-        config["process"]["terminal"] = False
-        with open(os.path.join(bundle, "rootfs", "probe.sh"), "w") as f:
-            f.write(PROBE)
-        config["process"]["args"] = ["sh", "/probe.sh"]
-        config["linux"]["resources"].update(
-            {
-                "memory": {"limit": 64 * 1024 * 1024},
-                "pids": {"limit": 32},
-                "cpu": {"quota": 50000, "period": 100000},
-            }
-        )
-        with open(os.path.join(bundle, "config.json"), "w") as f:
-            json.dump(config, f, indent=2)
-        print(f"berth-runtime run: busybox container 'demo' from {bundle}")
-        result = subprocess.run(
-            [RUNTIME, "--root", os.path.join(work, "state"), "run", "--bundle", bundle, "demo"],
-            check=False,
-        )
-        print(f"\ncontainer exited with status {result.returncode}; state and cgroups removed")
-        return result.returncode
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+def berth(*args: str, quiet: bool = False, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``berth args``; unless ``quiet``, print the command and let its output through."""
+    if not quiet:
+        print(f"\n$ berth {' '.join(_quote(a) for a in args)}", flush=True)
+    proc = subprocess.run(
+        [BERTH, *args],
+        text=True,
+        stdout=subprocess.PIPE if quiet else None,
+        stderr=subprocess.PIPE if quiet else None,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        if quiet:
+            sys.stderr.write(proc.stderr)
+        sys.exit(f"demo: `berth {' '.join(args)}` failed with exit status {proc.returncode}")
+    return proc
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in ' $;|&<>*"') else arg
+
+
+def ensure_daemon() -> None:
+    if berth("version", "-f", "{{.Server.Version}}", quiet=True, check=False).returncode == 0:
+        print("berthd already answers on its socket: using it")
+        return
+    berth("daemon", "--background")
+
+
+def wait_healthy(name: str) -> None:
+    deadline = time.monotonic() + HEALTHY_WITHIN
+    status = ""
+    while time.monotonic() < deadline:
+        out = berth("inspect", name, quiet=True).stdout
+        state = json.loads(out)[0]["State"]
+        status = (state.get("Health") or {}).get("Status", "")
+        if status == "healthy":
+            print(f"{name} is healthy")
+            return
+        if not state.get("Running"):
+            break
+        time.sleep(0.25)
+    sys.exit(f"demo: {name} is not healthy (health: {status or 'none'}); see `berth logs {name}`")
+
+
+def main() -> None:
+    if os.geteuid() != 0:
+        sys.exit("demo: berthd needs root (namespaces, cgroups, overlay mounts): run it as root")
+    print("Berth demo: berthd runs a small app of three containers, each with hard limits.")
+    ensure_daemon()
+    berth("pull", "busybox")
+    berth("build", "-t", "berth-demo/web", WEB_CONTEXT)
+    berth("rm", "-f", *CONTAINERS, quiet=True, check=False)  # an earlier demo's, if any
+    for name, args in APP:
+        berth("run", "-d", "--name", name, *args, *COMMANDS.get(name, []))
+    berth("run", "--rm", "--memory", "16m", "busybox", "sh", "-c", PROBE)
+    wait_healthy("demo-web")
+    berth("exec", "demo-web", "wget", "-qO-", "http://127.0.0.1:8080/")
+    time.sleep(1.0)  # a second of work for the CPU column
+    berth("ps")
+    berth("stats", "--no-stream")
+    names = " ".join(CONTAINERS)
+    print(
+        "\nThe app keeps running. Look at it with .venv/bin/berth: ps, logs -f demo-clock,"
+        " stats, exec -it demo-web sh."
+        f"\nClean up: .venv/bin/berth rm -f {names}"
+        "\nStop berthd: kill $(cat /var/lib/berth/run/berthd.pid)"
+    )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

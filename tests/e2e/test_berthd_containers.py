@@ -58,6 +58,14 @@ def test_run_env_workdir_user_hostname(berthd: Daemon) -> None:
     _no_containers(berthd)
 
 
+def test_loopback_is_up_with_network_none(berthd: Daemon) -> None:
+    """As with dockerd: a container talks to itself on 127.0.0.1 (here busybox nc through lo)."""
+    script = "ip -o link show lo; nc -l -p 7000 & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7000"
+    proc = berthd.docker("run", "--rm", "--network", "none", "busybox", "sh", "-c", script)
+    link, _, answer = proc.stdout.partition("\n")
+    assert ",UP" in link and "ping" in answer, proc.stdout
+
+
 def test_run_exit_code_and_inspect(berthd: Daemon) -> None:
     proc = berthd.docker(
         "run", "--name", "three", "busybox", "sh", "-c", "echo err >&2; exit 3", check=False

@@ -30,6 +30,7 @@ from berth.engine.oci_config import (
     resolve_user,
 )
 from berth.errors import InvalidArgument
+from berth.runtime.loopback import LOOPBACK_ANNOTATION
 from berth.spec.config import Spec
 from berth.spec.defaults import CAPABILITIES, DEFAULT_PATH
 from berth.spec.image import ContainerConfig, ImageConfig
@@ -885,8 +886,21 @@ def test_annotations_are_passed_through(rootfs: str) -> None:
     spec = build_spec(
         CID, req, None, rootfs, hostname="h", host=HOST, annotations={"org.berth.name": "web"}
     )
-    assert spec["annotations"] == {"org.berth.name": "web"}
+    assert spec["annotations"] == {"org.berth.name": "web", LOOPBACK_ANNOTATION: "up"}
     assert spec["root"] == {"path": rootfs, "readonly": False}
+
+
+def test_lo_is_brought_up_only_in_a_network_namespace_of_its_own(rootfs: str) -> None:
+    def annotations(mode: str) -> dict[str, str]:
+        req = CreateRequest.from_json(_create_body(Cmd=["true"], HostConfig={"NetworkMode": mode}))
+        paths = {"network": "/proc/1/ns/net"}
+        spec = build_spec(CID, req, None, rootfs, hostname="h", host=HOST, namespace_paths=paths)
+        return dict(spec.get("annotations") or {})
+
+    assert annotations("none") == {LOOPBACK_ANNOTATION: "up"}
+    assert annotations("default") == {LOOPBACK_ANNOTATION: "up"}
+    assert annotations("host") == {}
+    assert annotations("container:abc") == {}
 
 
 # ------------------------------------------------------------------ every error message

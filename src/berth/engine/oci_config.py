@@ -17,7 +17,8 @@ Two steps, both pure (no daemon state):
   Berth changed on its own (an rlimit clamped to the host's hard limit, DESIGN.md).
 
 Networks: NetworkMode "none", "bridge", "default" and user networks all get a network namespace
-of their own, with only ``lo`` for now (connecting it to a bridge is issue 5); "host" shares the
+of their own, with only ``lo`` for now, up (the runtime's ``LOOPBACK_ANNOTATION``), as Docker
+sets it up (connecting it to a bridge is issue 5); "host" shares the
 host's; "container:<id>" joins the namespace whose path the engine passes in
 ``namespace_paths["network"]`` (likewise "container:<id>" for PidMode and IpcMode).
 
@@ -57,6 +58,7 @@ from berth.engine.oci_request import (
 )
 from berth.engine.seccomp_default import DEFAULT_CAPABILITIES, default_seccomp_profile
 from berth.errors import InvalidArgument
+from berth.runtime.loopback import LOOPBACK_ANNOTATION
 from berth.spec.defaults import CAPABILITIES, DEFAULT_PATH
 from berth.spec.image import ContainerConfig, ImageConfig
 from berth.spec.value import value
@@ -249,8 +251,11 @@ def build_spec(
             spec["domainname"] = req.domainname
     paths = namespace_paths or {}
     spec["mounts"] = _mounts(hc, paths)
-    if annotations:
-        spec["annotations"] = dict(annotations)
+    spec_annotations = dict(annotations or {})
+    if hc.network_mode != "host" and not hc.network_mode.startswith("container:"):
+        spec_annotations[LOOPBACK_ANNOTATION] = "up"  # lo up in its own network namespace
+    if spec_annotations:
+        spec["annotations"] = spec_annotations
 
     linux: dict[str, Any] = {
         "namespaces": _namespaces(hc, paths, host.cgroup_v2),

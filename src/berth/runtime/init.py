@@ -24,7 +24,7 @@ import os
 import sys
 
 from berth.errors import BerthError
-from berth.runtime import capabilities, hooks, process, rootfs, signals
+from berth.runtime import capabilities, hooks, loopback, process, rootfs, signals
 from berth.runtime import syscalls as s
 from berth.runtime.cgroups import Cgroup, CgroupLayout
 from berth.runtime.channel import Channel
@@ -195,6 +195,8 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
     join_namespaces(sys_, {k: fd for k, fd in ctx.join_fds.items() if k != "cgroup"})
+    if loopback.wanted(ctx.spec.annotations, ctx.namespaces, set(ctx.join_fds)):
+        loopback.bring_up()
     if ctx.spec.hostname:
         sys_.sethostname(ctx.spec.hostname)
     if ctx.spec.domainname:
