@@ -190,6 +190,20 @@ def test_oom_kill_is_reported(berthd: Daemon) -> None:
     _no_containers(berthd)
 
 
+def test_pids_limit_stops_a_fork_bomb(berthd: Daemon) -> None:
+    """``docker run --pids-limit 8``: the kernel refuses the ninth process; the limit is the
+    container's own cgroup's (v1 ``pids/pids.max`` or v2 ``pids.max``)."""
+    script = (
+        "d=/sys/fs/cgroup/pids; [ -d $d ] || d=/sys/fs/cgroup; read max < $d/pids.max;"
+        " (for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 5 & done) 2>/dev/null;"
+        " read now < $d/pids.current; echo $max $now; exit 0"  # builtins only: no fork left
+    )
+    proc = berthd.docker("run", "--rm", "--pids-limit", "8", "busybox", "sh", "-c", script)
+    # the subshell got 6 sleeps before the kernel refused a 9th process, then ended
+    assert proc.stdout == "8 7\n", proc.stdout
+    _no_containers(berthd)
+
+
 def test_restart_and_wait(berthd: Daemon) -> None:
     berthd.docker("run", "-d", "--name", "r1", "busybox", "sleep", "30")
     first = _inspect(berthd, "r1")["State"]["Pid"]
