@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from berth.cli.template import Record, Template
+from berth.humanize import human_duration
 
 MIN_WIDTH = 10
 PADDING = 3
@@ -102,33 +103,6 @@ def human_size(size: float, precision: int = 3) -> str:
 def binary_size(size: float) -> str:
     """``1.5MiB``: binary units, 4 significant digits (what ``stats`` prints)."""
     return _scaled(float(size), 1024.0, _BINARY, 4)
-
-
-def human_duration(seconds: float) -> str:
-    whole = int(seconds)
-    if whole < 1:
-        return "Less than a second"
-    if whole == 1:
-        return "1 second"
-    if whole < 60:
-        return f"{whole} seconds"
-    minutes = int(seconds / 60)
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def ago(unix_seconds: float, now: float | None = None) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.humanize import human_duration
 from berth.runtime import store as runtime_store
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -137,34 +138,6 @@ def generate_name(taken: set[str]) -> str:
         if "/" + name not in taken:
             return "/" + name
     return "/" + new_id()[:16]
-
-
-def human_duration(seconds: float) -> str:
-    """Docker's ``units.HumanDuration`` (what ``docker ps`` prints in STATUS)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def _state_default() -> dict[str, Any]:
