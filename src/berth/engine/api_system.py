@@ -20,6 +20,7 @@ from aiohttp import web
 
 import berth
 from berth.engine import api
+from berth.engine.stats import machine_memory
 from berth.errors import BerthError
 from berth.runtime import cgroups
 
@@ -45,17 +46,6 @@ def _os_release() -> dict[str, str]:
         except OSError:
             continue
     return out
-
-
-def _mem_total() -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 @functools.cache
@@ -217,7 +207,7 @@ def info_document(state: api.Engine, image_count: int) -> dict[str, Any]:
             "Mirrors": None,
         },
         "NCPU": ncpu,
-        "MemTotal": _mem_total(),
+        "MemTotal": machine_memory(),
         "GenericResources": None,
         "DockerRootDir": state.paths.data_root,
         "HttpProxy": env.get("HTTP_PROXY", env.get("http_proxy", "")),
