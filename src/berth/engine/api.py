@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -51,6 +51,35 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Route = tuple[str, str, Handler]
 
 
+class ContainerView(Protocol):
+    """What /info, /system/df and image removal need to know of the containers."""
+
+    def image_in_use(self, image_id: str) -> bool: ...
+
+    def counts(self) -> dict[str, int]:
+        """``Containers``, ``ContainersRunning``, ``ContainersPaused``, ``ContainersStopped``."""
+        ...
+
+    def disk_rows(self) -> list[dict[str, Any]]:
+        """``/system/df``'s ``Containers``, newest first."""
+        ...
+
+
+class _NoContainers:
+    def image_in_use(self, image_id: str) -> bool:
+        return False
+
+    def counts(self) -> dict[str, int]:
+        keys = ("Containers", "ContainersRunning", "ContainersPaused", "ContainersStopped")
+        return dict.fromkeys(keys, 0)
+
+    def disk_rows(self) -> list[dict[str, Any]]:
+        return []
+
+
+NO_CONTAINERS: ContainerView = _NoContainers()
+
+
 @dataclass
 class Engine:
     """What the handlers share: paths, stores, the daemon's identity, the image lock and the
@@ -63,8 +92,9 @@ class Engine:
     debug: bool = False
     # Serialises image writes (pull, load, import, build) against gc, as ImageStore requires.
     image_lock: ImageLock = field(default_factory=ImageLock)
-    # Whether a container uses the image (containers come in the next slice).
-    image_in_use: Callable[[str], bool] = field(default=lambda _image_id: False)
+    # The containers as the system and image endpoints see them (the ContainerManager, set by
+    # the daemon; none in an app that serves only images).
+    containers: ContainerView = field(default_factory=lambda: NO_CONTAINERS)
     # What happened (GET /events); the ContainerManager emits into the same bus.
     events: EventBus = field(default_factory=EventBus)
 
@@ -105,7 +135,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     app.on_response_prepare.append(_common_headers)
     app.on_shutdown.append(state.events.close)  # open GET /events streams end
     add_routes(app, [("HEAD", "/_ping", ping_head), ("GET", "/_ping", ping)])
-    add_routes(app, api_containers.ROUTES)  # first: its /info and /system/df wrap api_system's
+    add_routes(app, api_containers.ROUTES)
     add_routes(app, api_system.ROUTES)
     add_routes(app, api_images.ROUTES)
     add_routes(app, api_build.ROUTES)

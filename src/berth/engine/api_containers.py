@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from aiohttp import web
 
-from berth.engine import api, api_system, containers_admin
+from berth.engine import api, containers_admin
 from berth.engine import containers_logs as logs
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record, parse_rfc3339
@@ -379,33 +378,7 @@ async def _pump_stdin(parser: _StdinParser, m: ContainerManager, cid: str) -> No
 # before it (api.make_app), add the container counts and rows and delegate the rest.
 
 
-async def info(request: web.Request) -> web.StreamResponse:
-    m = request.app.get(CONTAINERS)
-    if m is None:  # an app without containers (tests of the other endpoints)
-        return await api_system.info(request)
-    state = api.engine(request)
-    images = await asyncio.to_thread(state.images.list)
-    doc = api_system.info_document(state, len(images))
-    doc.update(m.counts())
-    return api.json_response(doc)
-
-
-async def system_df(request: web.Request) -> web.StreamResponse:
-    response = await api_system.system_df(request)
-    m = request.app.get(CONTAINERS)
-    body = response.body if isinstance(response, web.Response) else None
-    if m is None or response.status != 200 or not isinstance(body, bytes):
-        return response
-    doc = json.loads(body)
-    if "Containers" in doc:
-        rows = sorted(m.records.values(), key=lambda r: r.created, reverse=True)
-        doc["Containers"] = [{**r.summary(), "SizeRw": 0, "SizeRootFs": 0} for r in rows]
-    return api.json_response(doc)
-
-
 ROUTES: list[api.Route] = [
-    ("GET", "/info", info),
-    ("GET", "/system/df", system_df),
     ("POST", "/containers/create", create),
     ("GET", "/containers/json", list_containers),
     ("POST", "/containers/prune", prune),

@@ -169,7 +169,7 @@ async def remove_image(request: web.Request) -> web.StreamResponse:
     def remove() -> list[dict[str, str]]:
         nonlocal image_id
         image_id = state.images.resolve(name).id
-        out = state.images.remove(name, force=force, in_use=state.image_in_use)
+        out = state.images.remove(name, force=force, in_use=state.containers.image_in_use)
         if any("Deleted" in entry for entry in out):
             state.images.gc()
         return out
@@ -193,7 +193,7 @@ async def prune_images(request: web.Request) -> web.StreamResponse:
 
         def keep(image_id: str) -> bool:
             row = rows.get(image_id)
-            if row is None or state.image_in_use(image_id):
+            if row is None or state.containers.image_in_use(image_id):
                 return True
             if not f.match_labels(row.labels) or f.excluded_by_labels(row.labels):
                 return True

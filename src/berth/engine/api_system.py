@@ -152,10 +152,7 @@ def info_document(state: api.Engine, image_count: int) -> dict[str, Any]:
         security.append("name=cgroupns")
     return {
         "ID": state.engine_id,
-        "Containers": 0,
-        "ContainersRunning": 0,
-        "ContainersPaused": 0,
-        "ContainersStopped": 0,
+        **state.containers.counts(),
         "Images": image_count,
         "Driver": driver,
         "DriverStatus": driver_status,
@@ -263,12 +260,12 @@ async def system_df(request: web.Request) -> web.StreamResponse:
     for row in rows:
         doc = row.to_json()
         doc["SharedSize"] = shared.get(row.id, row.shared_size)
-        doc["Containers"] = 1 if state.image_in_use(row.id) else 0
+        doc["Containers"] = 1 if state.containers.image_in_use(row.id) else 0
         images.append(doc)
     out: dict[str, Any] = {
         "LayersSize": usage.total_size,
         "Images": images,
-        "Containers": [],
+        "Containers": state.containers.disk_rows(),
         "Volumes": [],
         "BuildCache": [],
     }

@@ -346,6 +346,10 @@ class ContainerManager:
             "ContainersStopped": total - running - paused,
         }
 
+    def disk_rows(self) -> list[dict[str, Any]]:
+        rows = sorted(self.records.values(), key=lambda r: r.created, reverse=True)
+        return [{**r.summary(), "SizeRw": 0, "SizeRootFs": 0} for r in rows]
+
     # -- create
     async def create(self, body: dict[str, Any], name: str | None) -> tuple[Record, list[str]]:
         """A new container (nothing runs yet); the record and the create response's

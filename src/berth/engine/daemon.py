@@ -201,7 +201,7 @@ async def serve(
             paths, state.images, state.image_lock, cgroup_parent, events=state.events
         )
         await containers.open()
-        state.image_in_use = containers.image_in_use
+        state.containers = containers
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
         execs = app[api_exec.EXECS] = ExecManager(containers)
