@@ -207,6 +207,20 @@ def read(path: str | Path) -> str:
 # --------------------------------------------------------------------------- detect
 
 
+
+def test_the_calling_process_layout_is_read_once_per_membership(tmp_path: Path) -> None:
+    host = v2_host(tmp_path, own="/a")
+    first = host.layout()
+    (host.proc / "self" / "mountinfo").unlink()  # a second read of it would fail
+    assert detect(str(host.proc)) is first
+    host.membership = ["0::/b"]  # moved to another cgroup: read anew
+    write(host.proc / "self" / "cgroup", "0::/b\n")
+    with pytest.raises(Unavailable, match="mountinfo"):
+        detect(str(host.proc))
+    host.save()
+    assert detect(str(host.proc)).hierarchies[0].own_path == "/b"
+
+
 def test_detect_hybrid_uses_v1_and_unified_only_for_what_v1_lacks(tmp_path: Path) -> None:
     host = hybrid_host(tmp_path)
     write(host.cg / "unified" / "cgroup.controllers", "memory hugetlb\n")

@@ -210,14 +210,34 @@ def _reaches(mount: _Mount, path: str) -> bool:
     return not root or path == root or path.startswith(root + "/")
 
 
+_LAYOUTS: dict[tuple[str, str], CgroupLayout] = {}
+
+
 def detect(proc: str = "/proc", pid: str = "self") -> CgroupLayout:
-    """The cgroup hierarchies process ``pid`` sees, and its own cgroup in each."""
+    """The cgroup hierarchies process ``pid`` sees, and its own cgroup in each.
+
+    The layout of the calling process is kept per cgroup membership: its mount table can be
+    long (every running container's rootfs is a mount of the host's), and a long-lived caller
+    (berthd's supervisor) would read it again for every container it creates. Cgroup
+    hierarchies are mounted at boot; a process that moves to another cgroup reads it anew.
+    """
     base = f"{proc}/{pid}"
     try:
-        mounts = _cgroup_mounts(_read(f"{base}/mountinfo"))
         membership = _read(f"{base}/cgroup")
+        key = (base, membership)
+        if pid == "self" and key in _LAYOUTS:
+            return _LAYOUTS[key]
+        mounts = _cgroup_mounts(_read(f"{base}/mountinfo"))
     except OSError as exc:
         raise Unavailable(f"cgroups: cannot read {exc.filename}: {exc.strerror}") from exc
+    layout = _layout(base, mounts, membership)
+    if pid == "self":
+        _LAYOUTS.clear()  # one membership at a time
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _layout(base: str, mounts: list[_Mount], membership: str) -> CgroupLayout:
     own_v1: list[tuple[tuple[str, ...], str]] = []
     own_v2: str | None = None
     for line in membership.splitlines():
