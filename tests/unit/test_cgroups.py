@@ -207,7 +207,6 @@ def read(path: str | Path) -> str:
 # --------------------------------------------------------------------------- detect
 
 
-
 def test_the_calling_process_layout_is_read_once_per_membership(tmp_path: Path) -> None:
     host = v2_host(tmp_path, own="/a")
     first = host.layout()
