@@ -51,7 +51,13 @@ from berth.engine import containers_restart as restarts
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
 from berth.engine.containers_restart import Backoff, RestartPolicy
-from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
+from berth.engine.containers_rootfs import (
+    is_mount_point,
+    make_dir_in,
+    mount_points,
+    mount_rootfs,
+    unmount,
+)
 from berth.engine.containers_state import (
     ZERO_TIME,
     Record,
@@ -173,6 +179,9 @@ class ContainerManager:
                 continue
             self.records[rec.id] = rec
             self.live[rec.id] = Live()
+        mounted = await asyncio.to_thread(mount_points)
+        for rec in self.records.values():
+            rec.mounted = rec.mounted and rec.rootfs in mounted  # a reboot took them
         await ensure_started_async(
             self.supervisor_root, self.paths.supervisor_socket, self.supervisor_log
         )
@@ -436,8 +445,6 @@ class ContainerManager:
         return rec
 
     def _mount(self, rec: Record) -> None:
-        if rec.mounted and is_mount_point(rec.rootfs):
-            return  # still mounted since create
         image = self.images.resolve(rec.image_id)
         mount_rootfs(self.images.container_mounts(image, rec.id), rec.rootfs)
         rec.mounted = True
@@ -470,8 +477,9 @@ class ContainerManager:
         return rec
 
     async def _start_locked(self, rec: Record, live: Live) -> None:
-        async with self.image_lock.shared():
-            await asyncio.to_thread(self._mount, rec)
+        if not rec.mounted:  # else still mounted since create (open checked the flags)
+            async with self.image_lock.shared():
+                await asyncio.to_thread(self._mount, rec)
         try:
             info = await self.sup.create(
                 rec.id,

@@ -37,12 +37,17 @@ def unmount(target: str) -> None:
         s.LINUX.umount2(target, s.MNT_DETACH)
 
 
-def is_mount_point(path: str) -> bool:
+def mount_points() -> set[str]:
+    """Every mount point of this mount namespace (one read of the mount table)."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8") as f:
-            return any(line.split()[4] == path for line in f)
+            return {line.split()[4].replace("\\040", " ") for line in f}
     except OSError:
-        return False
+        return set()
+
+
+def is_mount_point(path: str) -> bool:
+    return path in mount_points()
 
 
 def make_dir_in(root: str, path: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from berth.errors import InvalidArgument
 from berth.spec import fields as f
+from berth.spec import jsonio
 from berth.spec.value import field, value
 
 TYPE_CHECKING = False
@@ -465,7 +466,7 @@ class Linux:
             masked_paths=f.strings(d, "maskedPaths", p),
             readonly_paths=f.strings(d, "readonlyPaths", p),
             sysctl=f.string_map(d, "sysctl", p),
-            seccomp=Seccomp.from_json(seccomp, f"{p}.seccomp") if seccomp else None,
+            seccomp=_parsed_seccomp(seccomp, f"{p}.seccomp") if seccomp else None,
             mount_label=f.opt_string(d, "mountLabel", p) or "",
         )
 
@@ -501,3 +502,22 @@ class Spec:
             annotations=f.string_map(d, "annotations", ""),
             linux=Linux.from_json(linux, "linux") if linux is not None else Linux(),
         )
+
+
+_SECCOMP_PARSED: dict[str, Seccomp] = {}
+SECCOMP_PARSED_KEPT = 16
+
+
+def _parsed_seccomp(raw: f.Obj, p: str) -> Seccomp:
+    """``Seccomp.from_json``, kept for the last few profiles by their JSON text: a long-lived
+    caller (berthd's supervisor) parses the same ~360-rule default profile for every
+    container, and the same object also makes the runtime's compiled-filter cache a cheap
+    lookup (its hash is kept on the value)."""
+    key = jsonio.dumps(raw)
+    parsed = _SECCOMP_PARSED.get(key)
+    if parsed is None:
+        parsed = Seccomp.from_json(raw, p)
+        if len(_SECCOMP_PARSED) >= SECCOMP_PARSED_KEPT:
+            del _SECCOMP_PARSED[next(iter(_SECCOMP_PARSED))]
+        _SECCOMP_PARSED[key] = parsed
+    return parsed

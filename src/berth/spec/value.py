@@ -80,7 +80,13 @@ def _eq(self: Any, other: object) -> Any:
 
 
 def _hash(self: Any) -> int:
-    return hash(_values(self))
+    # computed once: a frozen value never changes, and a deep one (a seccomp profile of ~360
+    # rules) is a cache key on the container start path
+    cached: int | None = self.__dict__.get("_value_hash")
+    if cached is None:
+        cached = hash(_values(self))
+        object.__setattr__(self, "_value_hash", cached)
+    return cached
 
 
 def _repr(self: Any) -> str:
