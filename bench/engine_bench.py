@@ -16,9 +16,11 @@ What it measures:
 2. create + start of a detached ``sleep`` container through the Engine API, daemon warm:
    ``POST /containers/create`` then ``POST /containers/{id}/start`` on one kept-alive
    connection (as docker-py does), timed together; the container is removed (untimed) before
-   the next run. The references are the OCI runtimes alone: ``runc run -d`` and ``crun run -d``
-   of a busybox bundle (crun in the worker of runtime_bench.py: it needs the cgroup2 mount
-   hidden in a private mount namespace). Interleaved like case 1.
+   the next run. The references are the OCI runtimes alone, ``runc run -d`` and ``crun run -d``
+   (crun in the worker of runtime_bench.py: it needs the cgroup2 mount hidden in a private
+   mount namespace), each twice: on the very config.json berthd writes for that container
+   (Docker's defaults: its seccomp profile, masks and capabilities) -- the same container, the
+   issue's target -- and on runc's default spec (no seccomp filter). Interleaved like case 1.
 3. ``--count`` idle containers (``run -d ... sleep 3600`` through each CLI, one peer at a
    time): the time to start them all; host memory per container above the kernel's own
    cost, i.e. ((MemTotal - MemAvailable) after - before) minus the growth of the kernel memory
@@ -49,7 +51,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -121,6 +125,7 @@ class Bench:
         self.spawner: Spawner | None = None
         self.worker: object | None = None  # runtime_bench.WorkerRunner for crun
         self.ref_paths: dict[str, str] = {}
+        self.ref_bundles: dict[str, str] = {}  # a reference's bundle, if not the plain one
         self.versions: dict[str, str] = {}
         self.run_rm: dict[str, list[float]] = defaultdict(list)
         self.api: dict[str, list[float]] = defaultdict(list)
@@ -215,7 +220,7 @@ class Bench:
             self.versions[name] = call.stdout.splitlines()[0] if call.ok else "?"
 
     def ref_runner(self, name: str) -> common.Spawner:
-        runner = self.worker if name == "crun" else self.spawner
+        runner = self.worker if name.startswith("crun") else self.spawner
         assert runner is not None
         return runner  # type: ignore[return-value]  (the worker has the same run())
 
@@ -267,6 +272,9 @@ class Bench:
                 except (PeerFailed, OSError) as exc:
                     self.fail(name, "create + start", str(exc))
 
+            if "berthd" in conns and "create + start" not in self.failed["berthd"]:
+                self.add_same_config_references(conns["berthd"])
+
             def body(name: str, i: int) -> None:
                 if name in conns:
                     self.api[name].append(self.api_once(conns[name]))
@@ -286,14 +294,35 @@ class Bench:
         conn.call("DELETE", f"/containers/{created['Id']}?force=1")
         return ms
 
+    def add_same_config_references(self, conn: UnixHTTPConnection) -> None:
+        """``runc``/``crun run -d`` of the very container berthd runs: the config.json berthd
+        writes for the API case's body (Docker's defaults: its seccomp profile, masks,
+        capabilities), on the same busybox rootfs, its cgroup left to the runtime."""
+        created = conn.call("POST", "/containers/create", SLEEP_BODY)
+        peer = self.peers["berthd"]
+        assert isinstance(peer, engine_peers.Berthd)
+        path = peer.data_root / "containers" / created["Id"] / "config.json"
+        config = json.loads(path.read_text())
+        conn.call("DELETE", f"/containers/{created['Id']}?force=1")
+        config["root"]["path"] = str(self.tmp / "bundle" / "rootfs")
+        config["linux"].pop("cgroupsPath", None)
+        bundle = self.tmp / "bundle-berthd-config"
+        bundle.mkdir()
+        (bundle / "config.json").write_text(json.dumps(config))
+        for base in [n for n in ("runc", "crun") if n in self.ref_paths]:
+            name = f"{base} (berthd's config)"
+            self.ref_paths[name] = self.ref_paths[base]
+            self.ref_bundles[name] = str(bundle)
+            self.versions.setdefault(name, self.versions.get(base, "?"))
+
     def runtime_once(self, name: str, i: int) -> float:
         runner, path = self.ref_runner(name), self.ref_paths[name]
-        root = str(self.tmp / f"{name}-root")
+        safe = re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+        root = str(self.tmp / f"{safe}-root")
         os.makedirs(root, exist_ok=True)
-        cid = f"{self.prefix}-{name}-{i}"
-        call = runner.run(
-            [path, "--root", root, "run", "-d", "--bundle", str(self.tmp / "bundle"), cid], 30
-        )
+        cid = f"{self.prefix}-{safe}-{i}"
+        bundle = self.ref_bundles.get(name, str(self.tmp / "bundle"))
+        call = runner.run([path, "--root", root, "run", "-d", "--bundle", bundle, cid], 30)
         deleted = runner.run([path, "--root", root, "delete", "-f", cid], 30)
         if not call.ok:
             raise CaseFailed(call.error_text())
@@ -489,9 +518,15 @@ def targets(bench: Bench) -> list[str]:
         if peers:
             x = min(peers) / berthd
             say(f"`run --rm` at least 3x faster than the fastest peer: {x:.2f}x", x >= 3)
+    same = "crun (berthd's config)"
+    if bench.api.get("berthd") and bench.api.get(same):
+        b, c = median(bench.api["berthd"]), median(bench.api[same])
+        text = "API create + start no slower than `crun run -d` of the same container"
+        say(f"{text}: {b:.1f} vs {c:.1f} ms", b <= c)
     if bench.api.get("berthd") and bench.api.get("crun"):
         b, c = median(bench.api["berthd"]), median(bench.api["crun"])
-        say(f"API create + start no slower than `crun run -d`: {b:.1f} vs {c:.1f} ms", b <= c)
+        text = "the same against `crun run -d` of runc's default spec (no seccomp)"
+        say(f"{text}: {b:.1f} vs {c:.1f} ms", b <= c)
     m = bench.many.get("berthd")
     if m and m.daemon_after_kb:
         limit = 0.3 * 1024
