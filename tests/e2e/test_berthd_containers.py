@@ -130,6 +130,31 @@ def test_name_in_use_is_a_conflict(berthd: Daemon) -> None:
     _no_containers(berthd)
 
 
+def test_creates_at_once_get_one_name_each(berthd: Daemon) -> None:
+    """Creates prepare side by side; a name is still given once: of eight creates of "same"
+    at once, one gets it and seven get the 409, and eight unnamed ones get eight names."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import docker.errors
+
+    client = _client(berthd)
+
+    def create(name: str | None) -> str:
+        try:
+            return str(client.containers.create("busybox", "true", name=name).name)
+        except docker.errors.APIError as e:
+            assert e.status_code == 409, e
+            return "409"
+
+    with ThreadPoolExecutor(8) as pool:
+        named = list(pool.map(create, ["same"] * 8))
+        unnamed = list(pool.map(create, [None] * 8))
+    assert sorted(named) == ["409"] * 7 + ["same"]
+    assert len(set(unnamed)) == 8 and "409" not in unnamed
+    berthd.docker("rm", "same", *unnamed)
+    _no_containers(berthd)
+
+
 def test_missing_image_and_missing_command(berthd: Daemon) -> None:
     missing = berthd.docker("run", "nosuchimage", check=False)
     assert missing.returncode == 125

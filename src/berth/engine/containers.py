@@ -140,6 +140,9 @@ class ContainerManager:
         self.live: dict[str, Live] = {}
         self.sup = AsyncClient(paths.supervisor_socket)
         self.names_lock = asyncio.Lock()
+        # names of containers being created (their records come when create ends): creates
+        # prepare side by side, each holding the names lock only to pick and reserve a name
+        self.reserved_names: dict[str, str] = {}
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
@@ -367,20 +370,24 @@ class ContainerManager:
         RestartPolicy.validate(body.get("HostConfig") or {})
         image_ref = req.image
         warnings: list[str] = []
-        async with self.names_lock:
-            taken = {r.name for r in self.records.values()}
+        async with self.names_lock:  # held only to pick the name and reserve it
+            taken = {r.name for r in self.records.values()} | set(self.reserved_names)
             cid = new_id()
             if name:
                 wanted = check_name(name)
                 self.check_name_free(wanted)
             else:
                 wanted = generate_name(taken)
+            self.reserved_names[wanted] = cid
+        try:
             async with self.image_lock.shared():
                 rec = await asyncio.to_thread(
                     self._prepare, cid, wanted, image_ref, body, req, warnings
                 )
             self.records[cid] = rec
             self.live[cid] = Live()
+        finally:
+            del self.reserved_names[wanted]
         self.emit(rec, "create")
         log.info("container %s: created as %s from %s", cid, rec.name, rec.image_id)
         return rec, warnings
@@ -656,6 +663,7 @@ class ContainerManager:
 
     def check_name_free(self, name: str, context: str = "") -> None:
         other = next((r.id for r in self.records.values() if r.name == name), None)
+        other = other or self.reserved_names.get(name)
         if other is not None:
             raise Conflict(
                 f'{context}Conflict. The container name "{name}" is already in use by container'
