@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import lzma
+import os
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -307,6 +308,28 @@ def test_build_endpoint_streams_and_tags(tmp_path: Path) -> None:
         query = {"q": "1", "labels": query["labels"]}
         again = await client.post("/build", params=query, data=context)
         assert await _stream(again) == [{"stream": image.id + "\n"}]
+        assert list((tmp_path / "root" / "builds").iterdir()) == []
+
+    _app_run(tmp_path, body)
+
+
+def test_builds_at_once_on_a_fresh_daemon_all_succeed(tmp_path: Path) -> None:
+    """The first build sweeps a dead daemon's leftovers; builds that come meanwhile wait for
+    it, so no build's context is swept away by another (they run side by side)."""
+    (tmp_path / "root" / "builds" / "ctx-dead").mkdir(parents=True)  # a dead daemon's
+    os.utime(tmp_path / "root" / "builds" / "ctx-dead", (1, 1))
+
+    async def body(client: Any, store: ImageStore) -> None:
+        async def build(n: int) -> list[dict[str, Any]]:
+            dockerfile = f"FROM scratch\nCOPY a.txt /a{n}.txt\n".encode()
+            context = _tar({"Dockerfile": dockerfile, "a.txt": b"a\n"})
+            response = await client.post("/build", params={"t": f"many:{n}"}, data=context)
+            return await _stream(response)
+
+        results = await asyncio.gather(*(build(n) for n in range(4)))
+        for n, lines in enumerate(results):
+            assert not [line for line in lines if "error" in line], lines
+            assert store.resolve(f"many:{n}")
         assert list((tmp_path / "root" / "builds").iterdir()) == []
 
     _app_run(tmp_path, body)

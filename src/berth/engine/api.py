@@ -97,6 +97,9 @@ class Engine:
     containers: ContainerView = field(default_factory=lambda: NO_CONTAINERS)
     # What happened (GET /events); the ContainerManager emits into the same bus.
     events: EventBus = field(default_factory=EventBus)
+    # The first build sweeps what a dead daemon's builds left; the others wait for it.
+    builds_swept: bool = False
+    builds_swept_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 ENGINE = web.AppKey("engine", Engine)

@@ -31,7 +31,8 @@ Rules:
   (a failed write, or a closed transport seen while a step is silent) cancels the build: the
   step's processes are killed, its mounts removed, and the handler waits for the thread.
   The first build of a daemon first sweeps what a killed daemon's builds left
-  (``build_runner.sweep``).
+  (``build_runner.sweep``), before it makes its own context dir; builds that come meanwhile
+  wait for that sweep (builds run side by side, so none may be swept by another).
 """
 
 from __future__ import annotations
@@ -346,7 +347,6 @@ def error_line(exc: BaseException) -> dict[str, Any]:
 
 
 _DONE = object()
-_swept: set[str] = set()  # data roots whose leftovers (build_runner.sweep) are gone
 
 
 async def build_image(request: web.Request) -> web.StreamResponse:
@@ -354,6 +354,10 @@ async def build_image(request: web.Request) -> web.StreamResponse:
     rid = api.request_id(request)
     opts = BuildOptions.from_query(request.query)
     os.makedirs(state.paths.builds, mode=0o700, exist_ok=True)
+    async with state.builds_swept_lock:  # before any dir of ours is made: every build waits
+        if not state.builds_swept:  # the first build of this daemon
+            await asyncio.to_thread(sweep, state.paths, state.started)
+            state.builds_swept = True
     work = tempfile.mkdtemp(dir=state.paths.builds, prefix="ctx-")
     try:
         context = os.path.join(work, "context")
@@ -441,9 +445,6 @@ async def _run(
             runner.cancel()
 
     async with state.image_lock.shared():
-        if state.paths.data_root not in _swept:  # the first build of this daemon
-            _swept.add(state.paths.data_root)
-            await asyncio.to_thread(sweep, state.paths, state.started)
         task = asyncio.ensure_future(asyncio.to_thread(work))
         try:
             while True:
