@@ -131,6 +131,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
         api_images,
         api_resources,
         api_system,
+        api_volumes,
     )
 
     app = web.Application(middlewares=[_middleware])
@@ -145,6 +146,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, api_resources.ROUTES)
     add_routes(app, api_events.ROUTES)
     add_routes(app, api_exec.ROUTES)
+    add_routes(app, api_volumes.ROUTES)
     add_routes(app, extra_routes)
     return app
 

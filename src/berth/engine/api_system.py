@@ -3,7 +3,7 @@
 Rules: every number is read from the host or the stores when asked (nothing cached but the
 cgroup layout, which does not change under a running daemon); fields Berth has no use for get
 the value dockerd gives when the feature is off, so the CLI's ``docker info`` prints cleanly.
-Containers, volumes and build cache are empty until those slices exist.
+Containers and volumes come from their managers; build cache is empty until that slice exists.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 import berth
-from berth.engine import api
+from berth.engine import api, api_volumes
 from berth.engine.stats import machine_memory
 from berth.errors import BerthError
 from berth.runtime import cgroups
@@ -255,6 +255,7 @@ async def system_df(request: web.Request) -> web.StreamResponse:
         if kind not in DF_TYPES:
             raise api_invalid_type(kind)
     usage, rows = await asyncio.to_thread(lambda: (state.images.disk_usage(), state.images.list()))
+    volumes = await asyncio.to_thread(api_volumes.disk_rows, request)
     shared = {u.id: u.shared_size for u in usage.images}
     images = []
     for row in rows:
@@ -266,7 +267,7 @@ async def system_df(request: web.Request) -> web.StreamResponse:
         "LayersSize": usage.total_size,
         "Images": images,
         "Containers": state.containers.disk_rows(),
-        "Volumes": [],
+        "Volumes": volumes,
         "BuildCache": [],
     }
     if wanted:

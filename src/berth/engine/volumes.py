@@ -1,0 +1,202 @@
+"""Named local volumes, laid out as dockerd's ``local`` driver lays them out.
+
+Layout::
+
+    <data_root>/volumes/<name>/_data        what the container sees
+    <data_root>/volumes/<name>/volume.json  {"Labels", "Options", "CreatedAt", "Anonymous"}
+
+Rules:
+- A name is ``[a-zA-Z0-9][a-zA-Z0-9_.-]+`` (dockerd's rule); no name means a random 64-hex one,
+  an anonymous volume. Creating an existing name returns the existing volume (dockerd does not
+  refuse it). Only the ``local`` driver exists.
+- The record is written last, atomically: a directory without ``volume.json`` is a half-made
+  volume and is not listed.
+- A volume is in use while some container's ``config.json`` bind-mounts its ``_data``; the
+  container's bundle is the only truth (no second list to drift after a crash or restart).
+  Removing a volume in use is dockerd's 409 ``volume is in use - [ids]``.
+- Blocking (file system) calls: the API runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth.errors import Conflict, InvalidArgument, NotFound
+
+DRIVER = "local"
+RECORD = "volume.json"
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+@dataclass
+class Volume:
+    name: str
+    mountpoint: str
+    created: float
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)
+    anonymous: bool = False
+
+    def to_json(self, users: int | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "CreatedAt": _rfc3339(self.created),
+            "Driver": DRIVER,
+            "Labels": self.labels or None,
+            "Mountpoint": self.mountpoint,
+            "Name": self.name,
+            "Options": self.options or None,
+            "Scope": "local",
+        }
+        if users is not None:
+            doc["UsageData"] = {"RefCount": users, "Size": _size(self.mountpoint)}
+        return doc
+
+
+def _size(path: str) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise InvalidArgument(
+            f'create {name}: "{name}" includes invalid characters for a local volume name, '
+            'only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host '
+            "directory, use absolute path"
+        )
+
+
+class VolumeStore:
+    """The volumes under one directory, and which containers (by bundle) use them."""
+
+    def __init__(self, root: str, containers_dir: str) -> None:
+        self.root = root
+        self.containers_dir = containers_dir
+
+    def _dir(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def data_path(self, name: str) -> str:
+        return os.path.join(self._dir(name), "_data")
+
+    def create(
+        self,
+        name: str | None = None,
+        driver: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        options: Mapping[str, str] | None = None,
+    ) -> tuple[Volume, bool]:
+        """The volume (made if missing) and whether this call made it."""
+        if driver not in (None, "", DRIVER):
+            raise NotFound(f"error looking up volume plugin {driver}: plugin {driver!r} not found")
+        anonymous = not name
+        if not name:
+            name = secrets.token_hex(32)
+        check_name(name)
+        try:
+            return self.get(name), False
+        except NotFound:
+            pass
+        directory = self._dir(name)
+        os.makedirs(self.data_path(name), mode=0o755, exist_ok=True)
+        os.chmod(directory, 0o701)
+        record = {
+            "Labels": dict(labels or {}),
+            "Options": dict(options or {}),
+            "CreatedAt": time.time(),
+            "Anonymous": anonymous,
+        }
+        tmp = os.path.join(directory, RECORD + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+        os.replace(tmp, os.path.join(directory, RECORD))
+        return self.get(name), True
+
+    def get(self, name: str) -> Volume:
+        path = os.path.join(self._dir(name), RECORD)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (FileNotFoundError, NotADirectoryError, ValueError):
+            raise NotFound(f"get {name}: no such volume") from None
+        return Volume(
+            name=name,
+            mountpoint=self.data_path(name),
+            created=float(record.get("CreatedAt") or 0),
+            labels=dict(record.get("Labels") or {}),
+            options=dict(record.get("Options") or {}),
+            anonymous=bool(record.get("Anonymous")),
+        )
+
+    def volumes(self) -> list[Volume]:
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                out.append(self.get(name))
+            except NotFound:
+                continue
+        return out
+
+    def users(self) -> dict[str, list[str]]:
+        """Volume name -> ids of the containers whose config.json mounts it."""
+        prefix = self.root.rstrip("/") + "/"
+        found: dict[str, list[str]] = {}
+        try:
+            cids = sorted(os.listdir(self.containers_dir))
+        except FileNotFoundError:
+            return found
+        for cid in cids:
+            try:
+                with open(os.path.join(self.containers_dir, cid, "config.json")) as f:
+                    spec = json.load(f)
+            except (OSError, ValueError):
+                continue
+            for mount in spec.get("mounts") or []:
+                source = str(mount.get("source") or "")
+                if source.startswith(prefix) and source.endswith("/_data"):
+                    name = source[len(prefix) : -len("/_data")]
+                    users = found.setdefault(name, [])
+                    if cid not in users:
+                        users.append(cid)
+        return found
+
+    def remove(self, name: str, force: bool = False) -> None:
+        try:
+            self.get(name)
+        except NotFound:
+            if force:
+                return
+            raise
+        users = self.users().get(name)
+        if users:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        shutil.rmtree(self._dir(name))
+
+    def remove_if_unused(self, name: str) -> bool:
+        try:
+            self.remove(name)
+        except (NotFound, Conflict):
+            return False
+        return True
