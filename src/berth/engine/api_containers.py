@@ -114,7 +114,9 @@ async def rename(request: web.Request) -> web.StreamResponse:
 
 
 async def remove(request: web.Request) -> web.StreamResponse:
-    await manager(request).remove(_id(request), force=api.query_bool(request, "force"))
+    await manager(request).remove(
+        _id(request), force=api.query_bool(request, "force"), volumes=api.query_bool(request, "v")
+    )
     return web.Response(status=204)
 
 

@@ -27,11 +27,7 @@ PRUNE_FILTERS = ("label", "label!", "all")
 
 
 def store(request: web.Request) -> VolumeStore:
-    return store_at(api.engine(request).paths)
-
-
-def store_at(paths: Any) -> VolumeStore:
-    return VolumeStore(f"{paths.data_root}/volumes", paths.containers)
+    return VolumeStore.under(api.engine(request).paths)
 
 
 def _event(request: web.Request, action: str, name: str) -> None:

@@ -7,12 +7,14 @@ Rules:
   Every change of a record is saved at once (atomically) before anyone is told of it.
 - Create prepares everything and runs nothing: it resolves the image (404 "No such image"),
   makes the container's snapshot, mounts it to mkdir the WorkingDir, writes ``config.json``
-  (``oci_config.build_spec``), and leaves the rootfs mounted for the start that usually
+  (``oci_config.build_spec``, plus the binds, volumes and tmpfs of ``container_mounts``, whose
+  named volumes are made on demand), and leaves the rootfs mounted for the start that usually
   follows (berthd runs as root in the host mount namespace); start mounts it if it is not
   (a restart, a reboot) and asks the supervisor to create and start the container; the
   rootfs stays mounted while the container runs and is unmounted when its exit is handled
   and when the container is removed;
-  on daemon start, running containers get theirs back. A failed create leaves nothing.
+  on daemon start, running containers get theirs back. A failed create leaves nothing (no
+  anonymous volume either). ``rm -v`` and ``--rm`` also remove the anonymous volumes.
 - Exits come only from the supervisor's ``subscribe`` stream (and, at start-up and after a
   lost connection, from its ``state``): the record is updated (ExitCode, OOMKilled,
   FinishedAt), the supervisor's record deleted (its cgroup goes), the rootfs unmounted, then
@@ -45,7 +47,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth.engine import containers_admin, oci_config
+from berth.engine import container_mounts, containers_admin, oci_config
 from berth.engine import containers_logs as clogs
 from berth.engine import containers_restart as restarts
 from berth.engine import supervisor_protocol as p
@@ -74,6 +76,7 @@ from berth.engine.events import EventBus
 from berth.engine.image_lock import ImageLock
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
+from berth.engine.volumes import VolumeStore
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, Unavailable
 from berth.image.store import Image, ImageStore
 from berth.runtime import cgroups
@@ -132,6 +135,7 @@ class ContainerManager:
         events: EventBus | None = None,
     ) -> None:
         self.paths = paths
+        self.volumes = VolumeStore.under(paths)
         self.events = events if events is not None else EventBus()
         self.images = images
         self.image_lock = image_lock
@@ -402,10 +406,12 @@ class ContainerManager:
         warnings: list[str],
     ) -> Record:
         image = self.images.resolve(image_ref)
+        mount_specs = container_mounts.parse(body, _image_config(image).get("Volumes"))
         directory = self.paths.container(cid)
         os.makedirs(directory, mode=0o700)
         rootfs = os.path.join(directory, "rootfs")
         mounted = False
+        mount_rows: list[dict[str, Any]] = []
         try:
             os.mkdir(rootfs, 0o755)
             mounts = self.images.container_mounts(image, cid)
@@ -420,6 +426,8 @@ class ContainerManager:
             spec.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
             cwd = str((spec.get("process") or {}).get("cwd") or "/")
             make_dir_in(rootfs, cwd)
+            extra, mount_rows = container_mounts.prepare(mount_specs, self.volumes, rootfs)
+            spec["mounts"].extend(extra)
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
@@ -439,6 +447,7 @@ class ContainerManager:
                 log_path=os.path.join(directory, f"{cid}-json.log"),
                 rootfs=rootfs,
                 mounted=True,  # kept for the start that usually follows at once
+                mount_points=mount_rows,
             )
             rec.save(directory)
         except BaseException:
@@ -448,6 +457,8 @@ class ContainerManager:
             with contextlib.suppress(BerthError, OSError):
                 self.images.remove_container(cid)
             shutil.rmtree(directory, ignore_errors=True)
+            for volume in container_mounts.anonymous_volumes(mount_rows):
+                self.volumes.remove_if_unused(volume)
             raise
         return rec
 
@@ -594,7 +605,7 @@ class ContainerManager:
 
     async def _auto_remove(self, cid: str) -> None:
         try:
-            await self.remove(cid, force=True)
+            await self.remove(cid, force=True, volumes=True)
         except NotFound:
             pass
 
@@ -672,7 +683,8 @@ class ContainerManager:
             )
 
     # -- remove
-    async def remove(self, ref: str, force: bool = False) -> None:
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """``volumes`` (``rm -v``) also removes the container's anonymous volumes."""
         rec = self.get(ref)
         live = self._live(rec.id)
         if rec.running:
@@ -700,6 +712,9 @@ class ContainerManager:
             await asyncio.to_thread(self._destroy, rec)
             del self.records[rec.id]
             live.removed = True
+            if volumes:
+                for name in container_mounts.anonymous_volumes(rec.mount_points):
+                    await asyncio.to_thread(self.volumes.remove_if_unused, name)
         self.live.pop(rec.id, None)
         self.emit(rec, "destroy")
         await live.notify()

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.engine.container_mounts import inspect_rows
 from berth.errors import InvalidArgument
 from berth.humanize import human_duration
 from berth.runtime import store as runtime_store
@@ -177,6 +178,7 @@ class Record:
     # The user stopped or killed it (unless-stopped does not restart it, even at daemon start)
     manually_stopped: bool = False
     exec_ids: list[str] = field(default_factory=list)  # execs not ended (not saved: execs.py)
+    mount_points: list[dict[str, Any]] = field(default_factory=list)  # container_mounts rows
 
     @property
     def running(self) -> bool:
@@ -233,6 +235,7 @@ class Record:
             "Rootfs": self.rootfs,
             "Mounted": self.mounted,
             "HasBeenManuallyStopped": self.manually_stopped,
+            "MountPoints": self.mount_points,
         }
 
     @staticmethod
@@ -255,6 +258,7 @@ class Record:
             rootfs=str(d.get("Rootfs", "")),
             mounted=bool(d.get("Mounted", False)),
             manually_stopped=bool(d.get("HasBeenManuallyStopped", False)),
+            mount_points=list(d.get("MountPoints") or []),
         )
 
     def save(self, directory: str) -> None:
@@ -310,7 +314,7 @@ class Record:
             "Status": self.status_text(),
             "HostConfig": {"NetworkMode": self.host_config.get("NetworkMode") or "default"},
             "NetworkSettings": {"Networks": {}},
-            "Mounts": [],
+            "Mounts": inspect_rows(self.mount_points),
         }
 
     def inspect(self, driver: str, upper: str = "") -> dict[str, Any]:
@@ -343,7 +347,7 @@ class Record:
             "ExecIDs": list(self.exec_ids) or None,
             "HostConfig": host_config,
             "GraphDriver": {"Name": driver, "Data": {"UpperDir": upper, "MergedDir": self.rootfs}},
-            "Mounts": [],
+            "Mounts": inspect_rows(self.mount_points),
             "Config": self.config,
             "NetworkSettings": {
                 "Bridge": "",

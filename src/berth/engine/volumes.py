@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.engine.paths import Paths
 from berth.errors import Conflict, InvalidArgument, NotFound
 
 DRIVER = "local"
@@ -90,6 +91,11 @@ class VolumeStore:
     def __init__(self, root: str, containers_dir: str) -> None:
         self.root = root
         self.containers_dir = containers_dir
+
+    @staticmethod
+    def under(paths: Paths) -> VolumeStore:
+        """The daemon's volumes: ``<data_root>/volumes``."""
+        return VolumeStore(os.path.join(paths.data_root, "volumes"), paths.containers)
 
     def _dir(self, name: str) -> str:
         return os.path.join(self.root, name)

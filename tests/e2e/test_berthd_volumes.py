@@ -1,0 +1,144 @@
+"""Volumes, binds and tmpfs mounts through berthd, with the real docker CLI 28 and docker-py.
+
+Each test uses the shared private ``berthd`` (conftest) or, for the restart, a daemon of its own;
+host directories it binds are the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from test_berthd_containers import own_berthd
+from test_berthd_images import Daemon
+
+
+def _volume_names(d: Daemon, *args: str) -> list[str]:
+    return d.docker("volume", "ls", "-q", *args).stdout.split()
+
+
+def _inspect(d: Daemon, *args: str) -> Any:
+    return json.loads(d.docker(*args).stdout)[0]
+
+
+def test_volume_create_ls_inspect_rm_prune(berthd: Daemon) -> None:
+    assert berthd.docker("volume", "create", "--label", "team=a", "vol1").stdout.strip() == "vol1"
+    doc = _inspect(berthd, "volume", "inspect", "vol1")
+    assert doc["Driver"] == "local" and doc["Labels"] == {"team": "a"}
+    assert doc["Mountpoint"] == str(berthd.data_root / "volumes" / "vol1" / "_data")
+    # an existing name is returned as it is, not refused
+    assert berthd.docker("volume", "create", "vol1").stdout.strip() == "vol1"
+    anon = berthd.docker("volume", "create").stdout.strip()
+    assert len(anon) == 64
+    assert set(_volume_names(berthd)) >= {"vol1", anon}
+    assert _volume_names(berthd, "--filter", "label=team=a") == ["vol1"]
+    assert "vol1" in _volume_names(berthd, "--filter", "name=ol1")
+    bad = berthd.docker("volume", "create", "bad/name", check=False)
+    assert bad.returncode == 1 and "includes invalid characters" in bad.stderr
+    # prune takes anonymous volumes only; --all takes named ones too
+    pruned = berthd.docker("volume", "prune", "-f").stdout
+    assert anon in pruned and "vol1" not in pruned
+    assert "vol1" in _volume_names(berthd)
+    berthd.docker("volume", "rm", "vol1")
+    missing = berthd.docker("volume", "inspect", "vol1", check=False)
+    assert missing.returncode == 1 and "no such volume" in missing.stderr
+    assert berthd.docker("volume", "rm", "-f", "vol1").returncode == 0
+
+
+def test_named_volume_is_shared_kept_and_in_use(berthd: Daemon) -> None:
+    berthd.docker("run", "--rm", "-v", "shared:/data", "busybox", "sh", "-c", "echo x > /data/f")
+    out = berthd.docker("run", "--rm", "-v", "shared:/data", "busybox", "cat", "/data/f").stdout
+    assert out == "x\n"
+    cid = berthd.docker("create", "-v", "shared:/data", "busybox", "true").stdout.strip()
+    busy = berthd.docker("volume", "rm", "shared", check=False)
+    assert busy.returncode == 1 and f"volume is in use - [{cid}]" in busy.stderr
+    mounts = _inspect(berthd, "inspect", cid)["Mounts"]
+    assert mounts == [
+        {"Type": "volume", "Name": "shared",
+         "Source": str(berthd.data_root / "volumes" / "shared" / "_data"),
+         "Destination": "/data", "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""}
+    ]  # fmt: skip
+    berthd.docker("rm", "-v", cid)  # a named volume stays
+    assert "shared" in _volume_names(berthd)
+    berthd.docker("volume", "rm", "shared")
+
+
+def test_binds_read_only_created_and_missing(berthd: Daemon, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("hello\n")
+    script = "cat /m/in.txt; echo no > /m/w 2>/dev/null && echo wrote || echo refused"
+    out = berthd.docker("run", "--rm", "-v", f"{tmp_path}:/m:ro", "busybox", "sh", "-c", script)
+    assert out.stdout == "hello\nrefused\n"
+    assert not (tmp_path / "w").exists()
+    made = tmp_path / "made" / "here"
+    berthd.docker("run", "--rm", "-v", f"{made}:/m", "busybox", "sh", "-c", "echo y > /m/f")
+    assert (made / "f").read_text() == "y\n"
+    refused = berthd.docker("run", "--rm", "--mount", f"type=bind,src={tmp_path}/nope,dst=/m",
+                            "busybox", "true", check=False)  # fmt: skip
+    assert refused.returncode == 125
+    assert f"bind source path does not exist: {tmp_path}/nope" in refused.stderr
+    relative = berthd.docker("run", "--rm", "-v", "data:rel", "busybox", "true", check=False)
+    assert relative.returncode == 125 and "rel" in relative.stderr
+
+
+def test_tmpfs_mount_is_limited(berthd: Daemon) -> None:
+    script = "dd if=/dev/zero of=/t/big bs=1k count=2048 2>/dev/null; du -k /t/big"
+    out = berthd.docker("run", "--rm", "--mount", "type=tmpfs,destination=/t,tmpfs-size=1m",
+                        "busybox", "sh", "-c", script).stdout  # fmt: skip
+    assert int(out.split()[0]) <= 1024
+
+
+def test_image_volume_is_anonymous_populated_and_removed_with_v(
+    berthd: Daemon, tmp_path: Path
+) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox\nRUN mkdir /v && echo seed > /v/f\nVOLUME /v\n"
+    )
+    berthd.docker("build", "-q", "-t", "withvol", str(tmp_path))
+    before = set(_volume_names(berthd))
+    cid = berthd.docker("create", "withvol", "cat", "/v/f").stdout.strip()
+    berthd.docker("start", cid)
+    assert berthd.docker("wait", cid).stdout.strip() == "0"
+    assert berthd.docker("logs", cid).stdout == "seed\n"
+    (mount,) = _inspect(berthd, "inspect", cid)["Mounts"]
+    assert mount["Type"] == "volume" and mount["Destination"] == "/v"
+    assert set(_volume_names(berthd)) - before == {mount["Name"]}
+    berthd.docker("rm", "-v", cid)
+    assert set(_volume_names(berthd)) == before
+    berthd.docker("rmi", "withvol")
+
+
+def test_volume_data_survives_daemon_restart() -> None:
+    with own_berthd("berthd-vol-") as (d, relaunch):
+        d.docker("run", "--rm", "-v", "keep:/data", "busybox", "sh", "-c", "echo kept > /data/f")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=20) == 0
+        relaunch()
+        assert "keep" in _volume_names(d)
+        out = d.docker("run", "--rm", "-v", "keep:/data", "busybox", "cat", "/data/f").stdout
+        assert out == "kept\n"
+        d.docker("volume", "rm", "keep")
+
+
+def test_docker_py_volumes(berthd: Daemon) -> None:
+    import docker
+    import docker.errors
+
+    client = docker.DockerClient(base_url=berthd.url, timeout=60)
+    vol = client.volumes.create("pyvol", labels={"k": "v"})
+    assert vol.name == "pyvol" and vol.attrs["Labels"] == {"k": "v"}
+    assert [v.name for v in client.volumes.list(filters={"label": "k=v"})] == ["pyvol"]
+    out = client.containers.run(
+        "busybox", "sh -c 'echo py > /d/f; cat /d/f'", volumes={"pyvol": {"bind": "/d"}},
+        remove=True,
+    )  # fmt: skip
+    assert out == b"py\n"
+    client.volumes.get("pyvol").remove()
+    try:
+        client.volumes.get("pyvol")
+    except docker.errors.NotFound:
+        pass
+    else:
+        raise AssertionError("pyvol still there")
+    assert "VolumesDeleted" in client.volumes.prune()
