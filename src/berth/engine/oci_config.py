@@ -24,7 +24,8 @@ host's; "container:<id>" joins the namespace whose path the engine passes in
 
 What this module does not do, because it owns no files: /etc/hostname, /etc/hosts,
 /etc/resolv.conf bind mounts, volumes and binds (``HostConfig.Binds``/``Mounts`` stay in
-``req.raw``), ``--init`` (``host_config.init`` is parsed, the engine decides), and creating the
+``req.raw``; ``container_mounts`` turns them into mounts the engine appends), ``--init``
+(``host_config.init`` is parsed, the engine decides), and creating the
 working directory in the rootfs (the engine mkdirs ``spec["process"]["cwd"]``). Labels stay in
 the request for the engine; they are not OCI annotations. dockerd resolves the user at start,
 not create; calling ``build_spec`` at create reports an unknown user earlier, with the same
