@@ -60,6 +60,11 @@ def test_named_volume_is_shared_kept_and_in_use(berthd: Daemon) -> None:
          "Source": str(berthd.data_root / "volumes" / "shared" / "_data"),
          "Destination": "/data", "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""}
     ]  # fmt: skip
+    assert _volume_names(berthd, "--filter", "dangling=false") == ["shared"]
+    assert "shared" not in _volume_names(berthd, "--filter", "dangling=true")
+    df = json.loads(berthd.docker("system", "df", "-v", "--format", "{{json .Volumes}}").stdout)
+    (row,) = [v for v in df if v["Name"] == "shared"]
+    assert row["Links"] == "1" and row["Size"] == "2B"
     berthd.docker("rm", "-v", cid)  # a named volume stays
     assert "shared" in _volume_names(berthd)
     berthd.docker("volume", "rm", "shared")
