@@ -88,10 +88,13 @@ def test_binds_read_only_created_and_missing(berthd: Daemon, tmp_path: Path) -> 
 
 
 def test_tmpfs_mount_is_limited(berthd: Daemon) -> None:
-    script = "dd if=/dev/zero of=/t/big bs=1k count=2048 2>/dev/null; du -k /t/big"
+    script = "dd if=/dev/zero of=/t/big bs=1k count=2048 2>/dev/null; du -k /t/big; stat -c %a /t"
     out = berthd.docker("run", "--rm", "--mount", "type=tmpfs,destination=/t,tmpfs-size=1m",
-                        "busybox", "sh", "-c", script).stdout  # fmt: skip
-    assert int(out.split()[0]) <= 1024
+                        "busybox", "sh", "-c", script).stdout.split()  # fmt: skip
+    assert int(out[0]) <= 1024 and out[-1] == "1777"
+    mode = berthd.docker("run", "--rm", "--mount", "type=tmpfs,dst=/t,tmpfs-mode=0700",
+                         "busybox", "stat", "-c", "%a", "/t").stdout  # fmt: skip
+    assert mode == "700\n"
 
 
 def test_image_volume_is_anonymous_populated_and_removed_with_v(

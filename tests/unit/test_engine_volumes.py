@@ -87,6 +87,7 @@ def test_parse_binds_mounts_and_image_volumes() -> None:
         (["/a:/m:bogus"], [], "invalid mode: bogus"),
         (["/a:/m", "/b:/m"], [], "Duplicate mount point: /m"),
         (["bad name:/m"], [], "includes invalid characters"),
+        (["/a:/tmp"], [], "Duplicate mount point: /tmp"),
         ([], [{"Type": "nfs", "Target": "/m"}], "mount type unknown"),
         ([], [{"Type": "bind", "Source": "/no/such/dir", "Target": "/m"}],
          "bind source path does not exist: /no/such/dir"),
@@ -96,7 +97,7 @@ def test_parse_binds_mounts_and_image_volumes() -> None:
 )  # fmt: skip
 def test_parse_refuses_bad_specs(binds: list[str], mounts: list[object], message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
-        cm.parse({"HostConfig": {"Binds": binds, "Mounts": mounts}}, None)
+        cm.parse({"HostConfig": {"Binds": binds, "Mounts": mounts, "Tmpfs": {"/tmp": ""}}}, None)
 
 
 def test_prepare_fills_new_volume_from_image_once(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ Rules:
 - A volume just made (empty) is filled from the image's directory at that path before first
   use, unless ``NoCopy``, as Docker does.
 - Binds are ``rbind`` (``ro`` when asked), volume dirs are bind-mounted the same way; tmpfs gets
-  ``size``/``mode`` from ``TmpfsOptions``.
+  ``size``/``mode`` (default 1777) from ``TmpfsOptions``. One mount per destination: a second
+  one in ``Binds``/``Mounts``/``Tmpfs`` is ``Duplicate mount point``; an image's VOLUME gives
+  way to an explicit mount there.
 - ``MountPoint`` rows are what inspect shows as ``Mounts`` and what ``rm -v`` reads to find the
   container's anonymous volumes.
 """
@@ -125,7 +127,7 @@ def parse(body: dict[str, Any], image_volumes: Any) -> list[MountSpec]:
     for target in declared:
         spec = MountSpec("volume", "", _check_target(str(target), str(target)))
         by_target[spec.target] = spec
-    explicit: set[str] = set()
+    explicit = {os.path.normpath(str(t)) for t in hc.get("Tmpfs") or {}}  # --tmpfs
     for text in hc.get("Binds") or []:
         spec = parse_bind(str(text))
         if spec.target in explicit:
@@ -179,11 +181,9 @@ def _prepare_one(
 ) -> None:
     bind_opts = ["rbind", "rprivate", *(["ro"] if spec.read_only else [])]
     if spec.kind == "tmpfs":
-        opts = ["nosuid", "nodev", "noexec"]
+        opts = ["noexec", "nosuid", "nodev", "rprivate", f"mode={spec.tmpfs_mode or 0o1777:o}"]
         if spec.tmpfs_size:
             opts.append(f"size={spec.tmpfs_size}")
-        if spec.tmpfs_mode:
-            opts.append(f"mode={spec.tmpfs_mode:o}")
         if spec.read_only:
             opts.append("ro")
         oci.append({"destination": spec.target, "type": "tmpfs", "source": "tmpfs",
