@@ -114,6 +114,8 @@ def test_image_volume_is_anonymous_populated_and_removed_with_v(
     assert set(_volume_names(berthd)) - before == {mount["Name"]}
     berthd.docker("rm", "-v", cid)
     assert set(_volume_names(berthd)) == before
+    berthd.docker("run", "--rm", "withvol", "true")  # --rm takes its anonymous volume too
+    assert set(_volume_names(berthd)) == before
     berthd.docker("rmi", "withvol")
 
 

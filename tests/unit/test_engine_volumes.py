@@ -29,7 +29,7 @@ def test_create_get_existing_and_anonymous(tmp_path: Path) -> None:
     assert [v.name for v in store.volumes()] == sorted(["data", anon.name])
     with pytest.raises(InvalidArgument, match="includes invalid characters"):
         store.create("a/b")
-    with pytest.raises(NotFound, match="plugin"):
+    with pytest.raises(NotFound, match='plugin "nfs" not found'):
         store.create("x", driver="nfs")
 
 

@@ -112,7 +112,7 @@ class VolumeStore:
     ) -> tuple[Volume, bool]:
         """The volume (made if missing) and whether this call made it."""
         if driver not in (None, "", DRIVER):
-            raise NotFound(f"error looking up volume plugin {driver}: plugin {driver!r} not found")
+            raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
         anonymous = not name
         if not name:
             name = secrets.token_hex(32)
