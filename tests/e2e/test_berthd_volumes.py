@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,10 @@ def test_volume_create_ls_inspect_rm_prune(berthd: Daemon) -> None:
     missing = berthd.docker("volume", "inspect", "vol1", check=False)
     assert missing.returncode == 1 and "no such volume" in missing.stderr
     assert berthd.docker("volume", "rm", "-f", "vol1").returncode == 0
+    events = berthd.docker("events", "--since", "0", "--until", f"{time.time():.9f}",
+                           "--filter", "volume=vol1",
+                           "--format", "{{.Type}} {{.Action}} {{.Actor.ID}}").stdout  # fmt: skip
+    assert events.splitlines() == ["volume create vol1", "volume destroy vol1"]
 
 
 def test_named_volume_is_shared_kept_and_in_use(berthd: Daemon) -> None:

@@ -85,8 +85,8 @@ async def inspect_volume(request: web.Request) -> web.StreamResponse:
 
 async def remove_volume(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
-    await asyncio.to_thread(store(request).remove, name, api.query_bool(request, "force"))
-    _event(request, "destroy", name)
+    if await asyncio.to_thread(store(request).remove, name, api.query_bool(request, "force")):
+        _event(request, "destroy", name)
     return web.Response(status=204)
 
 

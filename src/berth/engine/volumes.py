@@ -188,21 +188,22 @@ class VolumeStore:
                         users.append(cid)
         return found
 
-    def remove(self, name: str, force: bool = False) -> None:
+    def remove(self, name: str, force: bool = False) -> bool:
+        """Whether it was there (``force``: a missing volume is no error)."""
         try:
             self.get(name)
         except NotFound:
             if force:
-                return
+                return False
             raise
         users = self.users().get(name)
         if users:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
         shutil.rmtree(self._dir(name))
+        return True
 
     def remove_if_unused(self, name: str) -> bool:
         try:
-            self.remove(name)
+            return self.remove(name)
         except (NotFound, Conflict):
             return False
-        return True
