@@ -133,3 +133,16 @@ def test_prepare_does_not_follow_a_symlink_out_of_the_rootfs(tmp_path: Path) -> 
     (rootfs / "v").symlink_to(outside)
     cm.prepare(cm.parse({"HostConfig": {"Binds": ["vol:/v"]}}, None), store, str(rootfs))
     assert os.listdir(store.data_path("vol")) == []
+
+
+def test_a_claimed_volume_is_in_use_until_released(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    _, made = store.claim("held")
+    assert made
+    with pytest.raises(Conflict, match="a container being created"):
+        store.remove("held")
+    store.claim("held")  # a second create of the same volume
+    store.release(["held"])
+    assert not store.remove_if_unused("held")
+    store.release(["held"])
+    assert store.remove_if_unused("held")

@@ -9,6 +9,7 @@ Rules:
   value, before anything is made. ``prepare`` then makes what is missing: named volumes on
   demand, anonymous ones, a ``-v`` bind source as a directory (``--mount`` refuses a missing
   source with dockerd's 400).
+- Volumes are ``claim``-ed (in use for the store) until the caller ``release``-s them.
 - A volume just made (empty) is filled from the image's directory at that path before first
   use, unless ``NoCopy``, as Docker does.
 - Binds are ``rbind`` (``ro`` when asked), volume dirs are bind-mounted the same way; tmpfs gets
@@ -166,10 +167,16 @@ def prepare(
         for spec in specs:
             _prepare_one(spec, volumes, rootfs, oci, rows)
     except BaseException:
+        volumes.release(claimed(rows))
         for name in anonymous_volumes(rows):
             volumes.remove_if_unused(name)
         raise
     return oci, rows
+
+
+def claimed(rows: list[dict[str, Any]]) -> list[str]:
+    """The volumes ``prepare`` claimed (the caller releases them once config.json is written)."""
+    return [str(r["Name"]) for r in rows if r.get("Type") == "volume"]
 
 
 def _prepare_one(
@@ -200,7 +207,7 @@ def _prepare_one(
                      "Mode": "ro" if spec.read_only else "", "RW": not spec.read_only,
                      "Propagation": "rprivate"})  # fmt: skip
         return
-    volume, made = volumes.create(spec.source or None)
+    volume, made = volumes.claim(spec.source or None)
     if made and not spec.no_copy:
         _copy_up(rootfs, os.path.join(rootfs, spec.target.lstrip("/")), volume.mountpoint)
     oci.append({"destination": spec.target, "type": "bind", "source": volume.mountpoint,

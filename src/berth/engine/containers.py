@@ -412,6 +412,7 @@ class ContainerManager:
         rootfs = os.path.join(directory, "rootfs")
         mounted = False
         mount_rows: list[dict[str, Any]] = []
+        volumes_claimed = False
         try:
             os.mkdir(rootfs, 0o755)
             mounts = self.images.container_mounts(image, cid)
@@ -427,11 +428,14 @@ class ContainerManager:
             cwd = str((spec.get("process") or {}).get("cwd") or "/")
             make_dir_in(rootfs, cwd)
             extra, mount_rows = container_mounts.prepare(mount_specs, self.volumes, rootfs)
+            volumes_claimed = True
             spec["mounts"].extend(extra)
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
             runtime_store.write_atomically(os.path.join(directory, "config.json"), data, 0o600)
+            self.volumes.release(container_mounts.claimed(mount_rows))  # config.json holds them
+            volumes_claimed = False
             args = [str(a) for a in (spec.get("process") or {}).get("args") or []]
             host_config = dict(body.get("HostConfig") or {})
             rec = Record(
@@ -457,6 +461,8 @@ class ContainerManager:
             with contextlib.suppress(BerthError, OSError):
                 self.images.remove_container(cid)
             shutil.rmtree(directory, ignore_errors=True)
+            if volumes_claimed:
+                self.volumes.release(container_mounts.claimed(mount_rows))
             for volume in container_mounts.anonymous_volumes(mount_rows):
                 self.volumes.remove_if_unused(volume)
             raise

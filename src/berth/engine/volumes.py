@@ -14,6 +14,9 @@ Rules:
 - A volume is in use while some container's ``config.json`` bind-mounts its ``_data``; the
   container's bundle is the only truth (no second list to drift after a crash or restart).
   Removing a volume in use is dockerd's 409 ``volume is in use - [ids]``.
+- A container being created holds its volumes (``claim`` ... ``release``) until its
+  ``config.json`` is written; removal and prune skip a held volume as in use. Claims and
+  removals take one lock, so a prune never deletes a volume a create just picked.
 - Blocking (file system) calls: the API runs them in worker threads.
 """
 
@@ -24,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +39,10 @@ from berth.errors import Conflict, InvalidArgument, NotFound
 DRIVER = "local"
 RECORD = "volume.json"
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+# Claims of creates in progress: (volumes root, name) -> how many; guarded by _LOCK, which
+# removals hold from their in-use check to the rmtree.
+_LOCK = threading.Lock()
+_CLAIMS: dict[tuple[str, str], int] = {}
 
 
 def _rfc3339(ts: float) -> str:
@@ -136,6 +144,22 @@ class VolumeStore:
         os.replace(tmp, os.path.join(directory, RECORD))
         return self.get(name), True
 
+    def claim(self, name: str | None) -> tuple[Volume, bool]:
+        """``create`` for a container being made: held in use until ``release``."""
+        with _LOCK:
+            volume, made = self.create(name)
+            key = (self.root, volume.name)
+            _CLAIMS[key] = _CLAIMS.get(key, 0) + 1
+        return volume, made
+
+    def release(self, names: list[str]) -> None:
+        with _LOCK:
+            for name in names:
+                key = (self.root, name)
+                _CLAIMS[key] = _CLAIMS.get(key, 1) - 1
+                if _CLAIMS[key] <= 0:
+                    del _CLAIMS[key]
+
     def get(self, name: str) -> Volume:
         path = os.path.join(self._dir(name), RECORD)
         try:
@@ -196,10 +220,12 @@ class VolumeStore:
             if force:
                 return False
             raise
-        users = self.users().get(name)
-        if users:
-            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
-        shutil.rmtree(self._dir(name))
+        with _LOCK:
+            users = self.users().get(name)
+            if users or (self.root, name) in _CLAIMS:
+                held = ", ".join(users or ["a container being created"])
+                raise Conflict(f"remove {name}: volume is in use - [{held}]")
+            shutil.rmtree(self._dir(name))
         return True
 
     def remove_if_unused(self, name: str) -> bool:
