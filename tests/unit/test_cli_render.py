@@ -13,7 +13,6 @@ from berth.cli.render import (
     binary_size,
     ellipsis,
     format_rows,
-    human_duration,
     human_size,
     parse_rfc3339,
 )
@@ -124,17 +123,6 @@ def test_binary_size_and_precision() -> None:
     assert binary_size(1536 * 1024) == "1.5MiB"
     assert binary_size(24 * 1024**3) == "24GiB"
     assert human_size(2141234, 4) == "2.141MB"
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(0.5, "Less than a second"), (1, "1 second"), (59, "59 seconds"), (60, "About a minute"),
-     (150, "2 minutes"), (3600, "About an hour"), (3 * 3600, "3 hours"),
-     (3 * 86400, "3 days"), (20 * 86400, "2 weeks"), (90 * 86400, "3 months"),
-     (3 * 365 * 86400, "3 years")],
-)  # fmt: skip
-def test_human_duration(seconds: float, text: str) -> None:
-    assert human_duration(seconds) == text
 
 
 def test_ellipsis_and_rfc3339() -> None:

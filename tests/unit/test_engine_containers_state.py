@@ -20,7 +20,6 @@ from berth.engine.containers_state import (
     Record,
     check_name,
     generate_name,
-    human_duration,
     merged_config,
     parse_rfc3339,
 )
@@ -36,26 +35,6 @@ def test_names_follow_dockers_rules() -> None:
     taken = {generate_name(set()) for _ in range(20)}
     assert all(n.startswith("/") and "_" in n for n in taken)
     assert generate_name(taken) not in taken
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [
-        (0.4, "Less than a second"),
-        (1, "1 second"),
-        (59, "59 seconds"),
-        (60, "About a minute"),
-        (300, "5 minutes"),
-        (3600, "About an hour"),
-        (5 * 3600, "5 hours"),
-        (3 * 86400, "3 days"),
-        (20 * 86400, "2 weeks"),
-        (90 * 86400, "3 months"),
-        (800 * 86400, "2 years"),
-    ],
-)
-def test_human_duration_is_dockers(seconds: float, text: str) -> None:
-    assert human_duration(seconds) == text
 
 
 def test_rfc3339_with_nanoseconds() -> None:
