@@ -20,8 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,10 @@ import pytest
 from runtime_suite import BINARIES, container_cgroups, is_plain_id
 
 import leakcheck
+from bundles import Bundle, BundleFactory, runc_default_spec
 
 REPO = Path(__file__).resolve().parents[3]
 TIMEOUT = 30.0  # seconds for one runtime command; a hung runtime fails the test, not the run
-
-Edit = Callable[[dict[str, Any]], None]
 
 
 # --------------------------------------------------------------------------- rootfs and spec
@@ -64,9 +62,7 @@ def runtime_busybox_rootfs(request: pytest.FixtureRequest, tmp_path_factory: Any
 @pytest.fixture(scope="session")
 def base_spec(tmp_path_factory: Any) -> dict[str, Any]:
     """runc's default config.json (`runc spec`), captured once per session."""
-    where = tmp_path_factory.mktemp("runc-spec")
-    subprocess.run([BINARIES["runc"], "spec"], cwd=where, check=True, timeout=TIMEOUT)
-    return json.loads((where / "config.json").read_text())
+    return runc_default_spec(BINARIES["runc"], tmp_path_factory.mktemp("runc-spec"), TIMEOUT)
 
 
 # --------------------------------------------------------------------------- work dir
@@ -84,69 +80,6 @@ def rt_workdir() -> Iterator[Path]:
 
 
 # --------------------------------------------------------------------------- bundles
-
-
-@dataclass
-class Bundle:
-    path: Path
-    config: dict[str, Any]
-
-    @property
-    def rootfs(self) -> Path:
-        return self.path / "rootfs"
-
-    def write(self) -> None:
-        """Write ``config`` again after a test changed it."""
-        (self.path / "config.json").write_text(json.dumps(self.config, indent=2))
-
-
-class BundleFactory:
-    """``bundle(args, edit)`` writes a bundle: runc's default config with terminal false, the
-    given args and a unique hostname, ``edit(config)`` applied last, and a private copy of the
-    busybox rootfs (owned by ``rootfs_owner`` when given, for user namespaces)."""
-
-    def __init__(self, base: dict[str, Any], rootfs: Path, workdir: Path) -> None:
-        self._base = base
-        self._rootfs = rootfs
-        self._dir = workdir / "bundles"
-        self._count = 0
-
-    def __call__(
-        self,
-        args: Sequence[str] = ("true",),
-        edit: Edit | None = None,
-        *,
-        rootfs: bool = True,
-        rootfs_owner: tuple[int, int] | None = None,
-    ) -> Bundle:
-        self._count += 1
-        path = self._dir / f"b{self._count}"
-        path.mkdir(parents=True)
-        path.chmod(0o711)
-        config = json.loads(json.dumps(self._base))
-        config["process"]["terminal"] = False
-        config["process"]["args"] = list(args)
-        config["hostname"] = f"box-{uuid.uuid4().hex[:8]}"
-        if edit is not None:
-            edit(config)
-        if rootfs:
-            shutil.copytree(self._rootfs, path / "rootfs", symlinks=True)
-            if rootfs_owner is not None:
-                _chown_tree(path / "rootfs", *rootfs_owner)
-        bundle = Bundle(path, config)
-        bundle.write()
-        return bundle
-
-    def sh(self, script: str, edit: Edit | None = None, **kwargs: Any) -> Bundle:
-        """A bundle whose process is ``sh -c script``."""
-        return self(["sh", "-c", script], edit, **kwargs)
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.lchown(root, uid, gid)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            os.lchown(os.path.join(dirpath, name), uid, gid)
 
 
 @pytest.fixture
