@@ -6,7 +6,6 @@ both formats, and ``zstandard`` imported only when a zstd layer is seen."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -20,6 +19,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from test_image_archive import config_for, sha, tar_bytes
 
 from berth.errors import InvalidArgument
 from berth.image import archive
@@ -35,27 +35,7 @@ from berth.image.layers import (
 from berth.image.store import Image, ImageStore
 from berth.spec import image as spec
 
-MTIME = 1_700_000_000
 SKIPPABLE = b"\x50\x2a\x4d\x18" + (5).to_bytes(4, "little") + b"berth"  # what zstd:chunked adds
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def tar_bytes(*entries: tuple[str, bytes | None]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in entries:
-            info = tarfile.TarInfo(name.rstrip("/"))
-            info.mtime = MTIME
-            if data is None:
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                tar.addfile(info)
-            else:
-                info.size, info.mode = len(data), 0o644
-                tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def zstd(data: bytes, level: int = 3) -> bytes:
@@ -246,15 +226,8 @@ LAYER = tar_bytes(("etc/", None), ("etc/conf", b"conf" * 2000), ("hello", b"hell
 
 
 def zstd_image(store: ImageStore, blobs: list[bytes], raws: list[bytes], ref: str) -> Image:
-    config = spec.ImageConfig(
-        architecture="amd64",
-        os="linux",
-        created="2024-05-01T10:00:00Z",
-        rootfs=spec.RootFS(diff_ids=tuple(sha(raw) for raw in raws)),
-        config=spec.ContainerConfig(cmd=("sh",)),
-    )
     descs = [store.content.put_bytes(b).descriptor(spec.OCI_LAYER_ZSTD) for b in blobs]
-    return store.write_image(config, descs, ref)
+    return store.write_image(config_for([sha(raw) for raw in raws]), descs, ref)
 
 
 @pytest.fixture
