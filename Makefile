@@ -7,8 +7,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # busybox-static: base root filesystems; runc, crun, podman: the peers the tests and benchmarks
 # compare against; libseccomp2: loaded through ctypes by the runtime; time (GNU): the
-# benchmarks' peak-RSS readings.
-DEB_PACKAGES := busybox-static debootstrap libseccomp2 runc crun podman buildah skopeo umoci iproute2 util-linux procps time docker.io
+# benchmarks' peak-RSS readings; nftables: published ports, NAT and isolation of networks;
+# iptables: what dockerd needs for its bridge networks (the peer in network tests and
+# benchmarks); docker-registry: the reference registry, the peer of Berth's registry.
+DEB_PACKAGES := busybox-static debootstrap libseccomp2 runc crun podman buildah skopeo umoci iproute2 util-linux procps time docker.io nftables iptables docker-registry
 
 .PHONY: install demo test lint unit integration bench clean
 install: $(STAMP) $(VENV)/bin/berth-runtime $(VENV)/bin/berth
