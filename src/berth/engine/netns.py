@@ -1,0 +1,127 @@
+"""Network namespaces that berthd owns: made, pinned to a file, entered by one thread, removed.
+
+Why: a container's network is set up before the container exists (its veth, address and
+routes, its embedded DNS socket), and outlives a restart of its process, so berthd makes the
+namespace itself and hands the runtime its path (``linux.namespaces[].path``), as dockerd's
+sandboxes do.
+
+Rules:
+- A namespace lives as long as its pin: a bind mount of the namespace file on an empty regular
+  file (``create``); ``remove`` detaches the mount and deletes the file. Nothing else keeps it.
+- Entering a namespace changes only the calling thread (``setns`` is per task), so code runs in
+  one only on a thread made for it (``run_in``): the thread enters, runs, and goes back to the
+  namespace it came from before it ends. Sockets (netlink ones too) stay bound to the namespace
+  they were made in, so a socket made by ``run_in`` is used from any thread afterwards.
+- Blocking calls: the caller of ``create``/``remove``/``run_in`` from asyncio uses
+  ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from berth.runtime.loopback import bring_up
+from berth.runtime.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, Syscalls
+
+T = TypeVar("T")
+
+
+@functools.cache
+def _syscalls() -> Syscalls:
+    return Syscalls()
+
+
+def _own_netns_file() -> str:
+    return f"/proc/self/task/{threading.get_native_id()}/ns/net"
+
+
+def _on_new_thread(work: Callable[[], T]) -> T:
+    """``work()`` on a thread of its own (whose namespaces may change); its result or error."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            result.append(work())
+        except BaseException as e:  # re-raised in the caller
+            error.append(e)
+
+    thread = threading.Thread(target=body, name="netns")
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def create(path: str, loopback_up: bool = True) -> None:
+    """A new network namespace pinned at ``path`` (which must not exist), ``lo`` up unless
+    told otherwise. On failure nothing is left at ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+
+    def make() -> None:
+        calls = _syscalls()
+        calls.unshare(CLONE_NEWNET)  # this thread only; it ends right after
+        calls.mount(_own_netns_file(), path, None, MS_BIND, None)
+        if loopback_up:
+            bring_up()
+
+    try:
+        _on_new_thread(make)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _syscalls().umount2(path, MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
+def remove(path: str) -> None:
+    """Unpin and delete; a namespace still used by a process lives on until that one ends.
+    A missing pin is not an error (removal is idempotent)."""
+    with contextlib.suppress(OSError):
+        _syscalls().umount2(path, MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def is_pinned(path: str) -> bool:
+    """Whether ``path`` holds a network namespace (and not the empty file under it)."""
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path) or ".").st_dev
+    except OSError:
+        return False
+
+
+def run_in(path: str, work: Callable[[], T]) -> T:
+    """``work()`` inside the namespace pinned at ``path``, on a thread of its own."""
+
+    def entered() -> T:
+        calls = _syscalls()
+        own = os.open(_own_netns_file(), os.O_RDONLY)
+        try:
+            target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                calls.setns(target, CLONE_NEWNET)
+            finally:
+                os.close(target)
+            try:
+                return work()
+            finally:
+                calls.setns(own, CLONE_NEWNET)
+        finally:
+            os.close(own)
+
+    return _on_new_thread(entered)
+
+
+def socket_in(path: str, family: int, kind: int) -> socket.socket:
+    """A socket bound to the namespace at ``path`` (close it as any socket)."""
+    return run_in(path, lambda: socket.socket(family, kind))

@@ -1,0 +1,85 @@
+"""engine.netns on the real kernel: a pinned namespace of its own, entered by one thread only."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from berth.engine import netns
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+
+def _interfaces() -> dict[str, int]:
+    """Interface names of the calling thread's namespace, with their flags (SIOCGIFFLAGS)."""
+    import fcntl
+    import struct
+
+    with open("/proc/thread-self/net/dev") as f:
+        names = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+    flags = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for name in names:
+            req = struct.pack("16sH22x", name.encode(), 0)
+            flags[name] = struct.unpack("16sH22x", fcntl.ioctl(s.fileno(), 0x8913, req))[1]
+    return flags
+
+
+@pytest.fixture
+def pinned(tmp_path: Path):
+    path = str(tmp_path / "ns")
+    netns.create(path)
+    yield path
+    netns.remove(path)
+
+
+def test_a_new_namespace_has_only_lo_and_it_is_up(pinned: str) -> None:
+    assert netns.is_pinned(pinned)
+    inside = netns.run_in(pinned, _interfaces)
+    assert sorted(inside) == ["lo"]
+    assert inside["lo"] & 0x1  # IFF_UP
+
+
+def test_sockets_made_in_it_stay_there(pinned: str) -> None:
+    """A listener on 127.0.0.11 in the namespace is unreachable from the host's loopback and
+    reachable from inside; the caller's own namespace never changed."""
+    own = os.readlink("/proc/thread-self/ns/net")
+    listener = netns.socket_in(pinned, socket.AF_INET, socket.SOCK_STREAM)
+    with listener:
+        listener.bind(("127.0.0.11", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def connect() -> bool:
+            with socket.create_connection(("127.0.0.11", port), timeout=2):
+                return True
+
+        assert netns.run_in(pinned, connect)
+        with pytest.raises(OSError), socket.create_connection(("127.0.0.11", port), timeout=1):
+            pass
+    assert os.readlink("/proc/thread-self/ns/net") == own
+
+
+def test_errors_inside_come_back_and_remove_leaves_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "ns")
+    netns.create(path)
+
+    def fail() -> None:
+        raise ValueError("inside")
+
+    with pytest.raises(ValueError, match="inside"):
+        netns.run_in(path, fail)
+    netns.remove(path)
+    assert not os.path.exists(path) and not netns.is_pinned(path)
+    netns.remove(path)  # idempotent
+
+
+def test_create_over_an_existing_file_fails_and_keeps_it(tmp_path: Path) -> None:
+    path = tmp_path / "ns"
+    path.write_text("mine")
+    with pytest.raises(FileExistsError):
+        netns.create(str(path))
+    assert path.read_text() == "mine"
