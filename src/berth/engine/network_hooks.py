@@ -7,6 +7,8 @@ Rules:
   daemon start, once per existing network, so hooks rebuild their state), ``sandbox_ready``
   after a container's namespace has all its endpoints and before its process starts,
   ``sandbox_gone`` before the namespace is removed, ``network_removed`` before the bridge goes.
+  A running container connected to or disconnected from a network gets ``sandbox_ready``
+  again with its new endpoints: hooks treat it as "make it so" (idempotent, by container id).
 - A hook that raises in ``network_added`` or ``sandbox_ready`` aborts that step: the networks
   code undoes its own part and calls the matching ``*_removed``/``*_gone`` of the hooks that
   already ran, so nothing is left half-made. ``*_removed``/``*_gone`` never raise (they log).
