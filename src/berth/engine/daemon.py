@@ -1,7 +1,7 @@
 """``berthd``: the engine daemon's command line, start-up and shutdown.
 
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
-           [--debug]
+           [--ip-forward=true|false] [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -16,6 +16,9 @@ Rules:
 - Containers (``containers.ContainerManager``) are loaded before the API serves, with the
   supervisor started if none serves the data root; the supervisor and its containers outlive
   the daemon. Their cgroups go under ``--cgroup-parent`` (relative to the daemon's own).
+- Networks (``networks.NetworkManager``) live in berthd's network namespace; with
+  ``--ip-forward`` (the default, as dockerd) forwarding is enabled there once a masquerading
+  network exists. A stop leaves every bridge, veth and namespace as it is.
 - Logging goes to stderr through ``logging``; ``--debug`` adds one line per request.
 """
 
@@ -43,6 +46,7 @@ from berth.engine import api, api_containers, api_exec
 from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
 from berth.engine.execs import ExecManager
 from berth.engine.health import HealthMonitor
+from berth.engine.networks import NetworkManager
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.image.store import ImageStore
@@ -104,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         "--cgroup-parent",
         default=DEFAULT_CGROUP_PARENT,
         help="the cgroup containers go under, relative to the daemon's own",
+    )
+    p.add_argument(
+        "--ip-forward",
+        default="true",
+        choices=("true", "false"),
+        help="enable net.ipv4.ip_forward in berthd's namespace (default true)",
     )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
@@ -180,6 +190,7 @@ async def serve(
     debug: bool = False,
     stop: asyncio.Event | None = None,
     cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+    ip_forward: bool = True,
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -198,7 +209,12 @@ async def serve(
             debug=debug,
         )
         containers = ContainerManager(
-            paths, state.images, state.image_lock, cgroup_parent, events=state.events
+            paths,
+            state.images,
+            state.image_lock,
+            cgroup_parent,
+            events=state.events,
+            networks=NetworkManager(paths, state.events, ip_forward=ip_forward),
         )
         await containers.open()
         state.containers = containers
@@ -268,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 context,
                 debug=args.debug,
                 cgroup_parent=args.cgroup_parent,
+                ip_forward=args.ip_forward == "true",
             )
         )
     except BerthError as e:
