@@ -83,7 +83,7 @@ def test_two_containers_on_a_user_network_reach_each_other(berthd: Daemon) -> No
         assert net["IPAM"]["Config"][0] == {"Subnet": "10.77.0.0/24", "Gateway": "10.77.0.1"}
         assert net["Labels"] == {"k": "v"}
         berthd.docker("run", "-d", "--name", "srv", "--network", "net1", "--ip", "10.77.0.50",
-                      "--network-alias", "web", "busybox", "nc", "-lk", "-p", "8080",
+                      "--network-alias", "web", "busybox", "nc", "-ll", "-p", "8080",
                       "-e", "echo", "hello")  # fmt: skip
         settings = _inspect(berthd, "container", "srv")["NetworkSettings"]["Networks"]["net1"]
         assert settings["IPAddress"] == "10.77.0.50" and settings["IPPrefixLen"] == 24
@@ -180,16 +180,16 @@ def test_connect_disconnect_and_prune_with_docker_py(berthd: Daemon) -> None:
 def test_a_daemon_restart_then_removal_leaves_nothing() -> None:
     with own_berthd("berthd-net-") as (d, relaunch):
         d.docker("network", "create", "keep")
-        d.docker("run", "-d", "--name", "a", "--network", "keep", "busybox", "sleep", "60")
-        d.docker("run", "-d", "--name", "b", "--network", "keep", "busybox", "sleep", "0.5")
-        ip = _inspect(d, "container", "a")["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
+        d.docker("run", "-d", "--name", "na", "--network", "keep", "busybox", "sleep", "60")
+        d.docker("run", "-d", "--name", "nb", "--network", "keep", "busybox", "sleep", "0.5")
+        ip = _inspect(d, "container", "na")["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
         relaunch()
-        assert _inspect(d, "container", "b")["State"]["Status"] == "exited"
-        assert len(_veths(d)) == 1 and _pins(d) == [_inspect(d, "container", "a")["Id"]]
+        assert _inspect(d, "container", "nb")["State"]["Status"] == "exited"
+        assert len(_veths(d)) == 1 and _pins(d) == [_inspect(d, "container", "na")["Id"]]
         out = d.docker("run", "--rm", "--network", "keep", "busybox", "ping", "-c1", "-W2", ip)
         assert "1 packets received" in out.stdout
-        d.docker("rm", "-f", "a", "b")
+        d.docker("rm", "-f", "na", "nb")
         d.docker("network", "rm", "keep")
         _nothing_left(d)
