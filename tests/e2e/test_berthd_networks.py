@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -77,6 +78,7 @@ def test_predefined_networks_and_the_default_bridge(berthd: Daemon) -> None:
 
 
 def test_two_containers_on_a_user_network_reach_each_other(berthd: Daemon) -> None:
+    since = str(int(time.time()) - 1)
     berthd.docker("network", "create", "--subnet", "10.77.0.0/24", "--label", "k=v", "net1")
     try:
         net = _inspect(berthd, "network", "net1")
@@ -109,6 +111,12 @@ def test_two_containers_on_a_user_network_reach_each_other(berthd: Daemon) -> No
         assert _veths(berthd)
         berthd.docker("rm", "-f", "srv")
         _nothing_left(berthd)
+        berthd.docker("network", "rm", "net1")
+        events = berthd.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                               "--filter", "type=network", "--filter", f"network={net['Id']}",
+                               "--format", "{{.Action}}").stdout.split()  # fmt: skip
+        assert events[0] == "create" and events[-1] == "destroy" and "connect" in events
+        assert "disconnect" in events
     finally:
         berthd.docker("rm", "-f", "srv", check=False)
         berthd.docker("network", "rm", "net1", check=False)
@@ -126,6 +134,10 @@ def test_bad_input_is_refused_with_dockers_words(berthd: Daemon) -> None:
         assert v6.returncode != 0 and "IPv6" in v6.stderr
         unknown = berthd.docker("run", "--rm", "--network", "nosuch", "busybox", check=False)
         assert "network nosuch not found" in unknown.stderr
+        failed = berthd.docker(
+            "run", "--rm", "--network", "ovl", "busybox", "/no/such", check=False
+        )
+        assert failed.returncode != 0 and not _veths(berthd) and not _pins(berthd)
         missing = berthd.docker("network", "inspect", "nosuch", check=False)
         assert missing.returncode != 0
         assert "ovl2" not in berthd.docker("network", "ls").stdout
@@ -138,6 +150,12 @@ def test_none_host_and_container_modes(berthd: Daemon) -> None:
     out = berthd.docker("run", "--rm", "--network", "none", "busybox", "cat", "/proc/net/dev")
     names = {line.split(":")[0].strip() for line in out.stdout.splitlines()[2:]}
     assert names == {"lo"}
+    cat = "cat /etc/hosts /etc/resolv.conf /etc/hostname"
+    files = berthd.docker("run", "--rm", "--add-host", "extra.test:10.1.2.3", "--dns",
+                          "9.9.9.9", "--dns-search", "example.test", "--hostname", "hn",
+                          "busybox", "sh", "-c", cat)  # fmt: skip
+    assert "10.1.2.3\textra.test" in files.stdout and "nameserver 9.9.9.9" in files.stdout
+    assert "search example.test" in files.stdout and files.stdout.endswith("hn\n")
     host = berthd.docker("run", "--rm", "--network", "host", "busybox", "cat", "/proc/net/dev")
     assert "berth0" in host.stdout  # berthd's namespace
     berthd.docker("run", "-d", "--name", "owner", "busybox", "sleep", "30")

@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ip-forward",
+        nargs="?",
+        const="true",
         default="true",
         choices=("true", "false"),
         help="enable net.ipv4.ip_forward in berthd's namespace (default true)",
