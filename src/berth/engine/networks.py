@@ -2,9 +2,11 @@
 
 Rules:
 - Records (``network_store``) under ``<data_root>/networks``; the three predefined networks
-  exist from the first start. A bridge network's bridge is made when the network is (and at
-  daemon start when missing) and deleted when the network is removed; nothing else removes it
-  (a daemon stop leaves networking as it is, as dockerd's live-restore does).
+  exist from the first start. A user network's bridge is made when the network is (and at
+  daemon start when missing); the default bridge (``berth0``) when the first container needs
+  it (and at daemon start if it exists or a running container uses it), so a daemon that runs
+  no container touches no interface. A bridge is deleted when its network is removed; nothing
+  else removes it (a daemon stop leaves networking as it is, as dockerd's live-restore does).
 - A container's networking (``network_sandbox``) is planned at create (mode and endpoints
   validated, unknown networks refused, the three /etc files written) and made at each start
   (``attach``): a namespace pinned at ``<run>/netns/<id>`` (the spec joins that path, fixed at
@@ -78,6 +80,7 @@ class NetworkManager:
         self.sandboxes: dict[str, Sandbox] = {}
         self.taken: dict[str, set[str]] = {}
         self.hooks: list[NetworkHooks] = []
+        self.up: set[str] = set()  # networks whose bridge is up and hooks told
         self.lock = asyncio.Lock()
         self.containers: ContainerLookup | None = None
 
@@ -163,9 +166,11 @@ class NetworkManager:
                 for ep in sandbox.endpoints:
                     if sandbox.active and ep.ip:
                         self.taken.setdefault(ep.network_id, set()).add(ep.ip)
+        existing = set(await asyncio.to_thread(links.link_names, self.host_netns))
+        used = {ep.network_id for s in self.sandboxes.values() if s.active for ep in s.endpoints}
         async with self.lock:
             for net in list(self.networks.values()):
-                if net.is_bridge:
+                if net.is_bridge and (net.user_defined or net.bridge in existing or net.id in used):
                     try:
                         await self._bring_up(net)
                     except BerthError as e:
@@ -196,6 +201,7 @@ class NetworkManager:
             for hook in reversed(done):
                 await hook.network_removed(self.view(net))
             raise
+        self.up.add(net.id)
 
     async def reconcile(self) -> None:
         """After the containers are loaded: release what no running container owns, remove
@@ -317,9 +323,11 @@ class NetworkManager:
                     " endpoints"
                 )
             view = self.view(net)
-            for hook in reversed(self.hooks):
-                await hook.network_removed(view)
+            if net.id in self.up:
+                for hook in reversed(self.hooks):
+                    await hook.network_removed(view)
             await asyncio.to_thread(links.remove_link, self.host_netns, net.bridge)
+            self.up.discard(net.id)
             await asyncio.to_thread(self.store.delete, net.id)
             del self.networks[net.id]
             self.taken.pop(net.id, None)
@@ -538,6 +546,8 @@ class NetworkManager:
         self, sandbox: Sandbox, ep: Endpoint, route: bool, directory: str
     ) -> None:
         net = self.networks[ep.network_id]
+        if net.id not in self.up:
+            await self._bring_up(net)
         taken = self.taken.setdefault(net.id, set())
         ip = (
             ipam.check_static(net, ep.static_ip, taken)

@@ -143,8 +143,8 @@ def test_containers_on_a_user_network_reach_each_other_and_leave_nothing(
     async def main() -> None:
         w = World(tmp_path, host)
         await w.m.open()
-        assert ("network_added", "bridge") in w.hooks.calls
-        assert "berth0" in await _names(host)
+        assert "berth0" not in await _names(host)  # made for the first container on it
+        assert w.hooks.calls == []
         net = await w.m.create({"Name": "n1", "IPAM": {"Config": [{"Subnet": "10.55.0.0/24"}]}})
         a, b = w.container("aa", "n1"), w.container("bb", "n1", ip="10.55.0.9")
         await w.start(a)
@@ -157,6 +157,13 @@ def test_containers_on_a_user_network_reach_each_other_and_leave_nothing(
         assert w.m.lookup(a.id, "example.com") is None
         inside = await _names(w.m.pin(a.id))
         assert sorted(inside) == ["eth0", "lo"]
+        assert w.hooks.calls[:3] == [
+            ("network_added", "n1"), ("sandbox_ready", "aa"), ("sandbox_ready", "bb")
+        ]  # fmt: skip
+        default = w.container("df")
+        await w.start(default)
+        assert "berth0" in await _names(host) and ("network_added", "bridge") in w.hooks.calls
+        await w.stop(default)
         hosts = (Path(w.paths.container(a.id)) / "hosts").read_text()
         assert f"10.55.0.2\t{a.id[:12]}" in hosts
         resolv = (Path(w.paths.container(a.id)) / "resolv.conf").read_text()
