@@ -114,9 +114,11 @@ class Sandbox:
             joined=str(d.get("Joined") or ""),
         )
 
-    def save(self, directory: str) -> None:
+    def save(self, directory: str, durable: bool = True) -> None:
+        """``durable=False`` for the runtime half alone (it means nothing after a reboot)."""
         data = json.dumps(self.to_json(), separators=(",", ":")).encode() + b"\n"
-        runtime_store.write_atomically(os.path.join(directory, STATE_FILE), data, 0o600)
+        path = os.path.join(directory, STATE_FILE)
+        runtime_store.write_atomically(path, data, 0o600, durable=durable)
 
     @staticmethod
     def load(directory: str) -> Sandbox | None:

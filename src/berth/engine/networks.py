@@ -37,7 +37,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from berth.engine import netns
+from berth.engine import netns, network_connect
 from berth.engine import network_files as files
 from berth.engine import network_links as links
 from berth.engine import network_store as ipam
@@ -533,7 +533,7 @@ class NetworkManager:
                 await hook.sandbox_gone(view)
             raise
         sandbox.active = True
-        await asyncio.to_thread(sandbox.save, directory)
+        await asyncio.to_thread(sandbox.save, directory, False)
 
     def _ifname(self, sandbox: Sandbox) -> str:
         used = {ep.ifname for ep in sandbox.endpoints if ep.ifname}
@@ -559,7 +559,7 @@ class NetworkManager:
         ep.endpoint_id = secrets.token_hex(32)
         ep.ifname = self._ifname(sandbox) if not ep.ifname else ep.ifname
         ep.host_if = "veth" + secrets.token_hex(4)[:7]
-        await asyncio.to_thread(sandbox.save, directory)  # the veth's name first (rules)
+        await asyncio.to_thread(sandbox.save, directory, False)  # the veth's name first
         await asyncio.to_thread(
             lambda: links.add_endpoint(
                 self.host_netns,
@@ -610,7 +610,7 @@ class NetworkManager:
         sandbox.sandbox_id = ""
         directory = self.paths.container(sandbox.container_id)
         if os.path.isdir(directory):
-            await asyncio.to_thread(sandbox.save, directory)
+            await asyncio.to_thread(sandbox.save, directory, False)
 
     async def forget(self, cid: str) -> None:
         """The container is being removed: release, then drop its plan."""
@@ -701,101 +701,8 @@ class NetworkManager:
         return sandbox is not None and sandbox.endpoint(net.id) is not None
 
     # ----------------------------------------------------------------- connect, disconnect
-    def _sandbox_of(self, rec: Record) -> Sandbox:
-        sandbox = self.sandboxes.get(rec.id)
-        if sandbox is None or not sandbox.own_netns:
-            raise Forbidden(
-                "container sharing network namespace with another container or host cannot be"
-                " connected to any other network"
-            )
-        if sandbox.mode == "none":
-            raise Forbidden(
-                "Container cannot be connected to multiple networks with one of the networks in"
-                " private (none) mode"
-            )
-        return sandbox
-
     async def connect(self, net_ref: str, container_ref: str, config: dict[str, Any]) -> None:
-        """``docker network connect``: a new endpoint, made at once if the container runs."""
-        if self.containers is None:
-            raise NotFound(f"No such container: {container_ref}")
-        net = self.get(net_ref)
-        rec = self.containers.get(container_ref)
-        if not net.is_bridge:
-            raise Forbidden(f"container cannot be connected to the {net.name} network")
-        async with self.containers.lock_of(rec.id):
-            sandbox = self._sandbox_of(rec)
-            if sandbox.endpoint(net.id) is not None:
-                raise Forbidden(
-                    f"endpoint with name {rec.name.lstrip('/')} already exists in network"
-                    f" {net.name}"
-                )
-            ep = self._endpoint(net, config)
-            directory = self.paths.container(rec.id)
-            async with self.lock:
-                sandbox.endpoints.append(ep)
-                if not (rec.running and sandbox.active):
-                    await asyncio.to_thread(sandbox.save, directory)
-                    return
-                try:
-                    first = not any(e.endpoint_id for e in sandbox.endpoints)
-                    await self._add_endpoint(sandbox, ep, first, directory)
-                    await self._changed(sandbox, rec, directory)
-                except BaseException:
-                    await self._drop_endpoint(sandbox, ep)
-                    await asyncio.to_thread(sandbox.save, directory)
-                    raise
-        self._emit("connect", net, container=rec.id)
+        await network_connect.connect(self, net_ref, container_ref, config)
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
-        if self.containers is None:
-            raise NotFound(f"No such container: {container_ref}")
-        net = self.get(net_ref)
-        try:
-            rec = self.containers.get(container_ref)
-        except NotFound:
-            if force:
-                return
-            raise
-        async with self.containers.lock_of(rec.id):
-            sandbox = self.sandboxes.get(rec.id)
-            ep = sandbox.endpoint(net.id) if sandbox is not None else None
-            if sandbox is None or ep is None:
-                raise Forbidden(f"container {rec.id} is not connected to network {net.name}")
-            directory = self.paths.container(rec.id)
-            async with self.lock:
-                was_up = bool(ep.endpoint_id)
-                await self._drop_endpoint(sandbox, ep)
-                if was_up and sandbox.active:
-                    await self._changed(sandbox, rec, directory)
-                else:
-                    await asyncio.to_thread(sandbox.save, directory)
-        if was_up:
-            self._emit("disconnect", net, container=rec.id)
-
-    async def _drop_endpoint(self, sandbox: Sandbox, ep: Endpoint) -> None:
-        """Remove ``ep`` from ``sandbox`` (its veth and address too); the default route moves
-        to the next network that has a gateway."""
-        had_route = bool(ep.endpoint_id) and ep is next(
-            (e for e in sandbox.endpoints if e.endpoint_id), None
-        )
-        if ep.host_if:
-            await asyncio.to_thread(links.remove_link, self.host_netns, ep.host_if)
-        if ep.ip:
-            self.taken.get(ep.network_id, set()).discard(ep.ip)
-        sandbox.endpoints.remove(ep)
-        if had_route:
-            nxt = next((e for e in sandbox.endpoints if e.endpoint_id), None)
-            net = self.networks.get(nxt.network_id) if nxt else None
-            gateway = net.gateway if net is not None and not net.internal else None
-            await asyncio.to_thread(
-                links.set_default_route, self.pin(sandbox.container_id), gateway
-            )
-
-    async def _changed(self, sandbox: Sandbox, rec: Record, directory: str) -> None:
-        """A running container's endpoints changed: files, state and hooks follow."""
-        await asyncio.to_thread(self.write_files, sandbox, directory, rec.to_json())
-        await asyncio.to_thread(sandbox.save, directory)
-        view = self.sandbox_view(sandbox)
-        for hook in self.hooks:
-            await hook.sandbox_ready(view)
+        await network_connect.disconnect(self, net_ref, container_ref, force)

@@ -251,3 +251,41 @@ def test_two_bridges_forward_to_each_other_by_routing_alone(tmp_path: Path, host
         await w.stop(b)
 
     asyncio.run(main())
+
+
+def _has_default_route(pin: str) -> bool:
+    text = netns.run_in(pin, lambda: Path("/proc/thread-self/net/route").read_text())
+    return any(line.split()[1] == "00000000" for line in text.splitlines()[1:])
+
+
+def test_internal_network_has_no_default_route_and_a_bridge_name_option(
+    tmp_path: Path, host: str
+) -> None:
+    async def main() -> None:
+        w = World(tmp_path, host)
+        await w.m.open()
+        opts = {"com.docker.network.bridge.name": "brinternal"}
+        await w.m.create({"Name": "int", "Internal": True, "Options": opts})
+        await w.m.create({"Name": "out", "IPAM": {"Config": [{"Subnet": "10.60.0.0/24",
+                          "IPRange": "10.60.0.128/25", "Gateway": "10.60.0.254"}]}})  # fmt: skip
+        assert "brinternal" in await _names(host)
+        a, b = w.container("ia", "int"), w.container("ob", "out")
+        await w.start(a)
+        await w.start(b)
+        assert not await asyncio.to_thread(_has_default_route, w.m.pin(a.id))
+        assert await asyncio.to_thread(_has_default_route, w.m.pin(b.id))
+        assert w.ip(b, "out") == "10.60.0.129"
+        assert w.m.settings(b)["Networks"]["out"]["Gateway"] == "10.60.0.254"
+        await w.m.connect("int", "ob", {"Aliases": ["second"]})
+        assert sorted(await _names(w.m.pin(b.id))) == ["eth0", "eth1", "lo"]
+        assert w.m.lookup(a.id, "second") == [w.ip(b, "int")]
+        with pytest.raises(Forbidden, match="already exists in network int"):
+            await w.m.connect("int", "ob", {})
+        await w.m.disconnect("out", "ob")  # the default route goes with it: int is internal
+        assert sorted(await _names(w.m.pin(b.id))) == ["eth1", "lo"]
+        assert not await asyncio.to_thread(_has_default_route, w.m.pin(b.id))
+        await w.stop(a)
+        await w.stop(b)
+        assert await w.veths() == []
+
+    asyncio.run(main())
