@@ -106,6 +106,10 @@ def test_two_containers_on_a_user_network_reach_each_other(berthd: Daemon) -> No
         assert "no configured subnet or ip-range contain the IP address 10.9.9.9" in outside.stderr
         busy = berthd.docker("network", "rm", "net1", check=False)
         assert "has active endpoints" in busy.stderr
+        custom = berthd.docker("network", "ls", "--filter", "type=custom", "--format", "{{.Name}}")
+        assert "net1" in custom.stdout.split() and "bridge" not in custom.stdout.split()
+        dangling = berthd.docker("network", "ls", "-f", "dangling=true", "--format", "{{.Name}}")
+        assert "net1" not in dangling.stdout.split()
         filtered = berthd.docker("ps", "--filter", "network=net1", "--format", "{{.Names}}")
         assert filtered.stdout.split() == ["srv"]
         assert _veths(berthd)

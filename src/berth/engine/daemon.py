@@ -210,13 +210,16 @@ async def serve(
             engine_id=engine_id(paths),
             debug=debug,
         )
+        # What rides on the networks (the embedded DNS, port rules) registers in
+        # ``networks.hooks`` here, before ``containers.open()`` (which opens the networks).
+        networks = NetworkManager(paths, state.events, ip_forward=ip_forward)
         containers = ContainerManager(
             paths,
             state.images,
             state.image_lock,
             cgroup_parent,
             events=state.events,
-            networks=NetworkManager(paths, state.events, ip_forward=ip_forward),
+            networks=networks,
         )
         await containers.open()
         state.containers = containers
