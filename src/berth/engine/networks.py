@@ -242,10 +242,6 @@ class NetworkManager:
         name = body.get("Name")
         if not isinstance(name, str) or not name:
             raise InvalidArgument("network name must not be empty")
-        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
-            raise InvalidArgument(
-                f'invalid network name "{name}": must match [a-zA-Z0-9][a-zA-Z0-9_.-]*'
-            )
         driver = body.get("Driver") or "bridge"
         if driver != "bridge":
             if driver in ("host", "null"):
@@ -269,6 +265,10 @@ class NetworkManager:
             if any(n.name == name for n in self.networks.values()):
                 raise Conflict(f"network with name {name} already exists")
             bridge_name = options.get(ipam.BRIDGE_NAME_OPTION, "")
+            if len(bridge_name) > 15 or "/" in bridge_name or " " in bridge_name:
+                raise InvalidArgument(
+                    f"invalid bridge name {bridge_name!r} (15 characters at most)"
+                )
             if bridge_name and any(n.bridge == bridge_name for n in self.networks.values()):
                 raise Conflict(f"bridge name {bridge_name} is used by another network")
             user_subnet = bool(subnet)

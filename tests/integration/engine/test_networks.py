@@ -289,3 +289,27 @@ def test_internal_network_has_no_default_route_and_a_bridge_name_option(
         assert await w.veths() == []
 
     asyncio.run(main())
+
+
+def test_a_stopped_container_connected_gets_both_endpoints_at_start(
+    tmp_path: Path, host: str
+) -> None:
+    async def main() -> None:
+        w = World(tmp_path, host)
+        await w.m.open()
+        await w.m.create({"Name": "n5"})
+        rec = w.container("st", "n5")
+        await w.m.connect("bridge", "st", {})
+        assert w.m.settings(rec)["Networks"]["bridge"]["IPAddress"] == ""  # not started
+        await w.start(rec)
+        assert sorted(await _names(w.m.pin(rec.id))) == ["eth0", "eth1", "lo"]
+        assert w.ip(rec, "bridge").startswith("172.17.0.")
+        assert w.m.settings(rec)["IPAddress"] == w.ip(rec, "bridge")  # the default bridge's
+        await w.stop(rec)
+        await w.m.disconnect("bridge", "st")
+        with pytest.raises(Forbidden, match="is not connected to network bridge"):
+            await w.m.disconnect("bridge", "st")
+        await w.m.forget(rec.id)
+        assert await w.veths() == [] and os.listdir(w.m.netns_dir) == []
+
+    asyncio.run(main())
