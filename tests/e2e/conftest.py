@@ -1,6 +1,7 @@
 """Fixtures shared by the e2e modules that drive berthd.
 
-``berthd`` (module scope): a private berthd (``berthd_process.launch``) on its own socket and
+``berthd`` (module scope): a private berthd (``berthd_process.launch``) in a network namespace
+of its own (its bridges and veths never touch the host's), on its own socket and
 data root with ``--cgroup-parent`` set to a session-tagged name, so the leak check watches its
 containers' cgroups; busybox pulled (made locally). At the end it removes whatever containers
 are left, stops berthd, then its supervisor (which outlives berthd by design), checks berthd
