@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from berthd_process import mounts_under
 from test_berthd_containers import own_berthd
 from test_berthd_images import Daemon
 
@@ -157,3 +159,91 @@ def test_docker_py_volumes(berthd: Daemon) -> None:
     else:
         raise AssertionError("pyvol still there")
     assert "VolumesDeleted" in client.volumes.prune()
+
+
+def test_volume_with_local_driver_options_is_mounted_and_unmounted(berthd: Daemon) -> None:
+    """``--opt type=tmpfs --opt device=tmpfs --opt o=size=1m``: the volume is a 1 MiB tmpfs
+    that two containers share; rm unmounts it and leaves no mount behind."""
+    bad = berthd.docker("volume", "create", "--opt", "colour=blue", check=False)
+    assert bad.returncode == 1 and 'invalid option: "colour"' in bad.stderr
+    untyped = berthd.docker("volume", "create", "--opt", "device=tmpfs", check=False)
+    assert untyped.returncode == 1 and 'missing required option: "type"' in untyped.stderr
+    name = "opts-tmpfs"
+    berthd.docker("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                  "--opt", "o=size=1m", name)  # fmt: skip
+    try:
+        script = "dd if=/dev/zero of=/v/big bs=1k count=2048 2>/dev/null; du -k /v/big"
+        used = berthd.docker("run", "--rm", "-v", f"{name}:/v", "busybox", "sh", "-c", script)
+        assert int(used.stdout.split()[0]) <= 1024
+        seen = berthd.docker("run", "--rm", "-v", f"{name}:/v", "busybox", "ls", "/v")
+        assert seen.stdout.split() == ["big"]
+        options = _inspect(berthd, "volume", "inspect", name)["Options"]
+        assert options == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+    finally:
+        berthd.docker("volume", "rm", name)
+    assert not [m for m in mounts_under(str(berthd.home)) if "/volumes/" in m]
+
+
+def test_bind_volume_keeps_host_files_at_rm(berthd: Daemon, tmp_path: Path) -> None:
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    (host_dir / "keep.txt").write_text("host\n")
+    berthd.docker("volume", "create", "--opt", "type=none", "--opt", f"device={host_dir}",
+                  "--opt", "o=bind", "bindvol")  # fmt: skip
+    try:
+        out = berthd.docker("run", "--rm", "-v", "bindvol:/v", "busybox", "sh", "-c",
+                            "cat /v/keep.txt; echo ctr > /v/new.txt")  # fmt: skip
+        assert out.stdout == "host\n"
+    finally:
+        berthd.docker("volume", "rm", "bindvol")
+    assert (host_dir / "keep.txt").read_text() == "host\n"
+    assert (host_dir / "new.txt").read_text() == "ctr\n"
+
+
+def test_bind_propagation(berthd: Daemon, tmp_path: Path) -> None:
+    """``rslave``: a mount made on the host under the source after the start shows in the
+    container (when the source's mount is shared, else dockerd's error); the default
+    ``rprivate`` is what inspect reports."""
+    source = tmp_path / "src"
+    (source / "sub").mkdir(parents=True)
+    shared = _is_shared(str(source))
+    run = berthd.docker("run", "-d", "-v", f"{source}:/m:rslave", "busybox", "sleep", "60",
+                        check=False)  # fmt: skip
+    if not shared:
+        assert run.returncode == 125 and "is not a shared or slave mount" in run.stderr
+        return
+    cid = run.stdout.strip()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "probe", str(source / "sub")], check=True)
+        try:
+            seen = berthd.docker("exec", cid, "grep", "-c", " /m/sub ", "/proc/mounts")
+            assert seen.stdout.strip() == "1"
+        finally:
+            subprocess.run(["umount", str(source / "sub")], check=True)
+        mounts = _inspect(berthd, "inspect", cid)["Mounts"]
+        assert mounts[0]["Propagation"] == "rslave"
+    finally:
+        berthd.docker("rm", "-f", cid)
+    plain = berthd.docker("create", "-v", f"{source}:/m", "busybox")
+    try:
+        assert _inspect(berthd, "inspect", plain.stdout.strip())["Mounts"][0]["Propagation"] == (
+            "rprivate"
+        )
+    finally:
+        berthd.docker("rm", plain.stdout.strip())
+
+
+def _is_shared(path: str) -> bool:
+    best, shared = "", False
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[4]
+            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(
+                best
+            ):
+                best = point
+                shared = any(
+                    x.startswith(("shared:", "master:")) for x in parts[6 : parts.index("-")]
+                )
+    return shared

@@ -430,6 +430,8 @@ class ContainerManager:
             extra, mount_rows = container_mounts.prepare(mount_specs, self.volumes, rootfs)
             volumes_claimed = True
             spec["mounts"].extend(extra)
+            if propagation := container_mounts.rootfs_propagation(extra):
+                spec["linux"]["rootfsPropagation"] = propagation
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
