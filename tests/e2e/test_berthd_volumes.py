@@ -201,49 +201,51 @@ def test_bind_volume_keeps_host_files_at_rm(berthd: Daemon, tmp_path: Path) -> N
 
 
 def test_bind_propagation(berthd: Daemon, tmp_path: Path) -> None:
-    """``rslave``: a mount made on the host under the source after the start shows in the
-    container (when the source's mount is shared, else dockerd's error); the default
-    ``rprivate`` is what inspect reports."""
+    """``rslave`` of a shared source: a mount made under the source on the host after the
+    start shows in the container; of a private source: dockerd's error; the default is
+    ``rprivate``."""
+    private = berthd.docker("run", "--rm", "-v", f"{tmp_path}:/m:rslave", "busybox", "true",
+                            check=False)  # fmt: skip
+    if not _is_shared(str(tmp_path)):
+        assert private.returncode == 125 and "is not a shared or slave mount" in private.stderr
     source = tmp_path / "src"
-    (source / "sub").mkdir(parents=True)
-    shared = _is_shared(str(source))
-    run = berthd.docker("run", "-d", "-v", f"{source}:/m:rslave", "busybox", "sleep", "60",
-                        check=False)  # fmt: skip
-    if not shared:
-        assert run.returncode == 125 and "is not a shared or slave mount" in run.stderr
-        return
-    cid = run.stdout.strip()
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "src", str(source)], check=True)
     try:
-        subprocess.run(["mount", "-t", "tmpfs", "probe", str(source / "sub")], check=True)
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        (source / "sub").mkdir()
+        cid = berthd.docker("run", "-d", "-v", f"{source}:/m:rslave", "busybox", "sleep", "60")
+        cid = cid.stdout.strip()
         try:
-            seen = berthd.docker("exec", cid, "grep", "-c", " /m/sub ", "/proc/mounts")
-            assert seen.stdout.strip() == "1"
+            subprocess.run(["mount", "-t", "tmpfs", "probe", str(source / "sub")], check=True)
+            try:
+                seen = berthd.docker("exec", cid, "grep", "-c", " /m/sub ", "/proc/mounts")
+                assert seen.stdout.strip() == "1"
+            finally:
+                subprocess.run(["umount", str(source / "sub")], check=True)
+            assert _inspect(berthd, "inspect", cid)["Mounts"][0]["Propagation"] == "rslave"
         finally:
-            subprocess.run(["umount", str(source / "sub")], check=True)
-        mounts = _inspect(berthd, "inspect", cid)["Mounts"]
-        assert mounts[0]["Propagation"] == "rslave"
+            berthd.docker("rm", "-f", cid)
+        plain = berthd.docker("create", "-v", f"{source}:/m", "busybox").stdout.strip()
+        try:
+            mount = _inspect(berthd, "inspect", plain)["Mounts"][0]
+            assert mount["Propagation"] == "rprivate"
+        finally:
+            berthd.docker("rm", plain)
     finally:
-        berthd.docker("rm", "-f", cid)
-    plain = berthd.docker("create", "-v", f"{source}:/m", "busybox")
-    try:
-        assert _inspect(berthd, "inspect", plain.stdout.strip())["Mounts"][0]["Propagation"] == (
-            "rprivate"
-        )
-    finally:
-        berthd.docker("rm", plain.stdout.strip())
+        subprocess.run(["umount", str(source)], check=True)
 
 
 def _is_shared(path: str) -> bool:
+    """Whether the mount holding ``path`` propagates (shared, or a slave of one)."""
     best, shared = "", False
     with open("/proc/self/mountinfo", encoding="utf-8") as f:
         for line in f:
             parts = line.split()
             point = parts[4]
-            if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(
-                best
-            ):
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
                 best = point
-                shared = any(
-                    x.startswith(("shared:", "master:")) for x in parts[6 : parts.index("-")]
-                )
+                fields = parts[6 : parts.index("-")]
+                shared = any(x.startswith(("shared:", "master:")) for x in fields)
     return shared
