@@ -1,6 +1,5 @@
-"""The embedded DNS server of user-defined networks, as dockerd's at 127.0.0.11: containers
+"""The embedded DNS server of user-defined networks at 127.0.0.11, as dockerd's: containers
 reach each other by container name and network alias, other names go to upstream resolvers.
-
 Rules:
 - Per attached sandbox, a UDP and a TCP listener on 127.0.0.11:53 made in its pinned namespace
   (``netns``) and served from berthd's loop. A sandbox is attached while it has an endpoint on
@@ -14,9 +13,9 @@ Rules:
 - Forwarding, from berthd's namespace (the host's loopback resolvers work): the client's bytes
   under a fresh random id, over UDP; a truncated answer is asked again over TCP for a TCP
   client, relayed to a UDP one (which asks again over TCP). Only an answer with our id and the
-  question counts; it is relayed verbatim with the client's id. Upstreams in order, ``timeout``
-  seconds each; SERVFAIL/REFUSED move on to the next; none left: SERVFAIL. At most
-  ``MAX_FORWARDS`` at once (more wait ``timeout``, then get REFUSED), as dockerd.
+  question counts; it goes back as received (over TCP: as dnspython reads it) with the client's
+  id. Upstreams in order, ``timeout`` seconds each; SERVFAIL/REFUSED: the next; none left:
+  SERVFAIL. At most ``MAX_FORWARDS`` at once (more wait ``timeout``, then REFUSED), as dockerd.
 - Upstreams: the container's HostConfig.Dns if set, else the constructor's, else the host's
   resolv.conf nameservers (read at each attach).
 - Not a query: dropped (a TCP connection closed); several questions: FORMERR; an opcode other
@@ -36,6 +35,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import cast
 
+import dns.asyncquery
 import dns.exception
 import dns.flags
 import dns.message
@@ -45,6 +45,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from dns.message import Message
 
 from berth.engine import netns
 from berth.engine.network_hooks import NetworkView, SandboxView
@@ -62,10 +63,12 @@ TCP_IDLE = 10.0  # seconds a client's TCP connection may stay silent
 UDP_MIN_SIZE, TCP_MAX_SIZE = 512, 65535
 UDP_BUFFER = 4 << 20  # receive buffer of a listener: ~5000 queries waiting
 _SO_RCVBUFFORCE = 33  # Linux; not in Python 3.11's socket module
-Upstream = tuple[str, int]
+_NEXT_UPSTREAM = (dns.rcode.SERVFAIL, dns.rcode.REFUSED)
+# Types answered here, with the IP version of their addresses (MX: none, an empty answer).
+_LOCAL_TYPES = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6, dns.rdatatype.MX: -1}
 
 
-def parse_query(wire: bytes) -> dns.message.Message | None:
+def parse_query(wire: bytes) -> Message | None:
     """The query in ``wire``, or None for anything to drop (garbage, a response)."""
     try:
         message = dns.message.from_wire(wire)
@@ -74,20 +77,20 @@ def parse_query(wire: bytes) -> dns.message.Message | None:
     return None if message.flags & dns.flags.QR else message
 
 
-def client_limit(query: dns.message.Message, tcp: bool) -> int:
+def client_limit(query: Message, tcp: bool) -> int:
     """The largest answer the client takes: 64 KiB over TCP, else its EDNS payload or 512."""
     if tcp:
         return TCP_MAX_SIZE
     return max(UDP_MIN_SIZE, query.payload) if query.edns >= 0 else UDP_MIN_SIZE
 
 
-def reply(query: dns.message.Message, rcode: dns.rcode.Rcode) -> dns.message.Message:
+def reply(query: Message, rcode: dns.rcode.Rcode) -> Message:
     response = dns.message.make_response(query, recursion_available=True)
     response.set_rcode(rcode)
     return response
 
 
-def render(response: dns.message.Message, limit: int) -> bytes:
+def render(response: Message, limit: int) -> bytes:
     """Wire form, truncated (TC set, whole RRsets dropped) to fit ``limit``."""
     return response.to_wire(max_size=limit, prefer_truncation=True)
 
@@ -97,27 +100,19 @@ def lookup_name(name: dns.name.Name) -> str | None:
     return None if name == dns.name.root else name.to_text(omit_final_dot=True).lower()
 
 
-def local_answer(
-    query: dns.message.Message, addresses: list[str] | None
-) -> dns.message.Message | None:
+def local_answer(query: Message, addresses: list[str] | None) -> Message | None:
     """The answer to ``query`` (one question) from the ``addresses`` berthd knows for its name,
     or None when it is to be forwarded."""
     question = query.question[0]
-    kind = question.rdtype
-    if (
-        not addresses
-        or question.rdclass != dns.rdataclass.IN
-        or kind not in (dns.rdatatype.A, dns.rdatatype.AAAA, dns.rdatatype.MX)
-    ):
+    version = _LOCAL_TYPES.get(question.rdtype, 0)
+    if not addresses or question.rdclass != dns.rdataclass.IN or version == 0:
         return None
-    version = {dns.rdatatype.A: 4, dns.rdatatype.AAAA: 6}.get(kind)
     chosen = [a for a in addresses if ipaddress.ip_address(a).version == version]
+    random.shuffle(chosen)  # round robin, as dockerd's shuffleAddr
     response = reply(query, dns.rcode.NOERROR)
     if chosen:
-        random.shuffle(chosen)  # round robin, as dockerd's shuffleAddr
-        response.answer.append(
-            dns.rrset.from_text_list(question.name, ANSWER_TTL, "IN", kind, chosen)
-        )
+        rrset = dns.rrset.from_text_list(question.name, ANSWER_TTL, "IN", question.rdtype, chosen)
+        response.answer.append(rrset)
     return response
 
 
@@ -125,33 +120,15 @@ def with_id(wire: bytes, message_id: int) -> bytes:
     return message_id.to_bytes(2, "big") + wire[2:]
 
 
-def answers(wire: bytes, query: dns.message.Message, message_id: int) -> bool:
+def answers(wire: bytes, query: Message, message_id: int) -> bool:
     """Whether ``wire`` responds to ``query`` sent as ``message_id``: that id, QR set, the same
     question (an error with no question counts too)."""
     try:
         head = dns.message.from_wire(wire, question_only=True)
     except (dns.exception.DNSException, ValueError):
         return False
-    if head.id != message_id or not head.flags & dns.flags.QR:
-        return False
-    return head.question == query.question or (
-        not head.question and head.rcode() != dns.rcode.NOERROR
-    )
-
-
-def upstream_address(text: str) -> Upstream:
-    """``1.2.3.4``, ``1.2.3.4:5353``, ``::1``, ``[::1]:5353`` -> (address, port)."""
-    host, port = text.strip(), DNS_PORT
-    if host.startswith("["):
-        host, _, rest = host[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else DNS_PORT
-    elif host.count(":") == 1:
-        host, _, number = host.partition(":")
-        port = int(number)
-    ipaddress.ip_address(host)  # ValueError for a name or garbage
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range")
-    return host, port
+    same = head.question == query.question or (not head.question and head.rcode() != 0)
+    return head.id == message_id and bool(head.flags & dns.flags.QR) and same
 
 
 def nameservers(resolv_conf_text: str) -> list[str]:
@@ -160,53 +137,32 @@ def nameservers(resolv_conf_text: str) -> list[str]:
     return [f[1] for f in lines if len(f) >= 2 and f[0] == "nameserver"]
 
 
-def _upstreams(texts: Sequence[str], origin: str) -> list[Upstream]:
-    parsed = []
+def valid_upstreams(texts: Sequence[str], origin: str) -> list[str]:
+    """The IP addresses among ``texts`` (each asked on port 53); the others are logged."""
+    valid = []
     for text in texts:
         try:
-            parsed.append(upstream_address(text))
+            valid.append(str(ipaddress.ip_address(text.strip())))
         except ValueError as e:
             log.warning("embedded DNS: upstream %r from %s skipped: %s", text, origin, e)
-    return parsed
+    return valid
 
 
-async def exchange_udp(
-    where: Upstream, wire: bytes, query: dns.message.Message, message_id: int
-) -> bytes | None:
+async def exchange_udp(where: str, wire: bytes, query: Message, message_id: int) -> bytes | None:
     """One UDP round trip (the caller bounds its time); None if the upstream refused it."""
     loop = asyncio.get_running_loop()
-    with socket.socket(
-        socket.AF_INET6 if ":" in where[0] else socket.AF_INET, socket.SOCK_DGRAM
-    ) as sock:
+    family = socket.AF_INET6 if ":" in where else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
         try:
-            sock.connect(where)  # only its datagrams reach this socket
+            sock.connect((where, DNS_PORT))  # only its datagrams reach this socket
             await loop.sock_sendall(sock, wire)
             while not answers(data := await loop.sock_recv(sock, TCP_MAX_SIZE), query, message_id):
                 pass  # a stray or forged datagram: wait on
             return data
         except OSError as e:  # ECONNREFUSED (ICMP port unreachable), no route...
-            log.debug("embedded DNS: udp %s:%d: %s", *where, e)
+            log.debug("embedded DNS: udp to %s: %s", where, e)
             return None
-
-
-async def exchange_tcp(
-    where: Upstream, wire: bytes, query: dns.message.Message, message_id: int
-) -> bytes | None:
-    """One TCP round trip (the caller bounds its time); None on a failure or a bad answer."""
-    writer = None
-    try:
-        reader, writer = await asyncio.open_connection(*where)
-        writer.write(len(wire).to_bytes(2, "big") + wire)
-        await writer.drain()
-        data = await reader.readexactly(int.from_bytes(await reader.readexactly(2), "big"))
-        return data if answers(data, query, message_id) else None
-    except (OSError, asyncio.IncompleteReadError) as e:
-        log.debug("embedded DNS: tcp %s:%d: %s", *where, e)
-        return None
-    finally:
-        if writer is not None:
-            writer.close()
 
 
 def _listeners() -> tuple[socket.socket, socket.socket]:
@@ -231,9 +187,9 @@ def _listeners() -> tuple[socket.socket, socket.socket]:
 class _Listener(asyncio.DatagramProtocol):
     """One sandbox's listeners (the UDP protocol and the TCP server), and its queries."""
 
-    def __init__(self, owner: EmbeddedDNS, sandbox: SandboxView, upstreams: list[Upstream]):
-        self.owner, self.container_id, self.netns_path = owner, sandbox.container_id, ""
-        self.upstreams = upstreams
+    def __init__(self, owner: EmbeddedDNS, sandbox: SandboxView, upstreams: list[str]):
+        self.owner, self.upstreams = owner, upstreams
+        self.container_id, self.netns_path = sandbox.container_id, sandbox.netns_path
         self.udp: asyncio.DatagramTransport | None = None
         self.udp_closed = asyncio.get_running_loop().create_future()
         self.tcp: asyncio.Server | None = None
@@ -251,24 +207,16 @@ class _Listener(asyncio.DatagramProtocol):
         if len(self.tasks) < MAX_PENDING:
             task = asyncio.ensure_future(self._answer_udp(data, addr))
             self.tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(self.tasks.discard)  # asyncio logs what it raised
 
     async def _answer_udp(self, data: bytes, addr: tuple[str, int]) -> None:
         response = await self.owner._resolve(self, data, False)
         if response is not None and self.udp is not None and not self.udp.is_closing():
             self.udp.sendto(response, addr)
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(
-                "embedded DNS: %s: query failed", self.container_id, exc_info=task.exception()
-            )
-
     async def serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One client connection: its queries in turn until it closes or stays silent."""
-        task = asyncio.current_task()
-        assert task is not None
+        task = cast("asyncio.Task[None]", asyncio.current_task())
         self.tasks.add(task)  # cancelled on detach as the UDP ones
         self.connections.add(writer)
         try:
@@ -317,7 +265,7 @@ class EmbeddedDNS:
         timeout: float = UPSTREAM_TIMEOUT,
     ) -> None:
         self._lookup = lookup
-        self._upstreams = None if upstreams is None else _upstreams(upstreams, "berthd")
+        self._upstreams = None if upstreams is None else valid_upstreams(upstreams, "berthd")
         self._resolv_conf = resolv_conf
         self._timeout = timeout
         self._attached: dict[str, _Listener] = {}
@@ -359,23 +307,25 @@ class EmbeddedDNS:
             for container_id in list(self._attached):
                 await self._detach(container_id)
 
-    def _upstreams_for(self, sandbox: SandboxView) -> list[Upstream]:
-        own = sandbox.host_config.get("Dns") or []
-        if own:
-            return _upstreams(own, f"container {sandbox.container_id} HostConfig.Dns")
+    def _upstreams_for(self, sandbox: SandboxView) -> list[str]:
+        if own := sandbox.host_config.get("Dns"):
+            return valid_upstreams(own, f"container {sandbox.container_id} HostConfig.Dns")
         if self._upstreams is not None:
             return self._upstreams
         try:
             with open(self._resolv_conf) as f:
-                return _upstreams(nameservers(f.read()), self._resolv_conf)
+                return valid_upstreams(nameservers(f.read()), self._resolv_conf)
         except OSError as e:
             log.warning("embedded DNS: no upstreams: %s", e)
             return []
 
-    async def _attach(self, sandbox: SandboxView, upstreams: list[Upstream]) -> _Listener:
-        listener = _Listener(self, sandbox, upstreams)
-        listener.netns_path = sandbox.netns_path
-        udp_sock, tcp_sock = await asyncio.to_thread(netns.run_in, sandbox.netns_path, _listeners)
+    async def _attach(self, sandbox: SandboxView, upstreams: list[str]) -> _Listener:
+        listener, path = _Listener(self, sandbox, upstreams), sandbox.netns_path
+        try:
+            udp_sock, tcp_sock = await asyncio.to_thread(netns.run_in, path, _listeners)
+        except OSError as e:
+            where = f"{NAMESERVER}:{DNS_PORT} in {path}: {e.strerror or e}"
+            raise FailedPrecondition(f"embedded DNS of {sandbox.container_id}: {where}") from e
         try:
             loop = asyncio.get_running_loop()
             await loop.create_datagram_endpoint(lambda: listener, sock=udp_sock)
@@ -426,18 +376,13 @@ class EmbeddedDNS:
         try:
             for where in listener.upstreams:
                 answer = await self._ask(where, wire, query, tcp)
-                if answer is not None and answer[3] & 0x0F not in (
-                    dns.rcode.SERVFAIL,
-                    dns.rcode.REFUSED,
-                ):
+                if answer is not None and answer[3] & 0x0F not in _NEXT_UPSTREAM:
                     return with_id(answer, query.id)
         finally:
             self._forwards.release()
         return render(reply(query, dns.rcode.SERVFAIL), limit)
 
-    async def _ask(
-        self, where: Upstream, wire: bytes, query: dns.message.Message, tcp: bool
-    ) -> bytes | None:
+    async def _ask(self, where: str, wire: bytes, query: Message, tcp: bool) -> bytes | None:
         """One upstream's answer (UDP, then TCP if truncated for a TCP client), or None."""
         message_id = secrets.randbits(16)
         ours = with_id(wire, message_id)
@@ -445,10 +390,10 @@ class EmbeddedDNS:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._timeout):
                 answer = await exchange_udp(where, ours, query, message_id)
-        if answer is not None and tcp and answer[2] & 0x02:  # TC
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._timeout):
-                    answer = await exchange_tcp(where, ours, query, message_id) or answer
-        if answer is None:
-            log.debug("embedded DNS: no answer from %s:%d", *where)
+        if answer is not None and tcp and answer[2] & 0x02:  # truncated: ask over TCP
+            try:  # dnspython's client checks the id and the question
+                whole = await dns.asyncquery.tcp(dns.message.from_wire(ours), where, self._timeout)
+                answer = whole.to_wire()
+            except (dns.exception.DNSException, OSError, EOFError) as e:
+                log.debug("embedded DNS: tcp to %s: %s", where, e)  # relay the truncated one
         return answer

@@ -29,6 +29,7 @@ import pytest
 from berth.engine import netns
 from berth.engine.dns import EmbeddedDNS
 from berth.engine.network_hooks import EndpointView, NetworkView, SandboxView
+from berth.errors import FailedPrecondition
 
 pytestmark = pytest.mark.root
 
@@ -55,13 +56,14 @@ UPSTREAM_RECORDS = {
 class Namespaces:
     berthd: str
     container: str
+    other: str  # a second container's
 
 
 @pytest.fixture
 def spaces(tmp_path: Path) -> Iterator[Namespaces]:
     made: list[str] = []
     try:
-        for name in ("berthd", "container"):
+        for name in ("berthd", "container", "other"):
             netns.create(str(tmp_path / name))
             made.append(str(tmp_path / name))
         yield Namespaces(*made)
@@ -97,6 +99,8 @@ class Lookup:
         self.asked.append((container_id, name))
         if name == "broken":
             raise RuntimeError("records unavailable")
+        if name == "me":
+            return {"c1": ["172.18.0.2"], "c2": ["172.18.0.9"]}[container_id]
         return RECORDS.get(name)
 
 
@@ -323,7 +327,7 @@ def test_upstreams_down_or_failing_give_servfail_within_the_timeout(spaces: Name
                 took
             )  # the refusing one fails at once, the silent one times out
             # The container's own --dns wins; SERVFAIL moves on to the next upstream.
-            own = sandbox(spaces, USER_NET, Dns=["127.0.0.3", "127.0.0.4:53"])
+            own = sandbox(spaces, USER_NET, Dns=["127.0.0.3", "127.0.0.4"])
             await server.sandbox_ready(own)
             assert addresses(await ask(spaces, "example.test")) == ["192.0.2.10"]
             assert failing.seen and good.seen
@@ -380,6 +384,44 @@ def test_attach_only_with_a_user_defined_network_and_detach_frees_the_port(
 
     as_berthd(spaces, scenario)
     assert port_53_free(spaces)
+
+
+def test_each_container_its_own_view_and_a_taken_port_fails_cleanly(spaces: Namespaces) -> None:
+    async def scenario() -> None:
+        server = EmbeddedDNS(Lookup(), upstreams=[])
+        second = SandboxView("c2", "db", spaces.other, sandbox(spaces, USER_NET).endpoints)
+        try:
+            await server.sandbox_ready(sandbox(spaces, USER_NET))
+            await server.sandbox_ready(second)
+            assert addresses(await ask(spaces, "me")) == ["172.18.0.2"]
+
+            def from_other() -> dns.message.Message:
+                return dns.query.udp(dns.message.make_query("me", "A"), "127.0.0.11", timeout=3)
+
+            other = await asyncio.to_thread(netns.run_in, spaces.other, from_other)
+            assert addresses(other) == ["172.18.0.9"]
+            await server.sandbox_gone(second)
+            assert server.attached("c1") and not server.attached("c2")
+
+            # Something else holds 127.0.0.11:53/tcp there: the attach fails, leaves nothing.
+            def hold() -> socket.socket:
+                taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                taken.bind(("127.0.0.11", 53))
+                taken.listen()
+                return taken
+
+            taken = await asyncio.to_thread(netns.run_in, spaces.other, hold)
+            with taken, pytest.raises(FailedPrecondition, match=r"c2: 127.0.0.11:53 in .*other"):
+                await server.sandbox_ready(second)
+            assert not server.attached("c2")
+            await server.sandbox_ready(second)  # the UDP socket of the failed try was closed
+            assert addresses(await asyncio.to_thread(netns.run_in, spaces.other, from_other)) == [
+                "172.18.0.9"
+            ]
+        finally:
+            await server.close()
+
+    as_berthd(spaces, scenario)
 
 
 def test_bad_packets_are_dropped_and_odd_queries_answered(spaces: Namespaces) -> None:
