@@ -180,8 +180,8 @@ def test_the_table_is_rendered_from_the_desired_state() -> None:
     ]
     text = render([NET3, NET1, NET2], rules)
     lines = [line.strip() for line in text.splitlines()]
-    assert "tcp dport 8080 dnat to 172.18.0.2:80" in lines
-    assert "ip daddr 10.0.0.1 udp dport 53 dnat to 172.18.0.2:53" in lines
+    assert "ip saddr != 172.18.0.2 tcp dport 8080 dnat to 172.18.0.2:80" in lines
+    assert "ip saddr != 172.18.0.2 ip daddr 10.0.0.1 udp dport 53 dnat to 172.18.0.2:53" in lines
     assert not any(":81" in line or ":82" in line for line in lines)
     assert 'ip saddr 172.18.0.0/16 oifname != "br-one" masquerade' in lines
     assert not any("172.19.0.0/16 oifname !=" in line for line in lines)  # masquerade off

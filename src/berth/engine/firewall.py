@@ -13,7 +13,8 @@ Rules:
   connections to published ports (``ct status dnat``); an internal network's traffic never
   leaves its bridge. Per published binding: DNAT to the container for traffic to the host's
   addresses, in prerouting (``fib daddr type local``) and output (locally made connections to
-  non-loopback local addresses). Loopback is the userland proxy's (``portproxy``).
+  non-loopback local addresses). Loopback, and a container reaching its own published port,
+  are the userland proxy's (``portproxy``).
 - ``nft`` runs as an asyncio subprocess, never blocking the loop; with ``netns_path`` it runs
   under ``nsenter --net=PATH`` (tests). Changes are serialized by a lock. A failed change
   raises ``Unavailable`` with nft's words and leaves the desired state as it was, so the
@@ -102,9 +103,12 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
         if not dnat_applies(r):
             continue
         match = "" if r.host_ip == "0.0.0.0" else f"ip daddr {_ipv4(r.host_ip)} "
+        container = _ipv4(r.container_ip)
+        # The container reaching its own published port is the proxy's: the kernel does not
+        # route a packet DNAT-ed back to its own source address.
         publish.append(
-            f"{match}{_proto(r.proto)} dport {_port(r.host_port)} "
-            f"dnat to {_ipv4(r.container_ip)}:{_port(r.container_port)}"
+            f"ip saddr != {container} {match}{_proto(r.proto)} dport {_port(r.host_port)} "
+            f"dnat to {container}:{_port(r.container_port)}"
         )
     postrouting: list[str] = []
     forward_internal: list[str] = []

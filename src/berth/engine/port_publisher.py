@@ -13,8 +13,12 @@ Rules (on top of ``network_hooks``'s):
 - ``sandbox_gone``: listeners closed, rules removed, ports given back; never raises (logs).
 - ``ports_of(container_id)``: what the renderers show (``PublishedPorts``); empty without a
   sandbox.
-- ``start()`` at daemon start brings the kernel's table to the (rebuilt) desired state,
-  removing a stale one; ``close()`` at shutdown ends every listener and removes the table.
+- Daemon restarts: containers outlive berthd, so at shutdown ``detach()`` closes the listeners
+  and leaves the table (NAT, isolation and DNAT keep working meanwhile). The next berthd
+  re-announces its networks and sandboxes; each change re-renders the whole table, so what is
+  stale goes with the first one, and ``start()`` (called after the re-announcements) removes a
+  stale table when nothing was announced. ``close()`` ends every listener and removes the
+  table (a full teardown).
 """
 
 from __future__ import annotations
@@ -70,6 +74,15 @@ class PortPublisher:
 
     async def start(self) -> None:
         await self.firewall.sync()
+
+    async def detach(self) -> None:
+        """Close every listener and forget the bookings; the kernel's table stays."""
+        for container_id, published in self._published.items():
+            for listener in published.listeners:
+                await listener.close()
+            self.allocator.release(container_id)
+        self._published.clear()
+        self._locks.clear()
 
     async def close(self) -> None:
         for container_id in list(self._published):

@@ -73,8 +73,9 @@ def _listening_socket(factory: SocketFactory, target: ProxyTarget) -> socket.soc
 class Listener:
     """One binding being served; ``close()`` ends it and everything it made."""
 
-    def __init__(self, target: ProxyTarget) -> None:
+    def __init__(self, target: ProxyTarget, sock: socket.socket) -> None:
         self.target = target
+        self.address: tuple[str, int] = sock.getsockname()[:2]  # where it listens
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -103,7 +104,7 @@ class Listener:
 
 class _TcpListener(Listener):
     def __init__(self, target: ProxyTarget, sock: socket.socket, factory: SocketFactory) -> None:
-        super().__init__(target)
+        super().__init__(target, sock)
         self._sock = sock
         self._factory = factory
         self._accepting = asyncio.get_running_loop().create_task(self._accept_loop())
@@ -205,8 +206,14 @@ class _UdpFlow(asyncio.DatagramProtocol):
 
 
 class _UdpListener(Listener, asyncio.DatagramProtocol):
-    def __init__(self, target: ProxyTarget, factory: SocketFactory, idle: float = UDP_IDLE) -> None:
-        Listener.__init__(self, target)
+    def __init__(
+        self,
+        target: ProxyTarget,
+        sock: socket.socket,
+        factory: SocketFactory,
+        idle: float = UDP_IDLE,
+    ) -> None:
+        Listener.__init__(self, target, sock)
         self._factory = factory
         self._idle = idle
         self._flows: dict[tuple[str, int], _UdpFlow] = {}
@@ -293,7 +300,7 @@ async def open_listener(
     sock = _listening_socket(factory, target)
     if target.proto == "tcp":
         return _TcpListener(target, sock, factory)
-    udp = _UdpListener(target, factory, udp_idle)
+    udp = _UdpListener(target, sock, factory, udp_idle)
     try:
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: udp, sock=sock)
     except BaseException:

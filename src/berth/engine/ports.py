@@ -267,7 +267,14 @@ def bind_failed(name: str, owner_id: str, binding: Binding, to: str, reason: str
 
 
 def _overlaps(a: str, b: str) -> bool:
-    return a == b or ANY_IPV4 in (a, b) or "::" in (a, b)
+    """Whether two listeners' addresses clash: the same one, or the unspecified address of the
+    same family (the proxy's IPv6 listeners are IPv6-only)."""
+    if a == b:
+        return True
+    ipv6 = ":" in a, ":" in b
+    if ipv6[0] != ipv6[1]:
+        return False
+    return a in (ANY_IPV4, "::") or b in (ANY_IPV4, "::")
 
 
 class PortAllocator:

@@ -294,6 +294,8 @@ def test_a_published_tcp_port_answers_by_proxy_and_by_dnat(topo: Topo) -> None:
             )
             # hairpin: a container of the same bridge through the host's address, masqueraded
             assert await _in_thread(_tcp, topo.c2, "10.201.1.1", 18080) == "peer=10.201.1.1\nhello"
+            # the container itself through the host's address: by the proxy
+            assert await _in_thread(_tcp, topo.c1, "10.201.1.1", 18080) == "peer=10.201.1.1\nhello"
             # a container of another network reaches the published port (not the container);
             # it leaves its subnet by another bridge, so its network's masquerade applies
             assert await _in_thread(_tcp, topo.c3, "10.201.2.1", 18080) == "peer=10.201.1.1\nhello"
@@ -501,6 +503,41 @@ def test_a_new_firewall_with_the_same_desired_state_drops_stale_rules(topo: Topo
             )
             await new.remove_dnat("live")
             await new.remove_network(BR1.id)
+            assert await _ruleset(topo) == ""
+        finally:
+            await new.close()
+
+    asyncio.run(main())
+
+
+def test_a_daemon_restart_keeps_the_rules_until_the_new_one_takes_over(topo: Topo) -> None:
+    async def main() -> None:
+        old = _publisher(topo)
+        sb = topo.sandbox(
+            topo.c1, BR1, "10.201.1.2", PortBindings={"80/tcp": [{"HostPort": "18085"}]}
+        )
+        await old.network_added(BR1)
+        await old.sandbox_ready(sb)
+        await old.detach()  # berthd stops; the container runs on
+        with pytest.raises(ConnectionRefusedError):  # the proxy went with berthd
+            await _in_thread(_tcp, topo.host, "127.0.0.1", 18085)
+        seen = await _in_thread(_tcp, topo.outside, "10.201.9.1", 18085)
+        assert seen == "peer=10.201.9.2\nhello"  # DNAT still holds
+
+        new = _publisher(topo)  # the next berthd re-announces, with the port now taken by 18086
+        moved = topo.sandbox(
+            topo.c1, BR1, "10.201.1.2", PortBindings={"80/tcp": [{"HostPort": "18086"}]}
+        )
+        try:
+            await new.network_added(BR1)
+            await new.sandbox_ready(moved)
+            await new.start()
+            table = await _ruleset(topo)
+            assert "dport 18086 dnat" in table and "18085" not in table
+            seen = await _in_thread(_tcp, topo.host, "127.0.0.1", 18086)
+            assert seen == "peer=10.201.1.1\nhello"
+            await new.sandbox_gone(moved)
+            await new.network_removed(BR1)
             assert await _ruleset(topo) == ""
         finally:
             await new.close()
