@@ -120,6 +120,11 @@ def test_ephemeral_ports_go_round_robin_from_the_last_one_given() -> None:
     assert list(a.candidates(ranged)) == [9000, 9001, 9002]
     fixed = PortRequest(PortProto(80), "0.0.0.0", 8080, 8080)
     assert list(a.candidates(fixed)) == [8080]
+    # the port a container had before a daemon restart comes first, if the request allows it
+    assert list(a.candidates(any_port, preferred=103))[:2] == [103, 102]
+    assert list(a.candidates(ranged, preferred=9001)) == [9001, 9000, 9001, 9002]
+    assert list(a.candidates(ranged, preferred=500)) == [9000, 9001, 9002]
+    assert list(a.candidates(fixed, preferred=9001)) == [8080]
 
 
 def test_the_ephemeral_range_file_is_read_or_dockerds_default_used(tmp_path: Path) -> None:
@@ -164,6 +169,9 @@ def test_renderings_for_inspect_and_the_container_list() -> None:
         {"PrivatePort": 81, "Type": "tcp"},
     ]
     assert PublishedPorts().inspect_json() == {} and PublishedPorts().list_json() == []
+    back = PublishedPorts.from_inspect_json(ports.inspect_json())
+    assert back.exposed == tuple(sorted(ports.exposed))
+    assert sorted(back.bindings, key=str) == sorted(ports.bindings, key=str)
 
 
 NET1 = NetworkView("a", "one", "br-one", "172.18.0.0/16", "172.18.0.1")

@@ -12,7 +12,9 @@ Rules (on top of ``network_hooks``'s):
   otherwise republishes.
 - ``sandbox_gone``: listeners closed, rules removed, ports given back; never raises (logs).
 - ``ports_of(container_id)``: what the renderers show (``PublishedPorts``); empty without a
-  sandbox.
+  sandbox. ``restore(container_id, ports)`` before a re-announced ``sandbox_ready`` makes its
+  "any port" requests take the ports the container had (if still free), so a daemon restart
+  does not move a running container's ports.
 - Daemon restarts: containers outlive berthd, so at shutdown ``detach()`` closes the listeners
   and leaves the table (NAT, isolation and DNAT keep working meanwhile). The next berthd
   re-announces its networks and sandboxes; each change re-renders the whole table, so what is
@@ -71,6 +73,7 @@ class PortPublisher:
         self._udp_idle = udp_idle
         self._published: dict[str, _Published] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._preferred: dict[str, PublishedPorts] = {}
 
     async def start(self) -> None:
         await self.firewall.sync()
@@ -108,6 +111,10 @@ class PortPublisher:
             return PublishedPorts()
         return PublishedPorts(published.publication.exposed, published.bindings)
 
+    def restore(self, container_id: str, ports: PublishedPorts) -> None:
+        """The host ports a container had (e.g. from its record, after a daemon restart)."""
+        self._preferred[container_id] = ports
+
     async def sandbox_ready(self, sandbox: SandboxView) -> None:
         wanted = publication(sandbox.config, sandbox.host_config)
         endpoint = next((e for e in sandbox.endpoints if e.ip and not e.network.internal), None)
@@ -123,6 +130,7 @@ class PortPublisher:
         async with self._lock_of(sandbox.container_id):
             await self._unpublish(sandbox.container_id)
         self._locks.pop(sandbox.container_id, None)
+        self._preferred.pop(sandbox.container_id, None)
 
     def _lock_of(self, container_id: str) -> asyncio.Lock:
         return self._locks.setdefault(container_id, asyncio.Lock())
@@ -166,7 +174,15 @@ class PortPublisher:
         """Book a host port for one request and listen on it (the listener holds it)."""
         owner, name = sandbox.container_id, sandbox.container_name
         proto, host_ip = request.target.proto, request.host_ip
-        for port in self.allocator.candidates(request):
+        had = self._preferred.get(owner, PublishedPorts()).bindings
+        preferred = next(
+            (b.host_port for b in had if (b.target, b.host_ip) == (request.target, host_ip)), 0
+        )
+        tried: set[int] = set()
+        for port in self.allocator.candidates(request, preferred):
+            if port in tried:
+                continue
+            tried.add(port)
             binding = Binding(request.target, host_ip, port)
             if not self.allocator.take(owner, proto, host_ip, port):
                 if request.dynamic:

@@ -99,6 +99,19 @@ class PublishedPorts:
             out[str(b.target)] = entries
         return out
 
+    @staticmethod
+    def from_inspect_json(data: Mapping[str, Any] | None) -> PublishedPorts:
+        """Back from ``inspect_json`` (what a container record keeps across restarts)."""
+        exposed: list[PortProto] = []
+        bindings: list[Binding] = []
+        for key, entries in (data or {}).items():
+            target = parse_port_key(str(key))
+            exposed.append(target)
+            for entry in entries or ():
+                port = int(str(entry.get("HostPort") or 0))
+                bindings.append(Binding(target, _host_ip(str(entry.get("HostIp") or "")), port))
+        return PublishedPorts(tuple(sorted(exposed)), tuple(bindings))
+
     def list_json(self) -> list[dict[str, Any]]:
         """``Ports`` of ``/containers/json``: one row per binding, one per exposed-only port."""
         rows: list[dict[str, Any]] = []
@@ -293,16 +306,23 @@ class PortAllocator:
     def _free(self, proto: str, host_ip: str, port: int) -> bool:
         return not any(_overlaps(ip, host_ip) for ip, _ in self._taken.get((proto, port), ()))
 
-    def candidates(self, request: PortRequest) -> Iterator[int]:
-        """Ports to try for a request, in order: the fixed one, or each port of its range (the
-        ephemeral range round-robin from the last port given)."""
+    def candidates(self, request: PortRequest, preferred: int = 0) -> Iterator[int]:
+        """Ports to try for a request, in order: the fixed one, or ``preferred`` (the port the
+        container had before a daemon restart) when the request allows it, then each port of
+        its range (the ephemeral range round-robin from the last port given)."""
         if not request.dynamic:
             yield request.host_port_start
             return
+        low, high = (
+            (request.host_port_start, request.host_port_end)
+            if request.host_port_start
+            else self.ephemeral
+        )
+        if preferred and low <= preferred <= high:
+            yield preferred
         if request.host_port_start:
-            yield from range(request.host_port_start, request.host_port_end + 1)
+            yield from range(low, high + 1)
             return
-        low, high = self.ephemeral
         with self._lock:
             start = self._next.get(request.target.proto, low)
         if not low <= start <= high:

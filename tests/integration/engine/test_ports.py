@@ -32,7 +32,7 @@ from berth.engine import netns
 from berth.engine.firewall import DnatRule, Firewall
 from berth.engine.network_hooks import EndpointView, NetworkView, SandboxView
 from berth.engine.port_publisher import PortPublisher
-from berth.engine.ports import PortAllocator, read_ephemeral_range
+from berth.engine.ports import PortAllocator, PublishedPorts, read_ephemeral_range
 from berth.errors import Conflict, Unavailable
 
 pytestmark = pytest.mark.root
@@ -514,10 +514,14 @@ def test_a_daemon_restart_keeps_the_rules_until_the_new_one_takes_over(topo: Top
     async def main() -> None:
         old = _publisher(topo)
         sb = topo.sandbox(
-            topo.c1, BR1, "10.201.1.2", PortBindings={"80/tcp": [{"HostPort": "18085"}]}
+            topo.c1,
+            BR1,
+            "10.201.1.2",
+            PortBindings={"80/tcp": [{"HostPort": "18085"}], "81/tcp": [{"HostPort": ""}]},
         )
         await old.network_added(BR1)
         await old.sandbox_ready(sb)
+        record = old.ports_of(sb.container_id).inspect_json()  # what the container's record keeps
         await old.detach()  # berthd stops; the container runs on
         with pytest.raises(ConnectionRefusedError):  # the proxy went with berthd
             await _in_thread(_tcp, topo.host, "127.0.0.1", 18085)
@@ -526,11 +530,16 @@ def test_a_daemon_restart_keeps_the_rules_until_the_new_one_takes_over(topo: Top
 
         new = _publisher(topo)  # the next berthd re-announces, with the port now taken by 18086
         moved = topo.sandbox(
-            topo.c1, BR1, "10.201.1.2", PortBindings={"80/tcp": [{"HostPort": "18086"}]}
+            topo.c1,
+            BR1,
+            "10.201.1.2",
+            PortBindings={"80/tcp": [{"HostPort": "18086"}], "81/tcp": [{"HostPort": ""}]},
         )
         try:
             await new.network_added(BR1)
+            new.restore(moved.container_id, PublishedPorts.from_inspect_json(record))
             await new.sandbox_ready(moved)
+            assert new.ports_of(moved.container_id).inspect_json()["81/tcp"] == record["81/tcp"]
             await new.start()
             table = await _ruleset(topo)
             assert "dport 18086 dnat" in table and "18085" not in table
