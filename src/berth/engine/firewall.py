@@ -50,7 +50,6 @@ class DnatRule:
     host_port: int
     container_ip: str
     container_port: int
-    network_id: str = ""  # the container's network (its bridge decides hairpin)
 
 
 def _ifname(name: str) -> str:

@@ -150,14 +150,7 @@ class PortPublisher:
                 published.listeners.append(listener)
             published.bindings = tuple(bindings)
             rules = tuple(
-                DnatRule(
-                    b.target.proto,
-                    b.host_ip,
-                    b.host_port,
-                    endpoint.ip,
-                    b.target.port,
-                    endpoint.network.id,
-                )
+                DnatRule(b.target.proto, b.host_ip, b.host_port, endpoint.ip, b.target.port)
                 for b in bindings
             )
             await self.firewall.set_dnat(owner, rules)
