@@ -451,6 +451,8 @@ class ContainerManager:
             spec["mounts"].extend(extra)
             taken = [str(m["destination"]) for m in spec["mounts"]]
             spec["mounts"].extend(self.networks.file_mounts(sandbox, directory, taken))
+            if propagation := container_mounts.rootfs_propagation(extra):
+                spec["linux"]["rootfsPropagation"] = propagation
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
