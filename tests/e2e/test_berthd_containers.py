@@ -59,8 +59,12 @@ def test_run_env_workdir_user_hostname(berthd: Daemon) -> None:
 
 
 def test_loopback_is_up_with_network_none(berthd: Daemon) -> None:
-    """As with dockerd: a container talks to itself on 127.0.0.1 (here busybox nc through lo)."""
-    script = "ip -o link show lo; nc -l -p 7000 & sleep 0.2; echo ping | nc -w 1 127.0.0.1 7000"
+    """As with dockerd: a container talks to itself on 127.0.0.1 (here busybox nc through lo).
+    The listener's stdin stays open a while: at its EOF busybox nc may quit before it reads."""
+    script = (
+        "ip -o link show lo; sleep 1 | nc -l -p 7000 & sleep 0.2;"
+        " echo ping | nc -w 1 127.0.0.1 7000"
+    )
     proc = berthd.docker("run", "--rm", "--network", "none", "busybox", "sh", "-c", script)
     link, _, answer = proc.stdout.partition("\n")
     assert ",UP" in link and "ping" in answer, proc.stdout
