@@ -7,7 +7,8 @@ Rules:
   aliases, the addresses and the driver options.
 - Output is the docker CLI's: ``create`` prints the ID; ``ls`` is sorted by name in natural
   order, IDs cut to 12 characters unless ``--no-trunc``; ``rm`` prints each name removed
-  (``-f`` is quiet about a network that does not exist); ``prune`` prints "Deleted
+  (``-f`` is quiet about a network that does not exist; after a failure, "exit status 1" as
+  docker 28 prints it); ``prune`` prints "Deleted
   Networks:" and the names; ``port`` prints ``80/tcp -> 0.0.0.0:8080`` lines sorted in
   natural order, IPv6 addresses in brackets.
 - Errors: the daemon's as ``Error response from daemon: …`` with exit 1; a flag the docker
@@ -249,7 +250,9 @@ def cmd_network_rm(ctx: Context, argv: list[str]) -> int:
                 failed = True
             continue
         sys.stdout.write(f"{name}\n")
-    return 1 if failed else 0
+    if failed:
+        raise CliError("exit status 1")  # what docker 28 prints last, as its StatusError
+    return 0
 
 
 def cmd_network_prune(ctx: Context, argv: list[str]) -> int:
