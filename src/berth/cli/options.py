@@ -20,7 +20,6 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 from typing import Any
@@ -317,6 +316,8 @@ _NOT_USER_DEFINED = ("default", "bridge", "host", "none")
 
 def dns_address(text: str) -> str:
     """``--dns``: an IP address, in its canonical form."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
     try:
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
@@ -333,6 +334,8 @@ def dns_search(text: str) -> str:
 def extra_host(text: str) -> str:
     """``--add-host name:ip`` or ``name=ip`` (an IPv6 address may be in brackets), sent as
     ``name:ip``; ``host-gateway`` is passed on for the daemon to resolve."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
     name, sep, address = text.partition("=")
     if not sep:
         name, sep, address = text.partition(":")
@@ -395,6 +398,8 @@ def _long_publish(spec: str) -> str:
 
 def publish_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
     """One ``-p`` value as (``port/proto``, binding) pairs, as nat.ParsePortSpec makes them."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
     if "=" in spec:
         spec = _long_publish(spec)
     parts = spec.split(":")
