@@ -144,6 +144,8 @@ def resolve_verb(rest: list[str]) -> tuple[str, list[str]]:
             names = ", ".join(MANAGEMENT[verb])
             raise UsageError(f"Usage: berth {verb} COMMAND ({names}, or a verb like run, rm)")
         sub = args[0]
+        if verb in ("network", "volume") and sub not in MANAGEMENT[verb]:
+            raise UsageError(f"unknown command: berth {verb} {sub}")  # no verb falls through
         mapped = MANAGEMENT[verb].get(sub, [sub])
         return mapped[0], mapped[1:] + args[1:]
     return verb, args
