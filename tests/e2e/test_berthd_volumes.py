@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+from berthd_process import mounts_under
 from test_berthd_containers import own_berthd
 from test_berthd_images import Daemon
 
@@ -157,3 +159,93 @@ def test_docker_py_volumes(berthd: Daemon) -> None:
     else:
         raise AssertionError("pyvol still there")
     assert "VolumesDeleted" in client.volumes.prune()
+
+
+def test_volume_with_local_driver_options_is_mounted_and_unmounted(berthd: Daemon) -> None:
+    """``--opt type=tmpfs --opt device=tmpfs --opt o=size=1m``: the volume is a 1 MiB tmpfs
+    that two containers share; rm unmounts it and leaves no mount behind."""
+    bad = berthd.docker("volume", "create", "--opt", "colour=blue", check=False)
+    assert bad.returncode == 1 and 'invalid option: "colour"' in bad.stderr
+    untyped = berthd.docker("volume", "create", "--opt", "device=tmpfs", check=False)
+    assert untyped.returncode == 1 and 'missing required option: "type"' in untyped.stderr
+    name = "opts-tmpfs"
+    berthd.docker("volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs",
+                  "--opt", "o=size=1m", name)  # fmt: skip
+    try:
+        script = "dd if=/dev/zero of=/v/big bs=1k count=2048 2>/dev/null; du -k /v/big"
+        used = berthd.docker("run", "--rm", "-v", f"{name}:/v", "busybox", "sh", "-c", script)
+        assert int(used.stdout.split()[0]) <= 1024
+        seen = berthd.docker("run", "--rm", "-v", f"{name}:/v", "busybox", "ls", "/v")
+        assert seen.stdout.split() == ["big"]
+        options = _inspect(berthd, "volume", "inspect", name)["Options"]
+        assert options == {"type": "tmpfs", "device": "tmpfs", "o": "size=1m"}
+    finally:
+        berthd.docker("volume", "rm", name)
+    assert not [m for m in mounts_under(str(berthd.home)) if "/volumes/" in m]
+
+
+def test_bind_volume_keeps_host_files_at_rm(berthd: Daemon, tmp_path: Path) -> None:
+    host_dir = tmp_path / "shared"
+    host_dir.mkdir()
+    (host_dir / "keep.txt").write_text("host\n")
+    berthd.docker("volume", "create", "--opt", "type=none", "--opt", f"device={host_dir}",
+                  "--opt", "o=bind", "bindvol")  # fmt: skip
+    try:
+        out = berthd.docker("run", "--rm", "-v", "bindvol:/v", "busybox", "sh", "-c",
+                            "cat /v/keep.txt; echo ctr > /v/new.txt")  # fmt: skip
+        assert out.stdout == "host\n"
+    finally:
+        berthd.docker("volume", "rm", "bindvol")
+    assert (host_dir / "keep.txt").read_text() == "host\n"
+    assert (host_dir / "new.txt").read_text() == "ctr\n"
+
+
+def test_bind_propagation(berthd: Daemon, tmp_path: Path) -> None:
+    """``rslave`` of a shared source: a mount made under the source on the host after the
+    start shows in the container; of a private source: dockerd's error; the default is
+    ``rprivate``."""
+    private = berthd.docker("run", "--rm", "-v", f"{tmp_path}:/m:rslave", "busybox", "true",
+                            check=False)  # fmt: skip
+    if not _is_shared(str(tmp_path)):
+        assert private.returncode == 125 and "is not a shared or slave mount" in private.stderr
+    source = tmp_path / "src"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "src", str(source)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(source)], check=True)
+        (source / "sub").mkdir()
+        cid = berthd.docker("run", "-d", "-v", f"{source}:/m:rslave", "busybox", "sleep", "60")
+        cid = cid.stdout.strip()
+        try:
+            subprocess.run(["mount", "-t", "tmpfs", "probe", str(source / "sub")], check=True)
+            try:
+                seen = berthd.docker("exec", cid, "grep", "-c", " /m/sub ", "/proc/mounts")
+                assert seen.stdout.strip() == "1"
+            finally:
+                subprocess.run(["umount", str(source / "sub")], check=True)
+            assert _inspect(berthd, "inspect", cid)["Mounts"][0]["Propagation"] == "rslave"
+        finally:
+            berthd.docker("rm", "-f", cid)
+        plain = berthd.docker("create", "-v", f"{source}:/m", "busybox").stdout.strip()
+        try:
+            mount = _inspect(berthd, "inspect", plain)["Mounts"][0]
+            assert mount["Propagation"] == "rprivate"
+        finally:
+            berthd.docker("rm", plain)
+    finally:
+        subprocess.run(["umount", str(source)], check=True)
+
+
+def _is_shared(path: str) -> bool:
+    """Whether the mount holding ``path`` propagates (shared, or a slave of one)."""
+    best, shared = "", False
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[4]
+            inside = path == point or path.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best = point
+                fields = parts[6 : parts.index("-")]
+                shared = any(x.startswith(("shared:", "master:")) for x in fields)
+    return shared

@@ -16,6 +16,10 @@ Rules:
   ``size``/``mode`` (default 1777) from ``TmpfsOptions``. One mount per destination: a second
   one in ``Binds``/``Mounts``/``Tmpfs`` is ``Duplicate mount point``; an image's VOLUME gives
   way to an explicit mount there.
+- A bind's propagation (``-v a:b:rshared``, ``BindOptions.Propagation``; default ``rprivate``)
+  goes into its mount options; shared or slave propagation needs the source's mount to be
+  shared (or, for slave, a slave) on the host, as dockerd checks, and makes the container's
+  root ``rshared``/``rslave`` (``rootfs_propagation``) so that mounts can travel at all.
 - ``MountPoint`` rows are what inspect shows as ``Mounts`` and what ``rm -v`` reads to find the
   container's anonymous volumes.
 """
@@ -41,6 +45,10 @@ class MountSpec:
     no_copy: bool = False
     tmpfs_size: int = 0
     tmpfs_mode: int = 0
+    propagation: str = "rprivate"
+
+
+PROPAGATIONS = ("private", "rprivate", "shared", "rshared", "slave", "rslave")
 
 
 def _bad(spec: str, why: str) -> InvalidArgument:
@@ -66,18 +74,23 @@ def parse_bind(text: str) -> MountSpec:
         raise InvalidArgument(f"invalid volume specification: '{text}'")
     source, target = parts[0], parts[1]
     options = parts[2].split(",") if len(parts) == 3 else []
-    read_only, no_copy = False, False
+    read_only, no_copy, propagation = False, False, "rprivate"
     for opt in options:
         if opt == "ro":
             read_only = True
         elif opt == "nocopy":
             no_copy = True
-        elif opt not in ("rw", "z", "Z", "private", "rprivate", "shared", "rshared", "slave",
-                         "rslave", "copy"):  # fmt: skip
+        elif opt in PROPAGATIONS:
+            propagation = opt
+        elif opt not in ("rw", "z", "Z", "copy"):  # z/Z: SELinux labels, none on these hosts
             raise InvalidArgument(f"invalid mode: {opt}")
     target = _check_target(target, text)
     if source.startswith("/"):
-        return MountSpec("bind", os.path.normpath(source), target, read_only, from_flag=True)
+        spec = MountSpec("bind", os.path.normpath(source), target, read_only, from_flag=True)
+        spec.propagation = propagation
+        return spec
+    if propagation != "rprivate":
+        raise InvalidArgument(f"invalid mode: {propagation} (propagation is for binds only)")
     check_name(source)
     return MountSpec("volume", source, target, read_only, from_flag=True, no_copy=no_copy)
 
@@ -104,6 +117,10 @@ def parse_mount(m: Any) -> MountSpec:
         if not os.path.exists(source):
             raise _bad('"bind"', f"bind source path does not exist: {source}")
         spec.source = os.path.normpath(source)
+        propagation = str((m.get("BindOptions") or {}).get("Propagation") or "rprivate")
+        if propagation not in PROPAGATIONS:
+            raise _bad('"bind"', f"invalid propagation mode: {propagation}")
+        spec.propagation = propagation
     elif kind == "volume":
         if source:
             check_name(source)
@@ -201,11 +218,13 @@ def _prepare_one(
     if spec.kind == "bind":
         if not os.path.exists(spec.source) and spec.from_flag:
             os.makedirs(spec.source, mode=0o755, exist_ok=True)
+        _check_source_propagation(spec.source, spec.propagation)
+        opts = ["rbind", spec.propagation, *(["ro"] if spec.read_only else [])]
         oci.append({"destination": spec.target, "type": "bind", "source": spec.source,
-                    "options": bind_opts})  # fmt: skip
+                    "options": opts})  # fmt: skip
         rows.append({"Type": "bind", "Source": spec.source, "Destination": spec.target,
                      "Mode": "ro" if spec.read_only else "", "RW": not spec.read_only,
-                     "Propagation": "rprivate"})  # fmt: skip
+                     "Propagation": spec.propagation})  # fmt: skip
         return
     volume, made = volumes.claim(spec.source or None)
     if made and not spec.no_copy:
@@ -216,6 +235,48 @@ def _prepare_one(
                  "Destination": spec.target, "Driver": DRIVER,
                  "Mode": "z" if spec.from_flag else "", "RW": not spec.read_only,
                  "Propagation": "", "Anonymous": volume.anonymous})  # fmt: skip
+
+
+def _mount_of(path: str) -> tuple[str, list[str]]:
+    """The mount point holding ``path`` in berthd's mount table and its optional fields
+    (``shared:N``, ``master:N``)."""
+    best, fields = "/", []
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            parts = line.split()
+            point = parts[4].replace("\\040", " ")
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fields = point, parts[6 : parts.index("-")]
+    return best, fields
+
+
+def _check_source_propagation(source: str, propagation: str) -> None:
+    """dockerd's checks: a shared bind needs a shared source mount, a slave one a shared or
+    slave source mount."""
+    if propagation in ("shared", "rshared"):
+        point, fields = _mount_of(source)
+        if not any(f.startswith("shared:") for f in fields):
+            raise InvalidArgument(
+                f"path {source} is mounted on {point} but it is not a shared mount"
+            )
+    elif propagation in ("slave", "rslave"):
+        point, fields = _mount_of(source)
+        if not any(f.startswith(("shared:", "master:")) for f in fields):
+            raise InvalidArgument(
+                f"path {source} is mounted on {point} but it is not a shared or slave mount"
+            )
+
+
+def rootfs_propagation(oci_mounts: list[dict[str, Any]]) -> str | None:
+    """``rshared`` or ``rslave`` for the container's root when a bind needs it, else None."""
+    wanted = {o for m in oci_mounts for o in m.get("options") or []}
+    if wanted & {"shared", "rshared"}:
+        return "rshared"
+    if wanted & {"slave", "rslave"}:
+        return "rslave"
+    return None
 
 
 def inspect_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -17,6 +17,11 @@ Rules:
 - A container being created holds its volumes (``claim`` ... ``release``) until its
   ``config.json`` is written; removal and prune skip a held volume as in use. Claims and
   removals take one lock, so a prune never deletes a volume a create just picked.
+- Driver options are the ``local`` driver's: ``type``, ``device`` and ``o`` (what mount(8)
+  takes: ``--opt type=tmpfs --opt device=tmpfs --opt o=size=64m``), checked at create. Such a
+  volume's ``_data`` is mounted when a container first claims it and stays mounted until the
+  volume is removed; removal unmounts first and refuses to delete anything while the mount is
+  still there (a bind of a host directory must never be emptied by an rmtree).
 - Blocking (file system) calls: the API runs them in worker threads.
 """
 
@@ -33,8 +38,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from berth.engine.containers_rootfs import is_mount_point, unmount
 from berth.engine.paths import Paths
-from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 
 DRIVER = "local"
 RECORD = "volume.json"
@@ -84,6 +90,40 @@ def _size(path: str) -> int:
     return total
 
 
+LOCAL_OPTIONS = ("type", "device", "o")
+
+
+def check_options(options: Mapping[str, str]) -> None:
+    """The local driver's options, as dockerd checks them at create."""
+    for key in options:
+        if key not in LOCAL_OPTIONS:
+            raise InvalidArgument(f'create: invalid option: "{key}"')
+    if options and not options.get("type"):
+        raise InvalidArgument('create: missing required option: "type"')
+    if options.get("type") and not options.get("device"):
+        raise InvalidArgument('create: missing required option: "device"')
+
+
+def _mount_device(volume: Volume) -> None:
+    """Mount what the volume's options name on its ``_data`` (once)."""
+    from berth.runtime import mountopts
+    from berth.runtime.syscalls import LINUX, MS_BIND
+
+    kind, device = volume.options.get("type", ""), volume.options.get("device", "")
+    if not kind or is_mount_point(volume.mountpoint):
+        return
+    parsed = mountopts.parse(tuple(volume.options.get("o", "").split(",")))
+    flags = parsed.flags | (MS_BIND if kind == "bind" else 0)
+    try:
+        LINUX.mount(device, volume.mountpoint, kind, flags, parsed.data or None)
+    except OSError as e:
+        raise BerthError(
+            f"error while mounting volume '{volume.mountpoint}': failed to mount local volume: "
+            f"mount {device}:{volume.mountpoint}, flags: {flags:#x}, data: {parsed.data}: "
+            f"{e.strerror or e}"
+        ) from None
+
+
 def check_name(name: str) -> None:
     if not _NAME.match(name):
         raise InvalidArgument(
@@ -125,6 +165,7 @@ class VolumeStore:
         if not name:
             name = secrets.token_hex(32)
         check_name(name)
+        check_options(options or {})
         try:
             return self.get(name), False
         except NotFound:
@@ -148,6 +189,7 @@ class VolumeStore:
         """``create`` for a container being made: held in use until ``release``."""
         with _LOCK:
             volume, made = self.create(name)
+            _mount_device(volume)
             key = (self.root, volume.name)
             _CLAIMS[key] = _CLAIMS.get(key, 0) + 1
         return volume, made
@@ -215,7 +257,7 @@ class VolumeStore:
     def remove(self, name: str, force: bool = False) -> bool:
         """Whether it was there (``force``: a missing volume is no error)."""
         try:
-            self.get(name)
+            volume = self.get(name)
         except NotFound:
             if force:
                 return False
@@ -225,6 +267,10 @@ class VolumeStore:
             if users or (self.root, name) in _CLAIMS:
                 held = ", ".join(users or ["a container being created"])
                 raise Conflict(f"remove {name}: volume is in use - [{held}]")
+            if is_mount_point(volume.mountpoint):
+                unmount(volume.mountpoint)
+                if is_mount_point(volume.mountpoint):
+                    raise BerthError(f"remove {name}: {volume.mountpoint} is still mounted")
             shutil.rmtree(self._dir(name))
         return True
 
