@@ -891,16 +891,24 @@ def test_annotations_are_passed_through(rootfs: str) -> None:
 
 
 def test_lo_is_brought_up_only_in_a_network_namespace_of_its_own(rootfs: str) -> None:
-    def annotations(mode: str) -> dict[str, str]:
+    """The runtime raises lo in a namespace the container makes; one the engine pinned (a
+    path) already has it up, and a joined one is someone else's."""
+
+    def spec_of(mode: str, pinned: bool) -> dict[str, Any]:
         req = CreateRequest.from_json(_create_body(Cmd=["true"], HostConfig={"NetworkMode": mode}))
-        paths = {"network": "/proc/1/ns/net"}
-        spec = build_spec(CID, req, None, rootfs, hostname="h", host=HOST, namespace_paths=paths)
-        return dict(spec.get("annotations") or {})
+        paths = {"network": "/proc/1/ns/net"} if pinned or mode.startswith("container:") else {}
+        return build_spec(CID, req, None, rootfs, hostname="h", host=HOST, namespace_paths=paths)
+
+    def annotations(mode: str, pinned: bool = False) -> dict[str, str]:
+        return dict(spec_of(mode, pinned).get("annotations") or {})
 
     assert annotations("none") == {LOOPBACK_ANNOTATION: "up"}
     assert annotations("default") == {LOOPBACK_ANNOTATION: "up"}
+    assert annotations("default", pinned=True) == {}
     assert annotations("host") == {}
     assert annotations("container:abc") == {}
+    network = [n for n in spec_of("net1", True)["linux"]["namespaces"] if n["type"] == "network"]
+    assert network == [{"type": "network", "path": "/proc/1/ns/net"}]
 
 
 # ------------------------------------------------------------------ every error message

@@ -129,6 +129,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
         api_events,
         api_exec,
         api_images,
+        api_networks,
         api_resources,
         api_system,
         api_volumes,
@@ -147,6 +148,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, api_events.ROUTES)
     add_routes(app, api_exec.ROUTES)
     add_routes(app, api_volumes.ROUTES)
+    add_routes(app, api_networks.ROUTES)
     add_routes(app, extra_routes)
     return app
 

@@ -32,7 +32,9 @@ from berth.errors import BerthError, InvalidArgument, Unavailable
 log = logging.getLogger(__name__)
 
 CONTAINERS = web.AppKey("containers", ContainerManager)
-LIST_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "before", "since", "health")
+LIST_FILTERS = (
+    "status", "name", "id", "label", "ancestor", "exited", "before", "since", "health", "network"
+)  # fmt: skip
 HEALTH_STATES = ("starting", "healthy", "unhealthy", "none")
 PRUNE_FILTERS = ("until", "label", "label!")
 WAIT_POLL = 0.5  # how often a waiting /wait checks that its client is still there
@@ -201,17 +203,37 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
     m = manager(request)
     rows = sorted(m.records.values(), key=lambda r: r.created, reverse=True)
     rows = select(rows, f, api.query_bool(request, "all"))
+    if f.get("network"):
+        wanted = [m.networks.get(n) for n in f.get("network") if _network_known(m, n)]
+        rows = [r for r in rows if any(m.networks.connected_to(r, n) for n in wanted)]
     limit = _int_query(request, "limit")
     if limit is not None and limit > 0:
         rows = rows[:limit]
-    return api.json_response([r.summary() for r in rows])
+    out = []
+    for rec in rows:
+        row = rec.summary()
+        row["NetworkSettings"] = {"Networks": m.networks.summary(rec)}
+        row["Ports"] = m.networks.port_rows(rec)
+        out.append(row)
+    return api.json_response(out)
+
+
+def _network_known(m: ContainerManager, ref: str) -> bool:
+    try:
+        m.networks.get(ref)
+    except BerthError:
+        return False
+    return True
 
 
 async def inspect(request: web.Request) -> web.StreamResponse:
     m = manager(request)
     rec = m.get(_id(request))
     driver = "overlay2" if m.images.snapshots.mode == "overlay" else "vfs"
-    return api.json_response(rec.inspect(driver))
+    doc = rec.inspect(driver)
+    doc["NetworkSettings"].update(m.networks.settings(rec))
+    doc.update(m.networks.file_paths(rec))
+    return api.json_response(doc)
 
 
 def _selection(request: web.Request) -> logs.Selection:

@@ -7,6 +7,7 @@ Status codes as dockerd gives them (moby's ``errdefs`` -> ``httpstatus``):
     FailedPrecondition            409   (``NotModified``, a kind of it, is 304: starting a
                                          running container, stopping a stopped one)
     InvalidArgument               400   a bad value or parameter
+    Forbidden                     403   removing a network with endpoints, a pool overlap
     Unavailable                   503
     Unsupported                   501   (moby's NotImplemented)
     HostToolFailed                500   a host tool's own error (``ps`` for top): no traceback
@@ -48,6 +49,13 @@ class NotModified(FailedPrecondition):
     kind = "not_modified"
 
 
+class Forbidden(BerthError):
+    """The request is valid but the object's state forbids it (dockerd's 403: removing a
+    predefined network or one with endpoints, an overlapping pool)."""
+
+    kind = "forbidden"
+
+
 class HostToolFailed(BerthError):
     """A host tool the daemon runs refused the request (dockerd's 500 with the tool's error);
     not a bug in Berth, so it is logged without a traceback."""
@@ -58,6 +66,7 @@ class HostToolFailed(BerthError):
 _STATUS: tuple[tuple[type[BerthError], int], ...] = (
     (NotModified, 304),
     (NotFound, 404),
+    (Forbidden, 403),
     (AlreadyExists, 409),
     (Conflict, 409),
     (FailedPrecondition, 409),

@@ -30,6 +30,9 @@ Rules:
   exit" from an old one.
 - Cgroups go under ``--cgroup-parent`` (``<parent>/<id>``, relative to the supervisor's own
   cgroup); the parent is removed at daemon stop when it is empty.
+- Networking is ``networks.NetworkManager``'s (``self.networks``): planned at create, made at
+  each start before the supervisor creates the container, released at each exit, after a
+  failed start and at removal.
 - Errors are ``berth.errors`` kinds with Docker's messages; ``api_errors`` maps them.
 """
 
@@ -74,6 +77,8 @@ from berth.engine.containers_state import (
 )
 from berth.engine.events import EventBus
 from berth.engine.image_lock import ImageLock
+from berth.engine.network_sandbox import Sandbox
+from berth.engine.networks import NetworkManager
 from berth.engine.paths import Paths
 from berth.engine.supervisor_client import AsyncClient, ensure_started_async
 from berth.engine.volumes import VolumeStore
@@ -133,10 +138,13 @@ class ContainerManager:
         image_lock: ImageLock,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         events: EventBus | None = None,
+        networks: NetworkManager | None = None,
     ) -> None:
         self.paths = paths
         self.volumes = VolumeStore.under(paths)
         self.events = events if events is not None else EventBus()
+        self.networks = networks or NetworkManager(paths, self.events)
+        self.networks.containers = self
         self.images = images
         self.image_lock = image_lock
         self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
@@ -186,6 +194,7 @@ class ContainerManager:
                 continue
             self.records[rec.id] = rec
             self.live[rec.id] = Live()
+        await self.networks.open()
         mounted = await asyncio.to_thread(mount_points)
         for rec in self.records.values():
             rec.mounted = rec.mounted and rec.rootfs in mounted  # a reboot took them
@@ -194,6 +203,7 @@ class ContainerManager:
         )
         self._watcher = asyncio.create_task(self._watch())
         await asyncio.wait_for(self._subscribed.wait(), 30)
+        await self.networks.reconcile()
         log.info("containers: %d loaded", len(self.records))
         await restarts.restart_at_open(self)
 
@@ -385,10 +395,11 @@ class ContainerManager:
             self.reserved_names[wanted] = cid
         try:
             async with self.image_lock.shared():
-                rec = await asyncio.to_thread(
+                rec, sandbox = await asyncio.to_thread(
                     self._prepare, cid, wanted, image_ref, body, req, warnings
                 )
             self.records[cid] = rec
+            self.networks.register(sandbox)
             self.live[cid] = Live()
         finally:
             del self.reserved_names[wanted]
@@ -404,9 +415,11 @@ class ContainerManager:
         body: dict[str, Any],
         req: oci_config.CreateRequest,
         warnings: list[str],
-    ) -> Record:
+    ) -> tuple[Record, Sandbox]:
         image = self.images.resolve(image_ref)
         mount_specs = container_mounts.parse(body, _image_config(image).get("Volumes"))
+        sandbox = self.networks.plan(cid, body)
+        netns_path = self.networks.spec_namespace(sandbox)
         directory = self.paths.container(cid)
         os.makedirs(directory, mode=0o700)
         rootfs = os.path.join(directory, "rootfs")
@@ -422,7 +435,13 @@ class ContainerManager:
             mount_rootfs(mounts, rootfs)
             mounted = True
             spec = oci_config.build_spec(
-                cid, req, image.config, rootfs, hostname=config["Hostname"], warnings=warnings
+                cid,
+                req,
+                image.config,
+                rootfs,
+                hostname=config["Hostname"],
+                warnings=warnings,
+                namespace_paths={"network": netns_path} if netns_path else None,
             )
             spec.setdefault("linux", {})["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
             cwd = str((spec.get("process") or {}).get("cwd") or "/")
@@ -432,6 +451,8 @@ class ContainerManager:
             spec["mounts"].extend(extra)
             if propagation := container_mounts.rootfs_propagation(extra):
                 spec["linux"]["rootfsPropagation"] = propagation
+            taken = [str(m["destination"]) for m in spec["mounts"]]
+            spec["mounts"].extend(self.networks.file_mounts(sandbox, directory, taken))
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 
@@ -455,6 +476,8 @@ class ContainerManager:
                 mounted=True,  # kept for the start that usually follows at once
                 mount_points=mount_rows,
             )
+            self.networks.write_files(sandbox, directory, rec.to_json())
+            sandbox.save(directory)
             rec.save(directory)
         except BaseException:
             if mounted:
@@ -468,7 +491,7 @@ class ContainerManager:
             for volume in container_mounts.anonymous_volumes(mount_rows):
                 self.volumes.remove_if_unused(volume)
             raise
-        return rec
+        return rec, sandbox
 
     def _mount(self, rec: Record) -> None:
         image = self.images.resolve(rec.image_id)
@@ -507,6 +530,11 @@ class ContainerManager:
             async with self.image_lock.shared():
                 await asyncio.to_thread(self._mount, rec)
         try:
+            await self.networks.attach(rec)
+        except BerthError as e:
+            await self._start_failed(rec, live, e)
+            raise type(e)(f"failed to set up container networking: {e.message}") from None
+        try:
             info = await self.sup.create(
                 rec.id,
                 self.bundle(rec.id),
@@ -539,6 +567,7 @@ class ContainerManager:
     async def _start_failed(self, rec: Record, live: Live, e: BerthError) -> str:
         message = f"failed to create task for container: OCI runtime create failed: {e.message}"
         message += ": unknown"
+        await self.networks.release(rec.id)
         await asyncio.to_thread(self._unmount, rec)
         code = start_exit_code(e.message)
         rec.state.update(ExitCode=code, Error=message, Running=False, Restarting=False, Pid=0)
@@ -590,6 +619,7 @@ class ContainerManager:
                 pass
             except BerthError as e:
                 log.warning("container %s: supervisor delete: %s", rec.id, e.message)
+            await self.networks.release(rec.id)
             await asyncio.to_thread(self._unmount, rec)
             rec.save(self.bundle(rec.id))
             live.exit_code, live.error = ex.exit_code, ""
@@ -717,6 +747,7 @@ class ContainerManager:
             rec.save(self.bundle(rec.id))
             with contextlib.suppress(NotFound):
                 await self.sup.delete(rec.id, force=True)
+            await self.networks.forget(rec.id)
             await asyncio.to_thread(self._destroy, rec)
             del self.records[rec.id]
             live.removed = True

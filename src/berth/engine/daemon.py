@@ -1,7 +1,7 @@
 """``berthd``: the engine daemon's command line, start-up and shutdown.
 
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
-           [--debug]
+           [--ip-forward=true|false] [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -16,6 +16,9 @@ Rules:
 - Containers (``containers.ContainerManager``) are loaded before the API serves, with the
   supervisor started if none serves the data root; the supervisor and its containers outlive
   the daemon. Their cgroups go under ``--cgroup-parent`` (relative to the daemon's own).
+- Networks (``networks.NetworkManager``) live in berthd's network namespace; with
+  ``--ip-forward`` (the default, as dockerd) forwarding is enabled there once a masquerading
+  network exists. A stop leaves every bridge, veth and namespace as it is.
 - Logging goes to stderr through ``logging``; ``--debug`` adds one line per request.
 """
 
@@ -43,6 +46,8 @@ from berth.engine import api, api_containers, api_exec
 from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
 from berth.engine.execs import ExecManager
 from berth.engine.health import HealthMonitor
+from berth.engine.network_services import NetworkServices
+from berth.engine.networks import NetworkManager
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.image.store import ImageStore
@@ -104,6 +109,14 @@ def _parser() -> argparse.ArgumentParser:
         "--cgroup-parent",
         default=DEFAULT_CGROUP_PARENT,
         help="the cgroup containers go under, relative to the daemon's own",
+    )
+    p.add_argument(
+        "--ip-forward",
+        nargs="?",
+        const="true",
+        default="true",
+        choices=("true", "false"),
+        help="enable net.ipv4.ip_forward in berthd's namespace (default true)",
     )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
@@ -180,6 +193,7 @@ async def serve(
     debug: bool = False,
     stop: asyncio.Event | None = None,
     cgroup_parent: str = DEFAULT_CGROUP_PARENT,
+    ip_forward: bool = True,
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -190,6 +204,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
     containers: ContainerManager | None = None
+    services: NetworkServices | None = None
     try:
         state = api.Engine(
             paths=paths,
@@ -197,10 +212,20 @@ async def serve(
             engine_id=engine_id(paths),
             debug=debug,
         )
+        # What rides on the networks (the embedded DNS, port rules) registers in
+        # ``networks.hooks`` here, before ``containers.open()`` (which opens the networks).
+        networks = NetworkManager(paths, state.events, ip_forward=ip_forward)
+        services = NetworkServices(networks, paths.containers)
         containers = ContainerManager(
-            paths, state.images, state.image_lock, cgroup_parent, events=state.events
+            paths,
+            state.images,
+            state.image_lock,
+            cgroup_parent,
+            events=state.events,
+            networks=networks,
         )
         await containers.open()
+        await services.start()
         state.containers = containers
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
@@ -238,6 +263,8 @@ async def serve(
             await runner.cleanup()
         if containers is not None:
             await containers.close()
+        if services is not None:
+            await services.shutdown()
         if listener.kind == "unix" and runner is not None:
             _remove(listener.address)
         release_pid_file(paths.pid_file, pid_fd)
@@ -268,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 context,
                 debug=args.debug,
                 cgroup_parent=args.cgroup_parent,
+                ip_forward=args.ip_forward == "true",
             )
         )
     except BerthError as e:

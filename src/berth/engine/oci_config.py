@@ -16,11 +16,11 @@ Two steps, both pure (no daemon state):
   caller passes) receives what dockerd would put in the create response's ``Warnings``, and what
   Berth changed on its own (an rlimit clamped to the host's hard limit, DESIGN.md).
 
-Networks: NetworkMode "none", "bridge", "default" and user networks all get a network namespace
-of their own, with only ``lo`` for now, up (the runtime's ``LOOPBACK_ANNOTATION``), as Docker
-sets it up (connecting it to a bridge is issue 5); "host" shares the
-host's; "container:<id>" joins the namespace whose path the engine passes in
-``namespace_paths["network"]`` (likewise "container:<id>" for PidMode and IpcMode).
+Networks: the engine (``networks``) makes and pins a namespace for "none", "bridge", "default"
+and user networks and passes its path in ``namespace_paths["network"]``, which the spec joins;
+without a path such a mode gets a new namespace with only ``lo``, up (the runtime's
+``LOOPBACK_ANNOTATION``). "host" shares berthd's; "container:<id>" joins the namespace whose
+path the engine passes in ``namespace_paths["network"]`` (likewise for PidMode and IpcMode).
 
 What this module does not do, because it owns no files: /etc/hostname, /etc/hosts,
 /etc/resolv.conf bind mounts, volumes and binds (``HostConfig.Binds``/``Mounts`` stay in
@@ -253,8 +253,9 @@ def build_spec(
     paths = namespace_paths or {}
     spec["mounts"] = _mounts(hc, paths)
     spec_annotations = dict(annotations or {})
-    if hc.network_mode != "host" and not hc.network_mode.startswith("container:"):
-        spec_annotations[LOOPBACK_ANNOTATION] = "up"  # lo up in its own network namespace
+    own_netns = hc.network_mode != "host" and not hc.network_mode.startswith("container:")
+    if own_netns and not paths.get("network"):  # a pinned namespace has lo up already
+        spec_annotations[LOOPBACK_ANNOTATION] = "up"
     if spec_annotations:
         spec["annotations"] = spec_annotations
 
@@ -423,6 +424,9 @@ def _namespaces(hc: HostConfig, paths: Mapping[str, str], v2: bool) -> list[dict
                     f"{mode}: no {ns_type} namespace to join (the container is not running)"
                 )
             out.append({"type": ns_type, "path": path})
+            return
+        if ns_type == "network" and paths.get(ns_type):  # the engine's pinned namespace
+            out.append({"type": ns_type, "path": paths[ns_type]})
             return
         out.append({"type": ns_type})
 
