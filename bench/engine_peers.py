@@ -10,7 +10,8 @@ Rules:
   with the run's prefix; busybox comes from ``docker pull busybox`` (made locally from the
   built-in base), and ``docker save`` of it is the tarball the other peers load, so every
   peer runs the same bytes. Stopping: SIGTERM to berthd, then the supervisor's shutdown verb
-  (the supervisor outlives berthd by design).
+  (the supervisor outlives berthd by design). ``wrapper`` prefixes berthd's command line
+  (the network benchmark starts it in a network namespace of its own).
 - dockerd: ``tests/e2e/dockerd.py`` (its own pid, mount and network namespaces, its own
   containerd), with the overlay2 storage driver (the mounts die with its namespace) and
   ``--bridge none``, so its containers run with ``--network none``.
@@ -175,6 +176,7 @@ class Berthd(Peer):
         super().__init__(home, cgroup_parent, env)
         self.proc: subprocess.Popen[bytes] | None = None
         self.data_root = home / "root"
+        self.wrapper: list[str] = []  # exec's berthd in the end, so proc.pid is berthd's
 
     @property
     def api_socket(self) -> str:
@@ -187,7 +189,7 @@ class Berthd(Peer):
         if not os.access(BERTHD, os.X_OK):
             raise PeerFailed(f"{BERTHD} is missing: run `make install`")
         log = open(self.home / "berthd.log", "wb")  # noqa: SIM115  (the child holds it)
-        argv = [str(BERTHD), "--data-root", str(self.data_root)]
+        argv = [*self.wrapper, str(BERTHD), "--data-root", str(self.data_root)]
         argv += ["--host", f"unix://{self.api_socket}", "--cgroup-parent", self.cgroup_parent]
         self.proc = subprocess.Popen(
             argv, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT

@@ -18,6 +18,9 @@ Rules (DESIGN.md, "Safety of tests"):
   test's unshare process dies, so no shim or container process can outlive the test.
 - No network: --bridge none, no iptables, no masquerading, no userland proxy; containers run
   with --network none. vfs storage driver, so image layers are plain directories (no mounts).
+  With ``networking`` (the network benchmark), user bridge networks get dockerd's iptables
+  rules, IP forwarding and userland proxy, all in the private network namespace, whose
+  loopback is raised.
 - Container cgroups go under a parent named with the session's tag (leakcheck.tagged_name),
   removed at teardown.
 - Teardown, on success or failure: remove containers, SIGTERM the daemon (the namespace's init
@@ -80,6 +83,7 @@ mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 mount --bind /proc/sys/net /proc/sys/net
 mount -o remount,bind,rw /proc/sys/net
+ip link set lo up
 containerd --config "$home/containerd.toml" >"$home/containerd.log" 2>&1 &
 c=$!
 n=0
@@ -139,6 +143,7 @@ class Dockerd:
     home: Path
     cgroup_parent: str
     storage_driver: str = "vfs"  # the benchmark runs overlay2 (its mounts die with the namespace)
+    networking: bool = False  # iptables, forwarding and the userland proxy, in its netns
     process: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
 
@@ -202,11 +207,11 @@ class Dockerd:
             "--host", f"unix://{self.socket}",
             "--containerd", str(home / "containerd.sock"),
             "--bridge", "none",
-            "--iptables=false",
+            f"--iptables={str(self.networking).lower()}",
             "--ip6tables=false",
             "--ip-masq=false",
-            "--ip-forward=false",
-            "--userland-proxy=false",
+            f"--ip-forward={str(self.networking).lower()}",
+            f"--userland-proxy={str(self.networking).lower()}",
             "--storage-driver", self.storage_driver,
             "--cgroup-parent", "/" + self.cgroup_parent,
             "--exec-opt", "native.cgroupdriver=cgroupfs",

@@ -7,6 +7,9 @@ Rules:
 - ``for_each`` runs a call per argument the way ``docker stop a b`` does: it prints each
   argument that succeeded, reports each failure as ``Error response from daemon: …`` and
   exits 1 if any failed.
+- ``inspect_each`` is the ``network``/``volume`` inspect: the documents found as one JSON
+  array (or each through ``-f``), then the daemon's error for each name not found; exit 1
+  if any was missing.
 """
 
 from __future__ import annotations
@@ -85,3 +88,28 @@ def is_terminal(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def inspect_each(names: list[str], fetch: Callable[[str], Any], fmt: str = "") -> int:
+    import json
+
+    from berth.cli.template import Template
+
+    template = Template(fmt) if fmt else None
+    found: list[Any] = []
+    errors: list[str] = []
+    for name in names:
+        try:
+            doc = fetch(name)
+        except ApiError as e:
+            errors.append(f"Error response from daemon: {e.message}")
+            continue
+        if template is not None:
+            sys.stdout.write(template.render(doc) + "\n")
+        else:
+            found.append(doc)
+    if template is None:
+        sys.stdout.write(json.dumps(found, indent=4, ensure_ascii=False) + "\n")
+    if errors:
+        sys.stderr.write("\n".join(errors) + "\n")
+    return 1 if errors else 0

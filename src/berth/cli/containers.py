@@ -37,15 +37,50 @@ PS_HEADERS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _ports(ports: list[dict[str, Any]]) -> str:
-    shown = []
-    for p in ports or []:
-        private = f"{p.get('PrivatePort')}/{p.get('Type', 'tcp')}"
-        if p.get("PublicPort"):
-            shown.append(f"{p.get('IP', '0.0.0.0')}:{p['PublicPort']}->{private}")
+def host_port(ip: str, port: object) -> str:
+    """Go's net.JoinHostPort: an IPv6 address in brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def displayable_ports(ports: list[dict[str, Any]]) -> str:
+    """The PORTS column as docker renders it: sorted by private port, IP, public port, type;
+    runs of consecutive ports published on the same port number (or not published) collapsed
+    into ranges per IP and protocol (``0.0.0.0:7000-7001->7000-7001/udp``); mappings to
+    another host port listed last (``[::]:8080->80/tcp``)."""
+    ordered = sorted(
+        ports or [],
+        key=lambda p: (p.get("PrivatePort", 0), p.get("IP", ""), p.get("PublicPort", 0),
+                       p.get("Type", "")),
+    )  # fmt: skip
+    groups: dict[str, list[int]] = {}  # type or ip/type -> [first, last], first seen first
+    done: list[str] = []
+    mappings: list[str] = []
+    for port in ordered:
+        private, kind, ip = port.get("PrivatePort", 0), port.get("Type", ""), port.get("IP", "")
+        key = kind
+        if ip:
+            if port.get("PublicPort", 0) != private:
+                mappings.append(f"{host_port(ip, port.get('PublicPort', 0))}->{private}/{kind}")
+                continue
+            key = f"{ip}/{kind}"
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [private, private]
+        elif private == group[1] + 1:
+            group[1] = private
         else:
-            shown.append(private)
-    return ", ".join(shown)
+            done.append(_port_group(key, *group))
+            groups[key] = [private, private]
+    done += [_port_group(key, *group) for key, group in groups.items()]
+    return ", ".join(done + mappings)
+
+
+def _port_group(key: str, first: int, last: int) -> str:
+    ip, _, kind = key.rpartition("/")
+    ports = str(first) if first == last else f"{first}-{last}"
+    if ip:
+        ports = f"{host_port(ip, ports)}->{ports}"
+    return f"{ports}/{kind}"
 
 
 def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> Record:
@@ -68,7 +103,7 @@ def ps_row(c: dict[str, Any], trunc: bool = True, now: float | None = None) -> R
         Command=json.dumps(ellipsis(command, 20) if trunc else command, ensure_ascii=False),
         CreatedAt=unix_time_text(c.get("Created", 0)),
         RunningFor=ago(c.get("Created", 0), now),
-        Ports=_ports(c.get("Ports") or []),
+        Ports=displayable_ports(c.get("Ports") or []),
         State=c.get("State", ""),
         Status=c.get("Status", ""),
         Size=size,

@@ -41,12 +41,29 @@ VERBS: dict[str, str] = {
     ),
     **dict.fromkeys(("info", "version", "events", "system", "daemon"), "system"),
     **dict.fromkeys(("container_prune", "image_prune", "system_prune"), "prune"),
+    **dict.fromkeys(
+        ("network_create", "network_ls", "network_inspect", "network_rm", "network_prune",
+         "network_connect", "network_disconnect", "port"),
+        "networks",
+    ),
+    **dict.fromkeys(
+        ("volume_create", "volume_ls", "volume_inspect", "volume_rm", "volume_prune"), "volumes"
+    ),
 }  # fmt: skip
 
 MANAGEMENT: dict[str, dict[str, list[str]]] = {
     "container": {
         "ls": ["ps"], "list": ["ps"], "inspect": ["inspect", "--type", "container"],
-        "remove": ["rm"], "prune": ["container_prune"],
+        "remove": ["rm"], "prune": ["container_prune"], "port": ["port"],
+    },
+    "network": {
+        **{verb: [f"network_{verb}"]
+           for verb in ("create", "ls", "inspect", "rm", "prune", "connect", "disconnect")},
+        "list": ["network_ls"], "remove": ["network_rm"],
+    },
+    "volume": {
+        **{verb: [f"volume_{verb}"] for verb in ("create", "ls", "inspect", "rm", "prune")},
+        "list": ["volume_ls"], "remove": ["volume_rm"],
     },
     "image": {
         "ls": ["images"], "list": ["images"], "rm": ["rmi"], "remove": ["rmi"],
@@ -79,7 +96,10 @@ Common Commands:
 
 Other Commands:
   attach create kill load pause rename restart rm rmi save start stop system tag unpause
-  update wait history
+  update wait history port
+
+Management Commands:
+  container network volume image system
 
 Global Options:
   -H, --host string   Daemon socket to connect to (default unix:///run/berth/berth.sock,
@@ -124,6 +144,8 @@ def resolve_verb(rest: list[str]) -> tuple[str, list[str]]:
             names = ", ".join(MANAGEMENT[verb])
             raise UsageError(f"Usage: berth {verb} COMMAND ({names}, or a verb like run, rm)")
         sub = args[0]
+        if verb in ("network", "volume") and sub not in MANAGEMENT[verb]:
+            raise UsageError(f"unknown command: berth {verb} {sub}")  # no verb falls through
         mapped = MANAGEMENT[verb].get(sub, [sub])
         return mapped[0], mapped[1:] + args[1:]
     return verb, args
@@ -157,7 +179,7 @@ def run(argv: list[str]) -> int:
     try:
         return handler_of(verb)(context, args)
     except UsageError as e:
-        sys.stderr.write(f"{e}\nSee 'berth {verb} --help'.\n")
+        sys.stderr.write(f"{e}\nSee 'berth {verb.replace('_', ' ')} --help'.\n")
         return 125
     except DaemonUnreachable as e:
         sys.stderr.write(f"{e}\n")

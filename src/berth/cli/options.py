@@ -8,12 +8,20 @@ Rules:
 - A bad value is a ``UsageError`` naming the flag and the value (exit 125), before any
   request is sent, so nothing is created.
 - ``create_body`` leaves out what was not asked for, so the daemon's defaults apply.
+- Network flags become what the docker CLI sends: ``-p [ip:][hostPort:]containerPort[/proto]``
+  (ranges map port to port; one container port with a host range keeps the range) fills
+  ``HostConfig.PortBindings`` and ``ExposedPorts``; ``--expose`` ranges are expanded; the
+  first ``--network`` is ``NetworkMode`` (else ``default``) and gets ``--network-alias``,
+  ``--ip`` and ``--ip6`` in its ``NetworkingConfig.EndpointsConfig`` entry (a single network
+  without them sends no entry); ``--dns`` must be an IP, ``--add-host`` is sent as
+  ``name:ip``, each rejected with the docker CLI's words.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from typing import Any
 
 from berth.cli.common import Parser, UsageError, parser
@@ -158,7 +166,17 @@ def add_create_flags(p: Parser) -> None:
     add("--privileged", action="store_true")
     add("--security-opt", action="append", default=[])
     add("--restart", type=restart_policy)
-    add("--network", "--net")
+    add("--network", "--net", action="append", default=[])
+    add("--network-alias", "--net-alias", action="append", default=[])
+    add("--ip")
+    add("--ip6")
+    add("-p", "--publish", action="append", default=[])
+    add("-P", "--publish-all", action="store_true")
+    add("--expose", action="append", default=[])
+    add("--dns", type=dns_address, action="append", default=[])
+    add("--dns-search", type=dns_search, action="append", default=[])
+    add("--dns-option", "--dns-opt", action="append", default=[])
+    add("--add-host", type=extra_host, action="append", default=[])
     add("--stop-signal")
     add("--stop-timeout", type=int)
     add("--init", action="store_true")
@@ -223,6 +241,8 @@ def create_body(
     """The ``POST /containers/create`` body for the parsed run/create flags."""
     env = [item for f in a.env_file for item in _env_file(f)]
     env += [item for e in a.env if (item := env_item(e))]
+    exposed, bindings = published_ports(a.publish, a.expose)
+    endpoints = endpoints_config(a.network, a.network_alias, a.ip, a.ip6)
     host: dict[str, Any] = {
         "Memory": a.memory,
         "MemorySwap": a.memory_swap,
@@ -242,7 +262,13 @@ def create_body(
         "SecurityOpt": a.security_opt or None,
         "RestartPolicy": a.restart,
         "AutoRemove": getattr(a, "rm", False) or None,
-        "NetworkMode": a.network,
+        "NetworkMode": (a.network or ["default"])[0] if a.network or endpoints else None,
+        "PortBindings": bindings or None,
+        "PublishAllPorts": a.publish_all or None,
+        "Dns": a.dns or None,
+        "DnsSearch": a.dns_search or None,
+        "DnsOptions": a.dns_option or None,
+        "ExtraHosts": a.add_host or None,
         "Init": a.init or None,
         "OomKillDisable": a.oom_kill_disable or None,
         "ShmSize": a.shm_size,
@@ -269,8 +295,207 @@ def create_body(
         "StopSignal": a.stop_signal,
         "StopTimeout": a.stop_timeout,
         "Healthcheck": _healthcheck(a),
+        "ExposedPorts": exposed or None,
         "HostConfig": {k: v for k, v in host.items() if v is not None},
+        "NetworkingConfig": {"EndpointsConfig": endpoints} if endpoints else None,
     }
     if a.entrypoint is not None:
         body["Entrypoint"] = [a.entrypoint]  # [""] resets the image's, as docker sends it
     return {k: v for k, v in body.items() if v is not None}
+
+
+# ------------------------------------------------------------------ network flags
+
+_PROTOCOLS = ("tcp", "udp", "sctp")
+_DOMAIN = re.compile(
+    r"^(:?(([a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9\-]*[a-zA-Z0-9])\.)*"
+    r"([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9\-]*[A-Za-z0-9]))$"
+)
+_NOT_USER_DEFINED = ("default", "bridge", "host", "none")
+
+
+def dns_address(text: str) -> str:
+    """``--dns``: an IP address, in its canonical form."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"IP address is not correctly formatted: {text}") from None
+
+
+def dns_search(text: str) -> str:
+    value = text.strip(" ")
+    if value != "." and (not _DOMAIN.match(value) or len(value) > 255):
+        raise argparse.ArgumentTypeError(f"{value} is not a valid domain")
+    return value
+
+
+def extra_host(text: str) -> str:
+    """``--add-host name:ip`` or ``name=ip`` (an IPv6 address may be in brackets), sent as
+    ``name:ip``; ``host-gateway`` is passed on for the daemon to resolve."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
+    name, sep, address = text.partition("=")
+    if not sep:
+        name, sep, address = text.partition(":")
+    if not sep or not name or ":" in name:
+        raise argparse.ArgumentTypeError(f'bad format for add-host: "{text}"')
+    if address != "host-gateway":
+        if len(address) > 2 and address[0] == "[" and address[-1] == "]":
+            address = address[1:-1]
+        try:
+            ipaddress.ip_address(address.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f'invalid IP address in add-host: "{address}"'
+            ) from None
+    return f"{name}:{address}"
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """nat.ParsePortRange: ``80`` or ``8000-8010``; ValueError with Go's words."""
+    if not text:
+        raise ValueError("empty string specified for ports")
+    first, dash, last = text.partition("-")
+    start = _uint16(first)
+    end = _uint16(last.split("-")[0]) if dash else start
+    if end < start:
+        raise ValueError(f"invalid range specified for port: {text}")
+    return start, end
+
+
+def _uint16(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
+    if int(text) > 65535:
+        raise ValueError(f'strconv.ParseUint: parsing "{text}": value out of range')
+    return int(text)
+
+
+def _proto_port(text: str) -> tuple[str, str]:
+    """nat.SplitProtoPort: ``80/udp`` → (udp, 80); no protocol is tcp."""
+    parts = text.split("/")
+    if not text or not parts[0]:
+        return "", ""
+    if len(parts) == 1 or not parts[1]:
+        return "tcp", parts[0]
+    return parts[1], parts[0]
+
+
+def _long_publish(spec: str) -> str:
+    """``target=80,published=8080,protocol=udp`` as ``8080:80/udp`` (what the CLI does)."""
+    params = {"protocol": "tcp"}
+    for param in spec.split(","):
+        key, sep, value = param.partition("=")
+        if not sep or not key:
+            raise UsageError(
+                f"invalid publish opts format (should be name=value but got '{param}')"
+            )
+        params[key] = value
+    return f"{params.get('published', '')}:{params.get('target', '')}/{params['protocol']}"
+
+
+def publish_spec(spec: str) -> list[tuple[str, dict[str, str]]]:
+    """One ``-p`` value as (``port/proto``, binding) pairs, as nat.ParsePortSpec makes them."""
+    import ipaddress  # here: run and create only pay for it when a flag needs it
+
+    if "=" in spec:
+        spec = _long_publish(spec)
+    parts = spec.split(":")
+    container = parts[-1]
+    host_port = parts[-2] if len(parts) > 1 else ""
+    ip = ":".join(parts[:-2])
+    proto, container = _proto_port(container)
+    if ip.startswith("["):
+        if not ip.endswith("]"):
+            raise UsageError(f"invalid IP address {ip}: missing ']' in address")
+        ip = ip[1:-1]
+    if ip:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            raise UsageError(f"invalid IP address: {ip}") from None
+    if not container:
+        raise UsageError(f"no port specified: {spec}<empty>")
+    try:
+        start, end = port_range(container)
+    except ValueError:
+        raise UsageError(f"invalid containerPort: {container}") from None
+    host_start = host_end = 0
+    if host_port:
+        try:
+            host_start, host_end = port_range(host_port)
+        except ValueError:
+            raise UsageError(f"invalid hostPort: {host_port}") from None
+        if end - start != host_end - host_start and end != start:
+            raise UsageError(
+                f"invalid ranges specified for container and host Ports: {container} and "
+                f"{host_port}"
+            )
+    if proto.lower() not in _PROTOCOLS:
+        raise UsageError(f"invalid proto: {proto}")
+    result = []
+    for i in range(end - start + 1):
+        host = str(host_start + i) if host_port else ""
+        if start == end and host_start != host_end:
+            host = f"{host}-{host_end}"
+        result.append((f"{start + i}/{proto.lower()}", {"HostIp": ip, "HostPort": host}))
+    return result
+
+
+def published_ports(
+    publish: list[str], expose: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, str]]]]:
+    """(``ExposedPorts``, ``HostConfig.PortBindings``) from ``-p`` and ``--expose``."""
+    exposed: dict[str, dict[str, Any]] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for spec in publish:
+        for port, binding in publish_spec(spec):
+            exposed[port] = {}
+            bindings.setdefault(port, []).append(binding)
+    for item in expose:
+        if ":" in item:
+            raise UsageError(f"invalid port format for --expose: {item}")
+        proto, port = _proto_port(item)
+        try:
+            start, end = port_range(port)
+        except ValueError as e:
+            raise UsageError(f"invalid range format for --expose: {item}, error: {e}") from None
+        for number in range(start, end + 1):
+            exposed.setdefault(f"{number}/{proto}", {})
+    return dict(sorted(exposed.items())), dict(sorted(bindings.items()))
+
+
+def is_user_defined(network: str) -> bool:
+    return network not in _NOT_USER_DEFINED and not network.startswith("container:")
+
+
+def endpoints_config(
+    networks: list[str], aliases: list[str], ipv4: str | None, ipv6: str | None
+) -> dict[str, dict[str, Any]]:
+    """``NetworkingConfig.EndpointsConfig``: the first network (``default`` when none is
+    named) carries the aliases and addresses; a lone network with nothing to carry is left
+    out, as the docker CLI leaves it."""
+    first: dict[str, Any] = {}
+    if aliases:
+        first["Aliases"] = list(aliases)
+    addresses = {"IPv4Address": ipv4, "IPv6Address": ipv6}
+    if ipv4 or ipv6:
+        first["IPAMConfig"] = {k: v for k, v in addresses.items() if v}
+    names = networks or ["default"]
+    if aliases and not is_user_defined(names[0]):
+        raise UsageError("network-scoped aliases are only supported for user-defined networks")
+    if len(set(names)) != len(names):
+        repeated = next(n for n in names if names.count(n) > 1)
+        raise UsageError(f'network "{repeated}" is specified multiple times')
+    if len(names) > 1 and len({is_user_defined(n) for n in names}) > 1:
+        raise UsageError(
+            "conflicting options: cannot attach both user-defined and non-user-defined "
+            "network-modes"
+        )
+    endpoints: dict[str, dict[str, Any]] = {name: {} for name in names}
+    endpoints[names[0]] = first
+    if len(names) == 1 and not first:
+        return {}
+    return endpoints

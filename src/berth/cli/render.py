@@ -9,6 +9,8 @@ Rules:
 - Sizes are decimal with 3 significant digits (``4.26MB``, go-units' HumanSizeWithPrecision
   as the CLI calls it), memory in binary units (``1.5MiB``); durations as go-units'
   HumanDuration (``2 minutes``, ``About an hour``).
+- Lists the docker CLI sorts by name (networks, volumes, ``port``) use ``natural_sorted``,
+  fvbommel/sortorder's NaturalLess (digit runs compare as numbers, digits before the rest).
 - Plain stdlib, cheap to import: ``berth ps`` prints through this module.
 """
 
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, TextIO
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TextIO, TypeVar
 
 from berth.cli.template import Record, Template
 from berth.humanize import human_duration
 
+T = TypeVar("T")
 MIN_WIDTH = 10
 PADDING = 3
 
@@ -154,3 +157,62 @@ def parse_rfc3339(text: str) -> float:
         hours, _, minutes = zone[1:].partition(":")
         offset = sign * (int(hours) * 3600 + int(minutes or 0) * 60)
     return base + fraction + offset
+
+
+def go_time_text(rfc3339: str) -> str:
+    """Go's time.Time String() of an RFC 3339 time as JSON carries it:
+    ``2026-11-26T21:50:00.1234Z`` → ``2026-11-26 21:50:00.1234 +0000 UTC``."""
+    if not rfc3339 or len(rfc3339) < 19:
+        return "0001-01-01 00:00:00 +0000 UTC"
+    date, clock = rfc3339[:10], rfc3339[11:19]
+    rest = rfc3339[19:]
+    fraction = ""
+    if rest.startswith("."):
+        end = 1
+        while end < len(rest) and rest[end].isdigit():
+            end += 1
+        fraction, rest = rest[1:end].rstrip("0"), rest[end:]
+    zone = "+0000 UTC" if rest in ("Z", "") else f"{rest[:3]}{rest[4:6]} {rest[:3]}{rest[4:6]}"
+    return f"{date} {clock}{'.' + fraction if fraction else ''} {zone}"
+
+
+def _natural_less(a: str, b: str) -> bool:
+    i = j = 0
+    while i < len(a) and j < len(b):
+        da, db = a[i].isdigit(), b[j].isdigit()
+        if da != db:
+            return da
+        if not da:
+            if a[i] != b[j]:
+                return a[i] < b[j]
+            i += 1
+            j += 1
+            continue
+        while i < len(a) and a[i] == "0":
+            i += 1
+        while j < len(b) and b[j] == "0":
+            j += 1
+        start_a, start_b = i, j
+        while i < len(a) and a[i].isdigit():
+            i += 1
+        while j < len(b) and b[j].isdigit():
+            j += 1
+        number_a, number_b = a[start_a:i], b[start_b:j]
+        if len(number_a) != len(number_b):
+            return len(number_a) < len(number_b)
+        if number_a != number_b:
+            return number_a < number_b
+        if start_a != start_b:
+            return start_a < start_b
+    return len(a) < len(b)
+
+
+def natural_sorted(items: Iterable[T], key: Callable[[T], str] = str) -> list[T]:
+    """``items`` in sortorder.NaturalLess order of ``key`` (``net2`` before ``net10``)."""
+    import functools
+
+    def compare(x: T, y: T) -> int:
+        kx, ky = key(x), key(y)
+        return -1 if _natural_less(kx, ky) else (1 if _natural_less(ky, kx) else 0)
+
+    return sorted(items, key=functools.cmp_to_key(compare))

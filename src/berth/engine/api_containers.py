@@ -213,6 +213,7 @@ async def list_containers(request: web.Request) -> web.StreamResponse:
     for rec in rows:
         row = rec.summary()
         row["NetworkSettings"] = {"Networks": m.networks.summary(rec)}
+        row["Ports"] = m.networks.port_rows(rec)
         out.append(row)
     return api.json_response(out)
 

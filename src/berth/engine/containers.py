@@ -449,10 +449,10 @@ class ContainerManager:
             extra, mount_rows = container_mounts.prepare(mount_specs, self.volumes, rootfs)
             volumes_claimed = True
             spec["mounts"].extend(extra)
-            taken = [str(m["destination"]) for m in spec["mounts"]]
-            spec["mounts"].extend(self.networks.file_mounts(sandbox, directory, taken))
             if propagation := container_mounts.rootfs_propagation(extra):
                 spec["linux"]["rootfsPropagation"] = propagation
+            taken = [str(m["destination"]) for m in spec["mounts"]]
+            spec["mounts"].extend(self.networks.file_mounts(sandbox, directory, taken))
             data = json.dumps(spec, separators=(",", ":")).encode() + b"\n"
             from berth.runtime import store as runtime_store
 

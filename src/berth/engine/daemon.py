@@ -46,6 +46,7 @@ from berth.engine import api, api_containers, api_exec
 from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
 from berth.engine.execs import ExecManager
 from berth.engine.health import HealthMonitor
+from berth.engine.network_services import NetworkServices
 from berth.engine.networks import NetworkManager
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
@@ -203,6 +204,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
     containers: ContainerManager | None = None
+    services: NetworkServices | None = None
     try:
         state = api.Engine(
             paths=paths,
@@ -213,6 +215,7 @@ async def serve(
         # What rides on the networks (the embedded DNS, port rules) registers in
         # ``networks.hooks`` here, before ``containers.open()`` (which opens the networks).
         networks = NetworkManager(paths, state.events, ip_forward=ip_forward)
+        services = NetworkServices(networks, paths.containers)
         containers = ContainerManager(
             paths,
             state.images,
@@ -222,6 +225,7 @@ async def serve(
             networks=networks,
         )
         await containers.open()
+        await services.start()
         state.containers = containers
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
@@ -259,6 +263,8 @@ async def serve(
             await runner.cleanup()
         if containers is not None:
             await containers.close()
+        if services is not None:
+            await services.shutdown()
         if listener.kind == "unix" and runner is not None:
             _remove(listener.address)
         release_pid_file(paths.pid_file, pid_fd)

@@ -48,6 +48,8 @@ from berth.engine.network_hooks import EndpointView, NetworkHooks, NetworkView, 
 from berth.engine.network_sandbox import Endpoint, Sandbox
 from berth.engine.network_store import Network, NetworkStore
 from berth.engine.paths import Paths
+from berth.engine.port_publisher import PortPublisher
+from berth.engine.ports import publication
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 
 log = logging.getLogger(__name__)
@@ -80,6 +82,8 @@ class NetworkManager:
         self.sandboxes: dict[str, Sandbox] = {}
         self.taken: dict[str, set[str]] = {}
         self.hooks: list[NetworkHooks] = []
+        # The published ports' hook (network_services), for what inspect and ps show.
+        self.ports: PortPublisher | None = None
         self.up: set[str] = set()  # networks whose bridge is up and hooks told
         self.lock = asyncio.Lock()
         self.containers: ContainerLookup | None = None
@@ -362,6 +366,7 @@ class NetworkManager:
     def plan(self, cid: str, body: dict[str, Any]) -> Sandbox:
         """The container's networking from its create body, validated (nothing is made)."""
         host_config = body.get("HostConfig") or {}
+        publication(body, host_config)  # bad ports refused at create, as dockerd does
         mode = str(host_config.get("NetworkMode") or "default")
         if mode == "default":
             mode = "bridge"
@@ -663,6 +668,8 @@ class NetworkManager:
         if running:
             out["SandboxID"] = sandbox.sandbox_id
             out["SandboxKey"] = self.pin(rec.id)
+            if self.ports is not None:
+                out["Ports"] = self.ports.ports_of(rec.id).inspect_json()
         if sandbox.mode in ("host", "none"):
             out["Networks"][sandbox.mode] = Endpoint(
                 self._id_of(sandbox.mode), sandbox.mode
@@ -691,6 +698,12 @@ class NetworkManager:
 
     def _id_of(self, name: str) -> str:
         return next((n.id for n in self.networks.values() if n.name == name), "")
+
+    def port_rows(self, rec: Record) -> list[dict[str, Any]]:
+        """``/containers/json``'s ``Ports`` (published ones only while running)."""
+        if self.ports is None or not rec.running:
+            return []
+        return self.ports.ports_of(rec.id).list_json()
 
     def summary(self, rec: Record) -> dict[str, Any]:
         """``/containers/json``'s ``NetworkSettings.Networks``."""
