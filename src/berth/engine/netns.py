@@ -11,7 +11,10 @@ Rules:
 - Entering a namespace changes only the calling thread (``setns`` is per task), so code runs in
   one only on a thread made for it (``run_in``): the thread enters, runs, and goes back to the
   namespace it came from before it ends. Sockets (netlink ones too) stay bound to the namespace
-  they were made in, so a socket made by ``run_in`` is used from any thread afterwards.
+  they were made in, so a socket made by ``run_in`` is used from any thread afterwards. A
+  library object that opens its own sockets lazily (pyroute2 0.9's ``IPRoute``) must be handed
+  a socket made here (``IPRoute(fileno=...)``, as ``network_links`` does), never just built
+  inside ``run_in``: it would open its socket later, in the caller's namespace.
 - Blocking calls: the caller of ``create``/``remove``/``run_in`` from asyncio uses
   ``asyncio.to_thread``.
 """
