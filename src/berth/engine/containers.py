@@ -223,6 +223,7 @@ class ContainerManager:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.networks.retired()  # released veths still being deleted
         await self.sup.close()
         await asyncio.to_thread(self._remove_cgroup_parent)
 
@@ -757,6 +758,8 @@ class ContainerManager:
         self.live.pop(rec.id, None)
         self.emit(rec, "destroy")
         await live.notify()
+        # Waiters (``run --rm``) are answered; the caller of rm returns once its veths are gone.
+        await self.networks.retired(container=rec.id)
         log.info("container %s: removed", rec.id)
 
     def _destroy(self, rec: Record) -> None:

@@ -15,6 +15,10 @@ Rules:
   gateway unless it is internal), then the hooks' ``sandbox_ready``. ``release`` undoes it all
   (hooks' ``sandbox_gone`` first) at the container's exit, after a failed start and at removal;
   it is idempotent. A failure in ``attach`` releases what it made before it raises.
+- A released veth is deleted in the background (``_retire``: the kernel's delete waits out RCU
+  grace periods, 15-40 ms, which an exit should not pay); its address stays taken until the
+  link is gone. A failed start, an explicit removal (``rm``), a network's removal, a static
+  ``--ip`` of that address and the daemon's stop wait for it (``retired``).
 - Addresses in use are those of active endpoints (memory, rebuilt at daemon start from the
   containers' ``network.json``); a static ``--ip`` must be inside the subnet and free.
 - Hooks (``network_hooks``) are called in the order that module states, under ``self.lock``,
@@ -81,6 +85,8 @@ class NetworkManager:
         self.networks: dict[str, Network] = {}
         self.sandboxes: dict[str, Sandbox] = {}
         self.taken: dict[str, set[str]] = {}
+        # veth name -> (container id, network id, address, the task deleting it): _retire.
+        self.retiring: dict[str, tuple[str, str, str, asyncio.Task[None]]] = {}
         self.hooks: list[NetworkHooks] = []
         # The published ports' hook (network_services), for what inspect and ps show.
         self.ports: PortPublisher | None = None
@@ -227,6 +233,7 @@ class NetworkManager:
                         except BerthError as e:
                             log.error("container %s: hook at restart: %s", cid, e.message)
             await asyncio.to_thread(self._sweep)
+            await self.retired()
 
     def _sweep(self) -> None:
         owned = {cid for cid, s in self.sandboxes.items() if s.own_netns and self._running(cid)}
@@ -327,6 +334,7 @@ class NetworkManager:
                     " endpoints"
                 )
             view = self.view(net)
+            await self.retired(net.id)
             if net.id in self.up:
                 for hook in reversed(self.hooks):
                     await hook.network_removed(view)
@@ -510,6 +518,7 @@ class NetworkManager:
                 await self._attach_locked(rec, sandbox, directory)
             except BaseException:
                 await self._release_locked(sandbox)
+                await self.retired(container=rec.id)  # a failed start leaves nothing
                 raise
         for ep in sandbox.endpoints:
             net = self.networks.get(ep.network_id)
@@ -553,6 +562,8 @@ class NetworkManager:
         net = self.networks[ep.network_id]
         if net.id not in self.up:
             await self._bring_up(net)
+        if ep.static_ip:
+            await self.retired(net.id, ep.static_ip)
         taken = self.taken.setdefault(net.id, set())
         ip = (
             ipam.check_static(net, ep.static_ip, taken)
@@ -600,22 +611,45 @@ class NetworkManager:
             view = self.sandbox_view(sandbox)
             for hook in reversed(self.hooks):
                 await hook.sandbox_gone(view)
+        await asyncio.to_thread(netns.remove, self.pin(sandbox.container_id))
         for ep in sandbox.endpoints:
             if ep.host_if:
-                try:
-                    await asyncio.to_thread(links.remove_link, self.host_netns, ep.host_if)
-                except BerthError as e:
-                    log.warning("container %s: veth %s: %s", sandbox.container_id, ep.host_if,
-                                e.message)  # fmt: skip
-            if ep.ip:
+                self._retire(sandbox.container_id, ep.network_id, ep.host_if, ep.ip)
+            elif ep.ip:
                 self.taken.get(ep.network_id, set()).discard(ep.ip)
             ep.clear()
-        await asyncio.to_thread(netns.remove, self.pin(sandbox.container_id))
         sandbox.active = False
         sandbox.sandbox_id = ""
         directory = self.paths.container(sandbox.container_id)
         if os.path.isdir(directory):
             await asyncio.to_thread(sandbox.save, directory, False)
+
+    def _retire(self, cid: str, network_id: str, host_if: str, ip: str) -> None:
+        """Delete a released endpoint's veth in the background, then free its address.
+
+        Deleting a veth waits out the kernel's RCU grace periods (15-40 ms here): off the exit
+        path, the address stays taken until the link is gone (no duplicate on the bridge)."""
+
+        async def retire() -> None:
+            try:
+                await asyncio.to_thread(links.remove_link, self.host_netns, host_if)
+            except BerthError as e:
+                log.warning("container %s: veth %s: %s", cid, host_if, e.message)
+            finally:
+                if ip:
+                    self.taken.get(network_id, set()).discard(ip)
+                self.retiring.pop(host_if, None)
+
+        task = asyncio.get_running_loop().create_task(retire())
+        self.retiring[host_if] = (cid, network_id, ip, task)
+
+    async def retired(
+        self, network_id: str | None = None, ip: str | None = None, container: str | None = None
+    ) -> None:
+        """Wait for the veths being deleted (all, or one network's, address's, container's)."""
+        for cid, net_id, held, task in list(self.retiring.values()):
+            if network_id in (None, net_id) and ip in (None, held) and container in (None, cid):
+                await asyncio.shield(task)
 
     async def forget(self, cid: str) -> None:
         """The container is being removed: release, then drop its plan."""

@@ -227,6 +227,7 @@ def test_a_restart_releases_the_stopped_and_keeps_the_running(tmp_path: Path, ho
         assert again.lookup(keep.id, "keep") == [w.ip(keep, "n4")]
         keep.state.update(Running=False, Status="exited")
         await again.release(keep.id)
+        await again.retired()  # its veth is deleted in the background
         assert await w.veths() == [] and os.listdir(again.netns_dir) == []
 
     asyncio.run(main())
