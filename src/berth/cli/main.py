@@ -49,6 +49,7 @@ VERBS: dict[str, str] = {
     **dict.fromkeys(
         ("volume_create", "volume_ls", "volume_inspect", "volume_rm", "volume_prune"), "volumes"
     ),
+    "registry": "registry",
 }  # fmt: skip
 
 MANAGEMENT: dict[str, dict[str, list[str]]] = {
@@ -93,6 +94,7 @@ Common Commands:
   info        Display system-wide information
   version     Show the Berth version information
   daemon      Start berthd in the foreground or in the background
+  registry    Serve an OCI registry (berth registry serve --addr HOST:PORT --root DIR)
 
 Other Commands:
   attach create kill load pause rename restart rm rmi save start stop system tag unpause
