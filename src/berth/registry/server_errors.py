@@ -32,6 +32,7 @@ STATUS: dict[str, int] = {
     "TAG_INVALID": 400,
     "PAGINATION_NUMBER_INVALID": 400,
     "RANGE_INVALID": 416,
+    "SCOPE_INVALID": 400,  # the token endpoint: a scope it cannot read
     "UNAUTHORIZED": 401,
     "DENIED": 403,
     "UNSUPPORTED": 405,
