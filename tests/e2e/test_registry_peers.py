@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -266,3 +267,43 @@ def test_peers_with_the_token_flow(
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert probe.stdout == "401"
+
+
+def test_berthd_serves_the_registry_beside_the_api(images: Path) -> None:
+    from test_berthd_images import BERTHD, Daemon, _wait_for_socket, stop_daemon
+
+    home = Path(tempfile.mkdtemp(prefix="berthd-reg-"))  # short: the socket path
+    port = _free_port()
+    sock, data_root = str(home / "berth.sock"), home / "root"
+    try:
+        with open(home / "berthd.log", "wb") as log:
+            proc = subprocess.Popen(
+                [BERTHD, "--data-root", str(data_root), "--host", f"unix://{sock}",
+                 "--registry-addr", f"127.0.0.1:{port}"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        daemon = Daemon(home, sock, data_root, proc)
+        try:
+            _wait_for_socket(sock, proc)
+            _wait_listening(port, proc, home / "berthd.log")
+            target = f"docker://127.0.0.1:{port}/daemon/busybox:v1"
+            skopeo("copy", "--dest-tls-verify=false", f"oci:{images / 'layout'}:{BUSYBOX}", target)
+            manifest = _inspect(target)
+            config = manifest["config"]["digest"]  # type: ignore[index]
+            blob = data_root / "registry" / "content" / "blobs" / "sha256" / config[7:]
+            assert blob.is_file()
+            assert daemon.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+        finally:
+            assert stop_daemon(daemon) == 0
+        refused = subprocess.run(
+            [BERTHD, "--data-root", str(home / "other"), "--host", f"unix://{home / 'x.sock'}",
+             "--registry-addr", "0.0.0.0:5000"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert refused.returncode == 1
+        assert "loopback" in refused.stderr
+        from test_berthd_images import stop_supervisor
+
+        stop_supervisor(home / "other")
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

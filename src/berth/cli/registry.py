@@ -16,7 +16,6 @@ in progress keeps its blobs); it is safe while the server runs.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
@@ -30,22 +29,6 @@ Commands:
   serve       Serve an OCI distribution registry (docker-registry's HTTP API)
   gc          Delete blobs that no manifest references
 """
-
-
-def _split_addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise UsageError(f"invalid --addr {text!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _serve(argv: list[str]) -> int:
@@ -67,10 +50,15 @@ def _serve(argv: list[str]) -> int:
     )
     p.add_argument("-D", "--debug", action="store_true", help="log every token and upload")
     args = p.parse_args(argv)
-    host, port = _split_addr(args.addr)
+    from berth.registry.server import ServerConfig, is_loopback, parse_address, start, tls_context
+
+    try:
+        host, port = parse_address(args.addr)
+    except BerthError as e:
+        raise UsageError(f"--addr: {e.message}") from None
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
-    if not (args.htpasswd or args.access) and not _is_loopback(host) and not args.no_auth_anywhere:
+    if not (args.htpasswd or args.access) and not is_loopback(host) and not args.no_auth_anywhere:
         raise CliError(
             f"berth registry: refusing to serve {args.addr} without authentication "
             f"(give --htpasswd, or --no-auth-anywhere)",
@@ -83,8 +71,6 @@ def _serve(argv: list[str]) -> int:
     )
     for noisy in ("asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from berth.registry.server import ServerConfig, start, tls_context
-
     config = ServerConfig(
         root=args.root,
         htpasswd=args.htpasswd,

@@ -1,7 +1,7 @@
 """``berthd``: the engine daemon's command line, start-up and shutdown.
 
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
-           [--ip-forward=true|false] [--debug]
+           [--ip-forward=true|false] [--registry-addr 127.0.0.1:5000] [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -118,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("true", "false"),
         help="enable net.ipv4.ip_forward in berthd's namespace (default true)",
     )
+    p.add_argument(
+        "--registry-addr",
+        help="also serve an OCI registry (no auth: loopback only) on HOST:PORT, "
+        "stored under DATA_ROOT/registry",
+    )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
 
@@ -194,6 +199,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     cgroup_parent: str = DEFAULT_CGROUP_PARENT,
     ip_forward: bool = True,
+    registry_addr: str | None = None,
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -203,6 +209,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     runner: web.AppRunner | None = None
+    registry: web.AppRunner | None = None
     containers: ContainerManager | None = None
     services: NetworkServices | None = None
     try:
@@ -254,11 +261,15 @@ async def serve(
             paths.data_root,
             state.images.snapshots.mode,
         )
+        if registry_addr:
+            registry = await _start_registry(paths, registry_addr)
         await stop.wait()
         log.info("berthd %s: shutting down", state.engine_id)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if registry is not None:
+            await registry.cleanup()
         if runner is not None:
             await runner.cleanup()
         if containers is not None:
@@ -269,6 +280,21 @@ async def serve(
             _remove(listener.address)
         release_pid_file(paths.pid_file, pid_fd)
     log.info("berthd stopped")
+
+
+async def _start_registry(paths: Paths, address: str) -> web.AppRunner:
+    """The registry server beside the API (``--registry-addr``): no authentication, so on a
+    loopback address only; its storage is ``<data-root>/registry``."""
+    from berth.registry import server as registry
+
+    host, port = registry.parse_address(address)
+    if not registry.is_loopback(host):
+        raise InvalidArgument(
+            f"--registry-addr {address!r}: berthd serves its registry without authentication, "
+            f"on a loopback address only (use `berth registry serve --htpasswd` elsewhere)"
+        )
+    config = registry.ServerConfig(root=os.path.join(paths.data_root, "registry"))
+    return await registry.start(config, host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -296,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 debug=args.debug,
                 cgroup_parent=args.cgroup_parent,
                 ip_forward=args.ip_forward == "true",
+                registry_addr=args.registry_addr,
             )
         )
     except BerthError as e:

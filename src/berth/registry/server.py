@@ -25,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import ssl
@@ -276,6 +277,23 @@ def make_app(config: ServerConfig) -> web.Application:
 
 MAX_BODY = 1 << 22  # bytes aiohttp reads into memory for a request (bodies stream otherwise)
 REGISTRY = web.AppKey("registry", Registry)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6; an empty host is every address)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise InvalidArgument(f"invalid address {text!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
