@@ -307,3 +307,16 @@ def test_berthd_serves_the_registry_beside_the_api(images: Path) -> None:
         stop_supervisor(home / "other")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_registry_bench_quick_runs() -> None:
+    """bench/registry_bench.py --quick end to end, so the script cannot rot (its numbers
+    mean nothing at this size)."""
+    bench = Path(__file__).resolve().parents[2] / "bench" / "registry_bench.py"
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--small", "3"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "blob GETs" in proc.stdout and "small pushes" in proc.stdout
+    assert "### Errors" not in proc.stdout and "\nErrors\n" not in proc.stdout

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import json
 from urllib.parse import urlencode
 
@@ -79,8 +80,13 @@ async def put_manifest(call: Call) -> web.StreamResponse:
         MissingBlob="MANIFEST_BLOB_UNKNOWN",
         MissingManifest="MANIFEST_UNKNOWN",
     ):
-        info, parsed = call.storage.put_manifest(
-            call.name, reference, body, request.headers.get("Content-Type", "")
+        info, parsed = await asyncio.get_running_loop().run_in_executor(
+            None,
+            call.storage.put_manifest,
+            call.name,
+            reference,
+            body,
+            request.headers.get("Content-Type", ""),
         )
     headers = {
         "Location": f"/v2/{call.name}/manifests/{info.digest}",
