@@ -63,15 +63,29 @@ async def get_manifest(call: Call) -> web.StreamResponse:
     return web.Response(body=body, headers=headers)
 
 
-async def put_manifest(call: Call) -> web.StreamResponse:
-    request = call.request
-    if request.content_length is not None and request.content_length > MANIFEST_MAX:
+async def _read_manifest(request: web.Request) -> bytes:
+    """The whole body (it may arrive in many pieces), refused with 413 past MANIFEST_MAX."""
+    chunks: list[bytes] = []
+    size = request.content_length or 0
+    if size <= MANIFEST_MAX:
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > MANIFEST_MAX:
+                break
+            chunks.append(chunk)
+    if size > MANIFEST_MAX:
         raise RegistryError(
             "MANIFEST_INVALID",
-            f"manifest of {request.content_length} bytes is larger than {MANIFEST_MAX}",
+            f"manifest of {size} bytes or more is larger than {MANIFEST_MAX}",
             status=413,
         )
-    body = await request.content.read(MANIFEST_MAX + 1)
+    return b"".join(chunks)
+
+
+async def put_manifest(call: Call) -> web.StreamResponse:
+    request = call.request
+    body = await _read_manifest(request)
     reference = call.parts["reference"]
     _check_reference(reference)
     with errors_as(

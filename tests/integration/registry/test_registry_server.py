@@ -260,6 +260,22 @@ def test_manifests_by_tag_and_digest(server: Server) -> None:
     assert by_digest.status_code == 201
 
 
+def test_manifest_sent_in_pieces(server: Server) -> None:
+    image = make_image("pieces", layers=40)  # a manifest of a few KB
+    for blob in image.blobs:
+        push_blob(server, "pieces", blob)
+
+    def slowly() -> Iterator[bytes]:
+        for i in range(0, len(image.manifest), 500):
+            yield image.manifest[i : i + 500]
+            time.sleep(0.01)
+
+    put = server("PUT", "/v2/pieces/manifests/v1", data=slowly(),
+                 headers={"Content-Type": image.media_type})  # fmt: skip
+    assert put.status_code == 201, put.text
+    assert server("GET", "/v2/pieces/manifests/v1").content == image.manifest
+
+
 def test_manifest_errors(server: Server) -> None:
     image = make_image("e")
     headers = {"Content-Type": image.media_type}
