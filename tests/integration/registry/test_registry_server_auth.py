@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -271,3 +272,18 @@ def test_tls(tmp_path: Path) -> None:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
         loop.close()
+
+
+def test_serve_refuses_an_open_registry_off_loopback(tmp_path: Path) -> None:
+    berth = Path(sys.executable).parent / "berth"
+    proc = subprocess.run(
+        [str(berth), "registry", "serve", "--addr", "0.0.0.0:5999", "--root", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "refusing to serve 0.0.0.0:5999 without authentication" in proc.stderr
+    bad = subprocess.run(
+        [str(berth), "registry", "serve", "--addr", "nowhere", "--root", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 125 and "expected HOST:PORT" in bad.stderr
