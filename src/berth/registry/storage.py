@@ -19,7 +19,8 @@ Rules:
   readable from another until it is pushed or mounted there (the bytes are stored once).
 - Repository names and tags follow the distribution spec's grammar (``NAME``, ``TAG``); a name
   component starts with a letter or digit, so it never collides with the ``_`` directories.
-- Uploads live in this process's memory (the writer holds the running hash); an upload idle
+- Uploads live in this process's memory (the writer holds the running hash, sha256 unless
+  the upload was started with a ``?digest=`` of another algorithm); an upload idle
   longer than ``UPLOAD_IDLE`` is aborted by ``reap_uploads``. A restart loses open uploads,
   and ``gc`` removes their ingest files.
 - ``gc`` keeps every manifest linked anywhere, what those manifests reference, and whatever
