@@ -14,8 +14,9 @@ each started fresh on an empty storage dir in a temp dir, on a 127.0.0.1 port:
 2. pull: ``skopeo copy docker://... dir:<fresh dir>`` of that image.
 3. blob GETs: the five layers fetched over raw HTTP/1.1 by this script (one connection per
    blob, the body read into a reused 1 MB buffer and dropped), against the limit: the same
-   files sent over loopback by a plain sender process (``socket.sendfile``, one connection
-   per file: ``cat | nc`` without its copies) into the same receiver. Throughput in MB/s;
+   files sent over loopback by a plain sender process (the length in 8 bytes, then
+   ``socket.sendfile``, one connection per file: ``cat | nc`` without its copies) into the
+   same receiver, which reads exactly that length as it reads a Content-Length. MB/s;
    the target is berth >= 70% of the limit. ``GET_ROUNDS`` rounds per run, interleaved.
 4. small pushes: ``--small`` images of one small layer each (a 4 KB random file in a tar.gz),
    each its own ``skopeo copy``: the total time for all of them.
@@ -208,6 +209,16 @@ def _receive(sock: socket.socket, buffer: bytearray, length: int | None) -> int:
     return received
 
 
+def _exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise RuntimeError("connection closed early")
+        data += chunk
+    return data
+
+
 def _http_get(port: int, path: str, buffer: bytearray) -> int:
     """GET ``path`` over a fresh connection; the body's length (read and dropped)."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -240,12 +251,13 @@ def _blob_gets(server: Server, repo: str, digests: list[str], buffer: bytearray)
 
 
 _SENDER = """
-import socket, sys
+import os, socket, sys
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
 for path in sys.argv[1:]:
     conn, _ = listener.accept()
     with conn, open(path, "rb") as f:
+        conn.sendall(os.fstat(f.fileno()).st_size.to_bytes(8, "big"))
         conn.sendfile(f)
 """
 
@@ -263,7 +275,8 @@ def _loopback_limit(files: list[Path], buffer: bytearray) -> float:
         start = time.perf_counter()
         for path in files:
             with socket.create_connection(("127.0.0.1", port)) as sock:
-                got = _receive(sock, buffer, None)
+                size = int.from_bytes(_exactly(sock, 8), "big")  # as Content-Length is read
+                got = _receive(sock, buffer, size)
                 if got != path.stat().st_size:
                     raise RuntimeError(f"loopback limit: {got} bytes of {path} arrived")
         return time.perf_counter() - start
