@@ -465,12 +465,14 @@ def main() -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--layer-mb", type=int, default=40)
-    p.add_argument("--small", type=int, default=100, help="small images pushed one by one")
+    p.add_argument("--small", type=int, help="small images pushed one by one (100)")
     p.add_argument("--quick", action="store_true", help="1 run, 4 MB layers, 10 small images")
     p.add_argument("--markdown", help="also write the report into this file's registry section")
     args = p.parse_args()
     if args.quick:
-        args.runs, args.layer_mb, args.small = 1, 4, 10
+        args.runs, args.layer_mb = 1, 4
+    if args.small is None:
+        args.small = 10 if args.quick else 100
     for tool in (SKOPEO, DOCKER_REGISTRY, BERTH):
         if not os.access(tool, os.X_OK):
             print(f"registry_bench: {tool} is missing (make install)", file=sys.stderr)
