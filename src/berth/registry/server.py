@@ -11,8 +11,9 @@ Rules:
   for the catalog; the ``/v2/`` base check needs only a valid identity). GET and HEAD pull,
   DELETE deletes, the rest pushes. Read-only refuses push and delete with 405 UNSUPPORTED.
 - Authentication, by configuration: none (the default; ``serve`` refuses it on an address
-  that is not loopback unless told); Basic against an htpasswd file (401 with a Basic
-  challenge, 403 DENIED when the user lacks the right); or the Docker token flow: the
+  that is not loopback unless told); an access file alone (rights of anonymous callers);
+  Basic against an htpasswd file (401 with a Basic challenge, 403 DENIED when the user lacks
+  the right); or the Docker token flow: the
   registry's own token endpoint at the realm's path issues HMAC-signed tokens for the
   intersection of what is asked and what the access rules grant, and ``/v2/`` answers 401
   with ``WWW-Authenticate: Bearer realm=...,service=...,scope=...`` until a token carries
@@ -124,7 +125,8 @@ class Registry:
 
     @property
     def auth_enabled(self) -> bool:
-        return self.htpasswd is not None or self.tokens is not None
+        """Users or rules are configured (rules alone: what anonymous callers may do)."""
+        return self.htpasswd is not None or self.tokens is not None or self.rules.rules is not None
 
     async def check_password(self, user: str, password: str) -> bool:
         assert self.htpasswd is not None
@@ -177,15 +179,16 @@ class Registry:
             return claims.subject or None
         user = await self.basic_user(request)
         basic = {"WWW-Authenticate": f'Basic realm="{BASIC_REALM}"'}
+        can_log_in = self.htpasswd is not None
         if scope is None or self.rules.granted(user, scope) >= scope.actions:
-            if scope is None and user is None:
+            if scope is None and user is None and can_log_in:
                 raise RegistryError("UNAUTHORIZED", "authentication required", headers=basic)
             return user
-        if user is None:
+        if user is None and can_log_in:
             raise RegistryError("UNAUTHORIZED", "authentication required", headers=basic)
-        raise RegistryError(
-            "DENIED", f"user {user!r} may not {'/'.join(sorted(scope.actions))} {scope.name}"
-        )
+        who = "anonymous callers" if user is None else f"user {user!r}"
+        actions = "/".join(sorted(scope.actions))
+        raise RegistryError("DENIED", f"{who} may not {actions} {scope.name}")
 
     async def may_pull(self, request: web.Request, name: str) -> bool:
         try:

@@ -287,3 +287,20 @@ def test_serve_refuses_an_open_registry_off_loopback(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert bad.returncode == 125 and "expected HOST:PORT" in bad.stderr
+
+
+def test_access_rules_without_users(tmp_path: Path) -> None:
+    """An access file alone says what anonymous callers may do (here: pull public/*)."""
+    image = make_image("anon")
+    with running(ServerConfig(root=str(tmp_path))) as writable:
+        push_image(writable, "public/app", image, "v1")
+        push_image(writable, "private/app", image, "v1")
+    (tmp_path / "access").write_text("anonymous pull public/*\n")
+    config = ServerConfig(root=str(tmp_path / "."), access=str(tmp_path / "access"))
+    with running(config) as server:
+        assert server("GET", "/v2/").status_code == 200
+        assert server("GET", "/v2/public/app/manifests/v1").status_code == 200
+        private = server("GET", "/v2/private/app/manifests/v1")
+        assert private.status_code == 403 and error_code(private) == "DENIED"
+        push = server("PUT", "/v2/public/app/manifests/v2", data=image.manifest)
+        assert push.status_code == 403
