@@ -12,6 +12,7 @@ and pushes (nothing runs), with ``--tls-verify=false`` for the plain-HTTP regist
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -198,6 +199,31 @@ def test_skopeo_copies_to_and_from_berths_registry(
     source, mirror = f"docker://{host}/library/busybox:oci", f"docker://{host}/mirror/busybox:oci"
     skopeo("copy", "--src-tls-verify=false", "--dest-tls-verify=false", source, mirror)
     assert _inspect(mirror) == _inspect(source)
+
+
+def test_skopeo_over_tls(images: Path, tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(certs / "ca.crt")],
+        check=True, capture_output=True, timeout=30,
+    )  # fmt: skip
+    serving = _serve(
+        tmp_path / "tls", _free_port(),
+        "--tls-cert", str(certs / "ca.crt"), "--tls-key", str(tmp_path / "key.pem"),
+    )  # fmt: skip
+    with contextlib.closing(serving):  # closing it stops the registry
+        registry = next(serving)
+        target = f"docker://{registry.host}/tls/busybox:v1"
+        source = f"oci:{images / 'layout'}:{BUSYBOX}"
+        untrusted = skopeo("copy", source, target, check=False)  # verified against system CAs
+        assert untrusted.returncode != 0 and "certificate" in untrusted.stderr
+        skopeo("copy", "--dest-cert-dir", str(certs), source, target)
+        skopeo("copy", "--src-cert-dir", str(certs), target, f"oci:{tmp_path / 'out'}:x")
+        assert (tmp_path / "out" / "index.json").is_file()
 
 
 @pytest.fixture(scope="module")

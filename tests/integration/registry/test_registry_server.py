@@ -81,6 +81,15 @@ def test_monolithic_upload_then_head_get_and_range(server: Server) -> None:
     assert other.status_code == 404 and error_code(other) == "BLOB_UNKNOWN"
 
 
+def test_empty_blob(server: Server) -> None:
+    empty = sha256(b"")
+    pushed = server("POST", f"/v2/empty/blobs/uploads/?digest={empty}", data=b"")
+    assert pushed.status_code == 201, pushed.text
+    got = server("GET", f"/v2/empty/blobs/{empty}")
+    assert got.status_code == 200 and got.content == b""
+    assert got.headers["Content-Length"] == "0"
+
+
 def test_post_then_put_upload(server: Server) -> None:
     data = os.urandom(3000)
     started = server("POST", "/v2/postput/blobs/uploads/")
