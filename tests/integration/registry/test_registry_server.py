@@ -33,6 +33,8 @@ from registry_server import (
 from berth.registry.server import ServerConfig
 from berth.registry.storage import RegistryStorage
 
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -293,6 +295,16 @@ def test_manifests_by_tag_and_digest(server: Server) -> None:
         headers={"Content-Type": OCI_INDEX},
     )  # fmt: skip
     assert by_digest.status_code == 201
+    docker_list = json.dumps(
+        {"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": [
+            {"mediaType": DOCKER_MANIFEST, "digest": docker.digest, "size": len(docker.manifest),
+             "platform": {"architecture": "amd64", "os": "linux"}}]}
+    ).encode()  # fmt: skip
+    listed = server("PUT", "/v2/manifests/docker/manifests/list", data=docker_list,
+                    headers={"Content-Type": DOCKER_LIST})  # fmt: skip
+    assert listed.status_code == 201, listed.text
+    got = server("GET", "/v2/manifests/docker/manifests/list")
+    assert got.headers["Content-Type"] == DOCKER_LIST and got.content == docker_list
 
 
 def test_manifest_sent_in_pieces(server: Server) -> None:
