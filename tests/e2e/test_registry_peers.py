@@ -85,19 +85,28 @@ def _stop(registry: Registry) -> None:
     assert not ingest.is_dir() or not os.listdir(ingest)
 
 
-def _serve(home: Path, port: int, *flags: str) -> Iterator[Registry]:
+def _serve(home: Path, port: int, *flags: str, netns_of: int | None = None) -> Iterator[Registry]:
+    """``berth registry serve`` on 127.0.0.1:``port`` (in the network namespace of the
+    process ``netns_of``, if given)."""
     home.mkdir(exist_ok=True)
     root = home / "root"
     log = home / "registry.log"
+    enter = ["nsenter", f"--net=/proc/{netns_of}/ns/net", "--"] if netns_of else []
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(BERTH), "registry", "serve", "--addr", f"127.0.0.1:{port}", "--root", str(root),
-             *flags],
+            [*enter, str(BERTH), "registry", "serve", "--addr", f"127.0.0.1:{port}",
+             "--root", str(root), *flags],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )  # fmt: skip
     registry = Registry(f"127.0.0.1:{port}", root, proc, log)
     try:
-        _wait_listening(port, proc, log)
+        if netns_of is None:
+            _wait_listening(port, proc, log)
+        else:  # not reachable from here: its log says when it listens
+            deadline = time.monotonic() + 20
+            while "registry serving" not in log.read_text() and time.monotonic() < deadline:
+                assert proc.poll() is None, log.read_text()
+                time.sleep(0.05)
         yield registry
     finally:
         _stop(registry)
@@ -293,6 +302,35 @@ def test_peers_with_the_token_flow(
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
     assert probe.stdout == "401"
+
+
+def test_docker_pushes_to_and_pulls_from_berths_registry(images: Path, tmp_path: Path) -> None:
+    """dockerd 20.10 (its own network namespace, where the registry runs too: 127.0.0.1 is
+    an insecure registry to dockerd by default) pushes and pulls through the docker CLI."""
+    import dockerd
+
+    if dockerd.missing():
+        pytest.skip(str(dockerd.missing()))
+    with dockerd.private_dockerd() as daemon:
+        init = daemon._init_pid()
+        assert init is not None
+        # the namespace is the test's own (dockerd.py leaves its loopback down)
+        subprocess.run(["nsenter", f"--net=/proc/{init}/ns/net", "ip", "link", "set", "lo", "up"],
+                       check=True, timeout=30)  # fmt: skip
+        serving = _serve(tmp_path / "reg", 5000, netns_of=init)
+        with contextlib.closing(serving):
+            registry = next(serving)
+            daemon.ok("load", "-i", str(images / "busybox.tar"))
+            daemon.ok("tag", "busybox:latest", "127.0.0.1:5000/docker/busybox:v1")
+            pushed = daemon.ok("push", "127.0.0.1:5000/docker/busybox:v1")
+            digest = pushed.strip().splitlines()[-1].split("digest: ")[1].split()[0]
+            daemon.ok("rmi", "127.0.0.1:5000/docker/busybox:v1", "busybox:latest")
+            daemon.ok("pull", "127.0.0.1:5000/docker/busybox:v1")
+            repo_digests = daemon.ok("image", "inspect", "--format", "{{json .RepoDigests}}",
+                                     "127.0.0.1:5000/docker/busybox:v1")  # fmt: skip
+            assert f"127.0.0.1:5000/docker/busybox@{digest}" in json.loads(repo_digests)
+            link = registry.root / "repositories" / "docker" / "busybox" / "_tags" / "v1"
+            assert link.read_text() == digest
 
 
 def test_berthd_serves_the_registry_beside_the_api(images: Path) -> None:
