@@ -333,42 +333,63 @@ def test_docker_pushes_to_and_pulls_from_berths_registry(images: Path, tmp_path:
             assert link.read_text() == digest
 
 
+def _berthd_in_netns(home: Path, *args: str) -> subprocess.Popen[bytes]:
+    """berthd in a network namespace of its own with lo up, as berthd_process runs it (its
+    bridges and sysctls never reach the host's namespace)."""
+    from berthd_process import _IN_NETNS
+    from test_berthd_images import BERTHD
+
+    with open(home / "berthd.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", _IN_NETNS, "", BERTHD, *args],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
 def test_berthd_serves_the_registry_beside_the_api(images: Path) -> None:
-    from test_berthd_images import BERTHD, Daemon, _wait_for_socket, stop_daemon
+    from test_berthd_images import Daemon, _wait_for_socket, stop_daemon, stop_supervisor
 
     home = Path(tempfile.mkdtemp(prefix="berthd-reg-"))  # short: the socket path
-    port = _free_port()
     sock, data_root = str(home / "berth.sock"), home / "root"
     try:
-        with open(home / "berthd.log", "wb") as log:
-            proc = subprocess.Popen(
-                [BERTHD, "--data-root", str(data_root), "--host", f"unix://{sock}",
-                 "--registry-addr", f"127.0.0.1:{port}"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        proc = _berthd_in_netns(
+            home, "--data-root", str(data_root), "--host", f"unix://{sock}",
+            "--registry-addr", "127.0.0.1:5000",
+        )  # fmt: skip
         daemon = Daemon(home, sock, data_root, proc)
         try:
             _wait_for_socket(sock, proc)
-            _wait_listening(port, proc, home / "berthd.log")
-            target = f"docker://127.0.0.1:{port}/daemon/busybox:v1"
-            skopeo("copy", "--dest-tls-verify=false", f"oci:{images / 'layout'}:{BUSYBOX}", target)
-            manifest = _inspect(target)
-            config = manifest["config"]["digest"]  # type: ignore[index]
+            deadline = time.monotonic() + 20
+            while "registry serving" not in (home / "berthd.log").read_text():
+                assert time.monotonic() < deadline, (home / "berthd.log").read_text()
+                time.sleep(0.05)
+            enter = ["nsenter", f"--net=/proc/{proc.pid}/ns/net", SKOPEO, "--insecure-policy"]
+            target = "docker://127.0.0.1:5000/daemon/busybox:v1"
+            copied = subprocess.run(
+                [*enter, "copy", "--dest-tls-verify=false",
+                 f"oci:{images / 'layout'}:{BUSYBOX}", target],
+                capture_output=True, text=True, timeout=TIMEOUT, check=False,
+            )  # fmt: skip
+            assert copied.returncode == 0, copied.stderr
+            raw = subprocess.run(
+                [*enter, "inspect", "--tls-verify=false", "--raw", target],
+                capture_output=True, text=True, timeout=TIMEOUT, check=True,
+            ).stdout  # fmt: skip
+            config = json.loads(raw)["config"]["digest"]
             blob = data_root / "registry" / "content" / "blobs" / "sha256" / config[7:]
             assert blob.is_file()
             assert daemon.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
         finally:
             assert stop_daemon(daemon) == 0
-        refused = subprocess.run(
-            [BERTHD, "--data-root", str(home / "other"), "--host", f"unix://{home / 'x.sock'}",
-             "--registry-addr", "0.0.0.0:5000"],
-            capture_output=True, text=True, timeout=60, check=False,
+        other = home / "other"
+        other.mkdir()
+        refused = _berthd_in_netns(
+            other, "--data-root", str(other / "root"), "--host", f"unix://{other / 'x.sock'}",
+            "--registry-addr", "0.0.0.0:5000",
         )  # fmt: skip
-        assert refused.returncode == 1
-        assert "loopback" in refused.stderr
-        from test_berthd_images import stop_supervisor
-
-        stop_supervisor(home / "other")
+        assert refused.wait(60) == 1
+        assert "loopback" in (other / "berthd.log").read_text()
+        stop_supervisor(other / "root")
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
