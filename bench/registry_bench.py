@@ -17,7 +17,8 @@ each started fresh on an empty storage dir in a temp dir, on a 127.0.0.1 port:
    files sent over loopback by a plain sender process (the length in 8 bytes, then
    ``socket.sendfile``, one connection per file: ``cat | nc`` without its copies) into the
    same receiver, which reads exactly that length as it reads a Content-Length. MB/s;
-   the target is berth >= 70% of the limit. ``GET_ROUNDS`` rounds per run, interleaved.
+   the target is berth >= 70% of the limit. ``GET_ROUNDS`` rounds per run after a sync
+   (no writeback of the pushes in the way), the two registries and the limit in rotation.
 4. small pushes: ``--small`` images of one small layer each (a 4 KB random file in a tar.gz),
    each its own ``skopeo copy``: the total time for all of them.
 
@@ -340,6 +341,7 @@ class RegistryBench:
         self, order: tuple[str, ...], servers: dict[str, Server], buffer: bytearray, run: int
     ) -> None:
         source = f"oci:{self.big_layout.path}:big"
+        os.sync()  # start each run with no writeback pending
         for kind in order:
             target = f"docker://{servers[kind].host}/bench/big:v1"
             self.times["push"][kind].append(
@@ -354,8 +356,10 @@ class RegistryBench:
             )
             shutil.rmtree(out, ignore_errors=True)
         files = [self.big_layout.blob_path(d) for d in self.big_digests]
-        for _ in range(GET_ROUNDS):  # cheap, and the noisiest case: several rounds a run
-            for kind in (*order, "limit"):
+        os.sync()  # the pushes' and pulls' dirty pages: their writeback must not land here
+        for i in range(GET_ROUNDS):  # cheap, and the noisiest case: several rounds a run
+            kinds = (*order, "limit")
+            for kind in kinds[i % 3 :] + kinds[: i % 3]:  # who goes first rotates
                 if kind == "limit":
                     self.limit.append(_loopback_limit(files, buffer))
                 else:
