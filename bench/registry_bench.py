@@ -11,14 +11,18 @@ each started fresh on an empty storage dir in a temp dir, on a 127.0.0.1 port:
    random data (``--layer-mb`` each: 5 x 40 MB = 200 MB by default). The layers are gzip at
    level 1 so skopeo sends them as they are (it would compress a plain tar itself, and then
    the client's gzip would be what is measured).
-2. pull: ``skopeo copy docker://... dir:<fresh dir>`` of that image.
+2. pull: ``skopeo copy docker://... dir:<fresh dir>`` of that image, ``PULL_ROUNDS`` times
+   per run, the registries alternating (skopeo's own hashing and writing dominate: the two
+   registries answer it with the same requests).
 3. blob GETs: the five layers fetched over raw HTTP/1.1 by this script (one connection per
    blob, the body read into a reused 1 MB buffer and dropped), against the limit: the same
    files sent over loopback by a plain sender process (the length in 8 bytes, then
    ``socket.sendfile``, one connection per file: ``cat | nc`` without its copies) into the
    same receiver, which reads exactly that length as it reads a Content-Length. MB/s;
    the target is berth >= 70% of the limit. ``GET_ROUNDS`` rounds per run after a sync
-   (no writeback of the pushes in the way), the two registries and the limit in rotation.
+   (no writeback of the pushes in the way); each file is fetched from the two registries and
+   the limit back to back, whoever goes first rotating, so a change of the machine's load
+   hits all three alike.
 4. small pushes: ``--small`` images of one small layer each (a 4 KB random file in a tar.gz),
    each its own ``skopeo copy``: the total time for all of them.
 
@@ -59,6 +63,7 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 RECV_BUFFER = 1 << 20
 GET_ROUNDS = 5  # blob-GET rounds per run (registries and the limit interleaved)
+PULL_ROUNDS = 3  # skopeo pulls per registry per run (alternating)
 
 
 def _sha256(data: bytes) -> str:
@@ -244,45 +249,54 @@ def _http_get(port: int, path: str, buffer: bytearray) -> int:
         return len(rest) + _receive(sock, buffer, length - len(rest))
 
 
-def _blob_gets(server: Server, repo: str, digests: list[str], buffer: bytearray) -> float:
+def _blob_get(server: Server, repo: str, digest: str, buffer: bytearray) -> float:
     start = time.perf_counter()
-    for digest in digests:
-        _http_get(server.port, f"/v2/{repo}/blobs/{digest}", buffer)
+    _http_get(server.port, f"/v2/{repo}/blobs/{digest}", buffer)
     return time.perf_counter() - start
 
 
+# The limit's sender: serves the files named in argv, one connection each, over and over in
+# that order (its length in 8 bytes, then the file with sendfile), until it is killed.
 _SENDER = """
 import os, socket, sys
 listener = socket.create_server(("127.0.0.1", 0))
 print(listener.getsockname()[1], flush=True)
-for path in sys.argv[1:]:
-    conn, _ = listener.accept()
-    with conn, open(path, "rb") as f:
-        conn.sendall(os.fstat(f.fileno()).st_size.to_bytes(8, "big"))
-        conn.sendfile(f)
+while True:
+    for path in sys.argv[1:]:
+        conn, _ = listener.accept()
+        with conn, open(path, "rb") as f:
+            conn.sendall(os.fstat(f.fileno()).st_size.to_bytes(8, "big"))
+            conn.sendfile(f)
 """
 
 
-def _loopback_limit(files: list[Path], buffer: bytearray) -> float:
-    """Seconds to move ``files`` over loopback from a plain sender process (sendfile, one
-    connection each: ``cat file | nc`` without the copies) into the same receiver."""
-    sender = subprocess.Popen(
-        [sys.executable, "-I", "-S", "-c", _SENDER, *map(str, files)],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert sender.stdout is not None
-        port = int(sender.stdout.readline())
+class LoopbackSender:
+    """The limit: ``files`` sent over loopback by a plain process (sendfile: ``cat file | nc``
+    without its copies), in order, one connection per file, into the same receiver."""
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files = files
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _SENDER, *map(str, files)],
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def receive(self, path: Path, buffer: bytearray) -> float:
+        """Seconds to receive the next file, which must be ``path``."""
         start = time.perf_counter()
-        for path in files:
-            with socket.create_connection(("127.0.0.1", port)) as sock:
-                size = int.from_bytes(_exactly(sock, 8), "big")  # as Content-Length is read
-                got = _receive(sock, buffer, size)
-                if got != path.stat().st_size:
-                    raise RuntimeError(f"loopback limit: {got} bytes of {path} arrived")
-        return time.perf_counter() - start
-    finally:
-        sender.wait(30)
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            size = int.from_bytes(_exactly(sock, 8), "big")  # as Content-Length is read
+            got = _receive(sock, buffer, size)
+        elapsed = time.perf_counter() - start
+        if got != path.stat().st_size:
+            raise RuntimeError(f"loopback limit: {got} bytes of {path} arrived")
+        return elapsed
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -347,25 +361,34 @@ class RegistryBench:
             self.times["push"][kind].append(
                 _skopeo("copy", "--dest-tls-verify=false", source, target)
             )
-        for kind in order:
-            out = self.home / f"pulled-{kind}"
-            shutil.rmtree(out, ignore_errors=True)
-            source = f"docker://{servers[kind].host}/bench/big:v1"
-            self.times["pull"][kind].append(
-                _skopeo("copy", "--src-tls-verify=false", source, f"dir:{out}")
-            )
-            shutil.rmtree(out, ignore_errors=True)
+        for i in range(PULL_ROUNDS):  # pulls repeat (the storage stays): more samples
+            for kind in order if i % 2 == 0 else order[::-1]:
+                out = self.home / f"pulled-{kind}"
+                source = f"docker://{servers[kind].host}/bench/big:v1"
+                self.times["pull"][kind].append(
+                    _skopeo("copy", "--src-tls-verify=false", source, f"dir:{out}")
+                )
+                shutil.rmtree(out, ignore_errors=True)
         files = [self.big_layout.blob_path(d) for d in self.big_digests]
         os.sync()  # the pushes' and pulls' dirty pages: their writeback must not land here
-        for i in range(GET_ROUNDS):  # cheap, and the noisiest case: several rounds a run
-            kinds = (*order, "limit")
-            for kind in kinds[i % 3 :] + kinds[: i % 3]:  # who goes first rotates
-                if kind == "limit":
-                    self.limit.append(_loopback_limit(files, buffer))
-                else:
-                    self.times["blob GETs"][kind].append(
-                        _blob_gets(servers[kind], "bench/big", self.big_digests, buffer)
-                    )
+        sender = LoopbackSender(files)
+        try:
+            for i in range(GET_ROUNDS):  # cheap, and the noisiest case: several rounds a run
+                totals = dict.fromkeys((*order, "limit"), 0.0)
+                kinds = list(totals)
+                for digest, path in zip(self.big_digests, files, strict=True):
+                    # each file from all three back to back (paired in time), whoever goes
+                    # first rotating
+                    for kind in kinds[i % 3 :] + kinds[: i % 3]:
+                        if kind == "limit":
+                            totals[kind] += sender.receive(path, buffer)
+                        else:
+                            totals[kind] += _blob_get(servers[kind], "bench/big", digest, buffer)
+                self.limit.append(totals.pop("limit"))
+                for kind, total in totals.items():
+                    self.times["blob GETs"][kind].append(total)
+        finally:
+            sender.close()
         for kind in order:
             start = time.perf_counter()
             for i in range(self.small):
