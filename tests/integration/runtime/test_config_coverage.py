@@ -232,6 +232,31 @@ def test_non_namespaced_sysctl_is_refused(runtime, bundle):
 # --------------------------------------------------------------------------- process and uts
 
 
+@pytest.mark.parametrize(
+    ("uid", "env_home", "expected"),
+    [(0, None, "/root"), (65534, None, "/nonexistent"), (1234, None, "/"), (0, "/here", "/here")],
+    ids=["root", "nobody", "no-passwd-entry", "given"],
+)
+def test_home_is_the_users_from_passwd_unless_given(runtime, bundle, uid, env_home, expected):
+    """HOME missing from process.env: the user's home in the container's /etc/passwd, "/"
+    for a uid it does not list; a HOME the config gives is kept. Run and exec alike."""
+
+    def edit(config: dict[str, Any]) -> None:
+        process = config["process"]
+        process["user"] = {"uid": uid, "gid": uid}
+        process["env"] = [e for e in process["env"] if not e.startswith("HOME=")]
+        if env_home is not None:
+            process["env"].append(f"HOME={env_home}")
+
+    b = bundle.sh('echo "$HOME"; sleep 30', edit)
+    cid = runtime.new_id()
+    _ok(runtime.run(b, cid, detach=True))
+    assert wait_for(lambda: runtime.output(cid)[0].strip() != ""), runtime.output(cid)
+    assert runtime.output(cid)[0].split() == [expected]
+    execd = runtime("exec", "--user", f"{uid}:{uid}", cid, "sh", "-c", 'echo "$HOME"')
+    assert _ok(execd).split() == [expected]
+
+
 @pytest.mark.parametrize("nnp", [False, True], ids=["nnp-off", "nnp-on"])
 def test_oom_score_adj_and_no_new_privileges(runtime, bundle, nnp):
     def edit(config: dict[str, Any]) -> None:
