@@ -160,3 +160,45 @@ def test_heredocs_and_step_timing(setup: tuple[ImageStore, Path, KernelRunner]) 
     [start] = [t for t, e in events if e.kind == "output" and e.text == "slow-start"]
     [end] = [t for t, e in events if e.kind == "output" and e.text == "slow-end"]
     assert end - start >= 0.8, (start, end)
+
+
+INSTRUCTIONS = """\
+ARG BASE=busybox
+FROM $BASE
+ARG WHO=nobody
+ENV GREETING=hello
+WORKDIR /srv/app
+RUN ["/bin/sh", "-c", "echo exec-form > in-workdir.txt"]
+USER nobody
+RUN id -u > /tmp/uid; echo "$GREETING $WHO" > /tmp/greeting; pwd > /tmp/pwd
+SHELL ["/bin/sh", "-x", "-c"]
+RUN echo traced
+"""
+
+
+def test_run_forms_env_user_workdir_args_and_shell(
+    setup: tuple[ImageStore, Path, KernelRunner],
+) -> None:
+    """RUN in a real container with the build's state: exec form, the workdir as cwd, ENV,
+    ARG (one before FROM choosing the base, one given by --build-arg), USER and SHELL."""
+    store, ctx, runner = setup
+    events: list[BuildEvent] = []
+    image = build(
+        store,
+        str(ctx),
+        INSTRUCTIONS,
+        tags=["state:1"],
+        runner=runner,
+        build_args={"WHO": "you"},
+        events=events.append,
+    )
+    assert read_in_image(store, image, "/srv/app/in-workdir.txt") == "exec-form\n"
+    assert read_in_image(store, image, "/tmp/uid") == "65534\n"
+    assert read_in_image(store, image, "/tmp/greeting") == "hello you\n"
+    assert read_in_image(store, image, "/tmp/pwd") == "/srv/app\n"
+    outputs = [e.text for e in events if e.kind == "output"]
+    # stderr (the trace) and stdout are read side by side: their order is not fixed
+    assert sorted(outputs) == ["+ echo traced", "traced"], outputs
+    config = image.config.config
+    assert config.user == "nobody" and config.working_dir == "/srv/app"
+    assert "GREETING=hello" in config.env
