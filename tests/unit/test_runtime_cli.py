@@ -235,6 +235,21 @@ def test_help_and_version_succeed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "spec: 1.2.0" in out
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_verb_has_help_listing_its_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str
+) -> None:
+    """``VERB --help`` as runc has it: the verb's usage on stdout, exit 0, nothing done (the
+    container id after it is not looked at)."""
+    for verb, table in VERB_FLAGS.items():
+        code, out, err = _run(capsys, "--root", str(tmp_path), verb, flag, "ghost")
+        assert (code, err) == (0, ""), (verb, err)
+        assert out.startswith(f"usage: berth-runtime {verb}"), out
+        for name in table:
+            assert f"--{name}" in out, (verb, name, out)
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_verb(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = _run(capsys, "--root", str(tmp_path), "frobnicate", "x")
     assert code == 1

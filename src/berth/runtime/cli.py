@@ -103,6 +103,21 @@ global options: --root DIR (default /run/berth-runtime), --log FILE,
 """
 
 
+HELP_FLAG: FlagTable = {"help": (("h",), False)}  # every verb's, as runc's
+
+
+def verb_usage(verb: str) -> str:
+    """``VERB --help``: the verb's line of USAGE and its flags, from the flag table."""
+    summary = next(
+        (line.strip() for line in USAGE.splitlines() if line.startswith(f"  {verb} ")), verb
+    )
+    lines = [f"usage: berth-runtime {summary}", "", "options:"]
+    for name, (aliases, takes_value) in {**VERB_FLAGS[verb], **HELP_FLAG}.items():
+        names = ", ".join([f"--{name}", *(f"-{a}" for a in aliases)])
+        lines.append(f"  {names}{' VALUE' if takes_value else ''}")
+    return "\n".join(lines) + "\n"
+
+
 @value(frozen=False)
 class Parsed:
     flags: dict[str, str | bool | list[str]] = field(default_factory=dict)
@@ -427,7 +442,11 @@ def main(argv: list[str] | None = None) -> int:
         # exec passes everything after the id to the process untouched
         # exec and ps pass everything after the id on untouched (to the process, to ps)
         passthrough = verb in ("exec", "ps")
-        parsed, j = parse_flags(args[i + 1 :], VERB_FLAGS[verb], stop_at_positional=passthrough)
+        table = {**VERB_FLAGS[verb], **HELP_FLAG}
+        parsed, j = parse_flags(args[i + 1 :], table, stop_at_positional=passthrough)
+        if parsed.on("help"):
+            sys.stdout.write(verb_usage(verb))
+            return 0
         if passthrough:
             rest = args[i + 1 + j :]
             parsed.positionals = rest[:1] + rest[2:] if rest[1:2] == ["--"] else rest
