@@ -275,3 +275,18 @@ def test_exec_joins_the_keyring_named_after_the_container(runtime, bundle):
     keys = _ok(runtime("exec", "--user", "1000:1000", cid, "cat", "/proc/keys"))
     owners = [line.split()[5] for line in keys.splitlines() if line.endswith(f" _ses.{cid}: empty")]
     assert owners == ["0"], keys
+
+
+@pytest.mark.parametrize("debug", [True, False], ids=["debug", "quiet"])
+def test_debug_adds_debug_records_to_the_log(runtime, bundle, rt_workdir, debug):
+    """``--debug`` lets debug records into ``--log``; without it there are none."""
+    log = rt_workdir / "runtime-debug.log"
+    cid = runtime.new_id()
+    runtime.ids.append(cid)  # the fixture's teardown force-deletes and leak-checks it
+    b = bundle(["true"])
+    flags = ["--debug"] if debug else []
+    args = ["--log", str(log), "--log-format", "json", *flags, "run", "--bundle", str(b.path)]
+    _ok(runtime(*args, cid))
+    text = log.read_text() if log.exists() else ""
+    levels = {json.loads(line)["level"] for line in text.splitlines() if line.strip()}
+    assert ("debug" in levels) == debug, text
