@@ -137,7 +137,7 @@ class Parsed:
         return self.flags.get(name) is True
 
 
-REPEATABLE = {"env", "cap"}
+REPEATABLE = {"env", "cap", "additional-gids"}
 
 
 def parse_flags(argv: list[str], table: FlagTable, stop_at_positional: bool) -> tuple[Parsed, int]:
@@ -307,7 +307,7 @@ def cmd_exec(st: Store, p: Parsed, verb: str) -> int:
 
     container_id = _one_id(p, verb)
     gids = []
-    for text in ",".join(p.many("additional-gids") or [p.text("additional-gids") or ""]).split(","):
+    for text in ",".join(p.many("additional-gids")).split(","):
         if text:
             try:
                 gids.append(int(text))

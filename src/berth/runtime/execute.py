@@ -73,11 +73,16 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
         user = replace(user, additional_gids=opts.additional_gids)
     caps = proc.capabilities
     if opts.caps and caps is not None:
+        # as runc since CVE-2022-29162: never the inheritable set, and the ambient one only
+        # where the config has inheritable capabilities (the kernel needs both to raise one)
+        extended = {"bounding", "effective", "permitted"}
+        if caps.inheritable:
+            extended.add("ambient")
         caps = Capabilities(
             *(
                 tuple(dict.fromkeys((*getattr(caps, name), *opts.caps)))
-                if name != "ambient"
-                else caps.ambient
+                if name in extended
+                else getattr(caps, name)
                 for name in Capabilities.SETS
             )
         )
