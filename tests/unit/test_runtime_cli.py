@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -330,18 +331,19 @@ def test_list_shows_records(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     _stopped_record(tmp_path, "web")
     _stopped_record(tmp_path, "db")
     Store(str(tmp_path)).reserve("half-created")  # no record: not listed
+    owner = pwd.getpwuid(os.getuid()).pw_name  # who owns the state dirs, as runc shows it
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list")
     assert code == 0
     assert out == (
         "ID          PID         STATUS      BUNDLE         CREATED                  OWNER\n"
-        "db          0           stopped     /bundles/db    2024-05-01T10:20:30.5Z   root\n"
-        "web         0           stopped     /bundles/web   2024-05-01T10:20:30.5Z   root\n"
+        f"db          0           stopped     /bundles/db    2024-05-01T10:20:30.5Z   {owner}\n"
+        f"web         0           stopped     /bundles/web   2024-05-01T10:20:30.5Z   {owner}\n"
     )
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list", "-q")
     assert out == "db\nweb\n"
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list", "--format=json")
     assert "\n" not in out.rstrip("\n")
-    assert [s["id"] for s in json.loads(out)] == ["db", "web"]
+    assert [(s["id"], s["owner"]) for s in json.loads(out)] == [("db", owner), ("web", owner)]
 
 
 def test_list_refuses_an_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from berth.errors import BerthError, InvalidArgument
 from berth.runtime import log
 from berth.runtime.store import DEFAULT_ROOT, Store
 from berth.spec import jsonio
-from berth.spec.value import field, value
+from berth.spec.value import field, replace, value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -260,7 +260,7 @@ def format_table(rows: list[list[str]], minwidth: int = 12, padding: int = 3) ->
 def cmd_list(st: Store, p: Parsed, verb: str) -> int:
     from berth.runtime import container
 
-    states = container.list_states(st)
+    states = [replace(s, owner=s.owner or _owner(st, s.id)) for s in container.list_states(st)]
     if p.on("quiet"):
         sys.stdout.write("".join(f"{s.id}\n" for s in states))
         return 0
@@ -271,11 +271,24 @@ def cmd_list(st: Store, p: Parsed, verb: str) -> int:
     if fmt != "table":
         raise InvalidArgument(f"--format: {fmt!r} must be table or json")
     rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
-    rows += [
-        [s.id, str(s.pid), str(s.status), s.bundle, s.created, s.owner or "root"] for s in states
-    ]
+    rows += [[s.id, str(s.pid), str(s.status), s.bundle, s.created, s.owner] for s in states]
     sys.stdout.write(format_table(rows))
     return 0
+
+
+def _owner(st: Store, container_id: str) -> str:
+    """runc's list column: the name of the user owning the container's state directory
+    (``#UID`` when the host has no such user)."""
+    import pwd
+
+    try:
+        uid = os.stat(st.dir(container_id)).st_uid
+    except OSError:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
 
 
 def cmd_ps(st: Store, p: Parsed, verb: str) -> int:
