@@ -136,8 +136,8 @@ class RecordingSyscalls(Syscalls):
     def capset(self, effective: int, permitted: int, inheritable: int) -> None:
         self._record("capset", effective, permitted, inheritable)
 
-    def join_session_keyring(self, name: str) -> bool:
-        self._record("join_session_keyring", name)
+    def join_session_keyring(self, name: str, add_perm: int) -> bool:
+        self._record("join_session_keyring", name, add_perm)
         return self.keyring_result
 
     def pidfd_open(self, pid: int) -> int:

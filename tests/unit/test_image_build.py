@@ -307,3 +307,17 @@ def test_scratch_and_target(store: ImageStore, context: Path) -> None:
     image, events = run_build(store, context, text, target="a")
     assert files(store, image) == {"/top.txt": "top\n"}
     assert {e.stage for e in events} == {"a"}
+
+
+def test_unknown_base_or_copy_from_image_names_it_and_its_line(
+    store: ImageStore, context: Path
+) -> None:
+    """A FROM or COPY --from naming neither a stage nor an image in the store (nor a built-in
+    base) fails at that line, naming the reference, and makes no image."""
+    before = {i.id for i in store.list()}
+    with pytest.raises(BuildError, match=r"^Dockerfile:1: nothere:1: no such image"):
+        run_build(store, context, "FROM nothere:1\nRUN say x\n", tags=["t:1"])
+    with pytest.raises(BuildError, match=r"^Dockerfile:3: nope: no such image"):
+        run_build(store, context, "FROM base:1\nRUN say x\nCOPY --from=nope /a /b\n", tags=["t:1"])
+    assert store.get("t:1") is None
+    assert {i.id for i in store.list()} == before

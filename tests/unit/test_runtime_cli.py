@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,21 @@ def test_help_and_version_succeed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "spec: 1.2.0" in out
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_verb_has_help_listing_its_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str
+) -> None:
+    """``VERB --help`` as runc has it: the verb's usage on stdout, exit 0, nothing done (the
+    container id after it is not looked at)."""
+    for verb, table in VERB_FLAGS.items():
+        code, out, err = _run(capsys, "--root", str(tmp_path), verb, flag, "ghost")
+        assert (code, err) == (0, ""), (verb, err)
+        assert out.startswith(f"usage: berth-runtime {verb}"), out
+        for name in table:
+            assert f"--{name}" in out, (verb, name, out)
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_verb(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = _run(capsys, "--root", str(tmp_path), "frobnicate", "x")
     assert code == 1
@@ -315,18 +331,19 @@ def test_list_shows_records(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     _stopped_record(tmp_path, "web")
     _stopped_record(tmp_path, "db")
     Store(str(tmp_path)).reserve("half-created")  # no record: not listed
+    owner = pwd.getpwuid(os.getuid()).pw_name  # who owns the state dirs, as runc shows it
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list")
     assert code == 0
     assert out == (
         "ID          PID         STATUS      BUNDLE         CREATED                  OWNER\n"
-        "db          0           stopped     /bundles/db    2024-05-01T10:20:30.5Z   root\n"
-        "web         0           stopped     /bundles/web   2024-05-01T10:20:30.5Z   root\n"
+        f"db          0           stopped     /bundles/db    2024-05-01T10:20:30.5Z   {owner}\n"
+        f"web         0           stopped     /bundles/web   2024-05-01T10:20:30.5Z   {owner}\n"
     )
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list", "-q")
     assert out == "db\nweb\n"
     code, out, _ = _run(capsys, "--root", str(tmp_path), "list", "--format=json")
     assert "\n" not in out.rstrip("\n")
-    assert [s["id"] for s in json.loads(out)] == ["db", "web"]
+    assert [(s["id"], s["owner"]) for s in json.loads(out)] == [("db", owner), ("web", owner)]
 
 
 def test_list_refuses_an_unknown_format(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

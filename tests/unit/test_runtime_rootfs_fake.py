@@ -747,3 +747,26 @@ def test_join_namespaces_failure_names_the_namespace(
     with pytest.raises(BerthError, match=r"^linux\.namespaces: joining the network namespace: "):
         init.join_namespaces(fake, join)
     assert [c.args[1] for c in fake.named("setns")] == [s.CLONE_NEWUSER, s.CLONE_NEWNET]
+
+
+@pytest.mark.parametrize("has_kcore", [True, False])
+def test_setup_dev_links_core_only_where_the_kernel_has_kcore(
+    tmp_path: Path, has_kcore: bool
+) -> None:
+    """runc's /dev symlinks; /dev/core -> /proc/kcore only when that exists (a kernel built
+    without CONFIG_PROC_KCORE has none, and a dangling link is not made)."""
+    root = tmp_path / "rootfs"
+    (root / "dev" / "pts").mkdir(parents=True)
+    kcore = tmp_path / "kcore"
+    if has_kcore:
+        kcore.write_text("")
+    rootfs.setup_dev(str(root), kcore=str(kcore))
+    links = {p.name: os.readlink(p) for p in (root / "dev").iterdir() if p.is_symlink()}
+    expected = {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+        "ptmx": "pts/ptmx",
+    }
+    assert links == ({**expected, "core": "/proc/kcore"} if has_kcore else expected)

@@ -16,7 +16,7 @@ from berth.errors import BerthError, InvalidArgument
 from berth.runtime import log
 from berth.runtime.store import DEFAULT_ROOT, Store
 from berth.spec import jsonio
-from berth.spec.value import field, value
+from berth.spec.value import field, replace, value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,6 +103,21 @@ global options: --root DIR (default /run/berth-runtime), --log FILE,
 """
 
 
+HELP_FLAG: FlagTable = {"help": (("h",), False)}  # every verb's, as runc's
+
+
+def verb_usage(verb: str) -> str:
+    """``VERB --help``: the verb's line of USAGE and its flags, from the flag table."""
+    summary = next(
+        (line.strip() for line in USAGE.splitlines() if line.startswith(f"  {verb} ")), verb
+    )
+    lines = [f"usage: berth-runtime {summary}", "", "options:"]
+    for name, (aliases, takes_value) in {**VERB_FLAGS[verb], **HELP_FLAG}.items():
+        names = ", ".join([f"--{name}", *(f"-{a}" for a in aliases)])
+        lines.append(f"  {names}{' VALUE' if takes_value else ''}")
+    return "\n".join(lines) + "\n"
+
+
 @value(frozen=False)
 class Parsed:
     flags: dict[str, str | bool | list[str]] = field(default_factory=dict)
@@ -122,7 +137,7 @@ class Parsed:
         return self.flags.get(name) is True
 
 
-REPEATABLE = {"env", "cap"}
+REPEATABLE = {"env", "cap", "additional-gids"}
 
 
 def parse_flags(argv: list[str], table: FlagTable, stop_at_positional: bool) -> tuple[Parsed, int]:
@@ -245,7 +260,7 @@ def format_table(rows: list[list[str]], minwidth: int = 12, padding: int = 3) ->
 def cmd_list(st: Store, p: Parsed, verb: str) -> int:
     from berth.runtime import container
 
-    states = container.list_states(st)
+    states = [replace(s, owner=s.owner or _owner(st, s.id)) for s in container.list_states(st)]
     if p.on("quiet"):
         sys.stdout.write("".join(f"{s.id}\n" for s in states))
         return 0
@@ -256,11 +271,24 @@ def cmd_list(st: Store, p: Parsed, verb: str) -> int:
     if fmt != "table":
         raise InvalidArgument(f"--format: {fmt!r} must be table or json")
     rows = [["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]]
-    rows += [
-        [s.id, str(s.pid), str(s.status), s.bundle, s.created, s.owner or "root"] for s in states
-    ]
+    rows += [[s.id, str(s.pid), str(s.status), s.bundle, s.created, s.owner] for s in states]
     sys.stdout.write(format_table(rows))
     return 0
+
+
+def _owner(st: Store, container_id: str) -> str:
+    """runc's list column: the name of the user owning the container's state directory
+    (``#UID`` when the host has no such user)."""
+    import pwd
+
+    try:
+        uid = os.stat(st.dir(container_id)).st_uid
+    except OSError:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"#{uid}"
 
 
 def cmd_ps(st: Store, p: Parsed, verb: str) -> int:
@@ -292,7 +320,7 @@ def cmd_exec(st: Store, p: Parsed, verb: str) -> int:
 
     container_id = _one_id(p, verb)
     gids = []
-    for text in ",".join(p.many("additional-gids") or [p.text("additional-gids") or ""]).split(","):
+    for text in ",".join(p.many("additional-gids")).split(","):
         if text:
             try:
                 gids.append(int(text))
@@ -427,7 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         # exec passes everything after the id to the process untouched
         # exec and ps pass everything after the id on untouched (to the process, to ps)
         passthrough = verb in ("exec", "ps")
-        parsed, j = parse_flags(args[i + 1 :], VERB_FLAGS[verb], stop_at_positional=passthrough)
+        table = {**VERB_FLAGS[verb], **HELP_FLAG}
+        parsed, j = parse_flags(args[i + 1 :], table, stop_at_positional=passthrough)
+        if parsed.on("help"):
+            sys.stdout.write(verb_usage(verb))
+            return 0
         if passthrough:
             rest = args[i + 1 + j :]
             parsed.positionals = rest[:1] + rest[2:] if rest[1:2] == ["--"] else rest

@@ -279,7 +279,7 @@ def create(
             _write_id_maps(pid, spec)
         parent.send("go")
         # written while the init builds its root filesystem; removed again if create fails
-        record = _write_record(st, container_id, bundle, pid, cgroup)
+        record = _write_record(st, container_id, bundle, pid, cgroup, opts.no_new_keyring)
         parent.receive("prestart")
         creating = State(
             container_id,
@@ -328,7 +328,12 @@ def create(
 
 
 def _write_record(
-    st: store.Store, container_id: str, bundle: Bundle, pid: int, cgroup: cgroups.Cgroup
+    st: store.Store,
+    container_id: str,
+    bundle: Bundle,
+    pid: int,
+    cgroup: cgroups.Cgroup,
+    no_new_keyring: bool,
 ) -> store.Record:
     start_time = store.process_start_time(pid)
     if start_time is None:
@@ -343,6 +348,7 @@ def _write_record(
         config=bundle.raw,
         cgroup=cgroup.to_json(),
         annotations=dict(bundle.spec.annotations),
+        no_new_keyring=no_new_keyring,
     )
     st.save(record)
     return record

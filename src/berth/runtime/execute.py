@@ -73,11 +73,16 @@ def build_process(base: Process | None, opts: ExecOptions) -> Process:
         user = replace(user, additional_gids=opts.additional_gids)
     caps = proc.capabilities
     if opts.caps and caps is not None:
+        # as runc since CVE-2022-29162: never the inheritable set, and the ambient one only
+        # where the config has inheritable capabilities (the kernel needs both to raise one)
+        extended = {"bounding", "effective", "permitted"}
+        if caps.inheritable:
+            extended.add("ambient")
         caps = Capabilities(
             *(
                 tuple(dict.fromkeys((*getattr(caps, name), *opts.caps)))
-                if name != "ambient"
-                else caps.ambient
+                if name in extended
+                else getattr(caps, name)
                 for name in Capabilities.SETS
             )
         )
@@ -194,6 +199,8 @@ def spawn(
                 child,
                 preserve_fds,
                 stdio,
+                keyring=None if loaded.record.no_new_keyring else loaded.record.id,
+                in_user_ns=any(ns.type == "user" for ns in spec.linux.namespaces),
             )
         if own_pid_ns >= 0:
             sys_.setns(own_pid_ns, s.CLONE_NEWPID)
@@ -228,6 +235,9 @@ def _child(
     channel: Channel,
     preserve_fds: int,
     stdio: tuple[int, int, int] | None = None,
+    *,
+    keyring: str | None = None,
+    in_user_ns: bool = False,
 ) -> None:
     try:
         if stdio is not None:
@@ -236,6 +246,8 @@ def _child(
                     os.dup2(fd, target)  # dup2'd copies are inheritable: they survive execve
         cgroup.add_process(0)
         init.join_namespaces(sys_, ns_fds)
+        if keyring is not None:  # the container's own, as runc's exec joins it
+            init.join_container_keyring(sys_, keyring, in_user_ns)
         if console_fd is not None:
             from berth.runtime import console
 

@@ -63,6 +63,13 @@ class InitContext:
     executable: str = ""  # resolved before ``created``, so a missing program fails create
 
 
+def join_container_keyring(sys_: s.Syscalls, container_id: str, in_user_ns: bool) -> None:
+    """The container's own session keyring, named as runc names it (``_ses.<id>``), so no
+    process of it inherits its caller's keys; searchable by the container's uid (by any, in a
+    user namespace) so that an exec'd process joins the same one by name."""
+    sys_.join_session_keyring(f"_ses.{container_id}", 0x8 if in_user_ns else 0x80000)
+
+
 JOIN_ORDER = ("user", "ipc", "uts", "network", "cgroup", "time", "mount")
 
 
@@ -122,6 +129,8 @@ def close_extra_fds(preserve_fds: int, keep: int = -1) -> None:
 
 def exec_process(executable: str, proc: Process) -> None:
     env = dict(entry.split("=", 1) for entry in proc.env)
+    if not env.get("HOME"):  # runc's: the user's home from the container's /etc/passwd
+        env["HOME"] = process.home_of(proc.user.uid)
     for signum in signals.PYTHON_IGNORES:  # the program starts with default dispositions
         signals.set_handler(signum, signals.SIG_DFL)
     os.execve(executable, list(proc.args), env)
@@ -223,7 +232,7 @@ def _setup(ctx: InitContext, sys_: s.Syscalls) -> None:
     rootfs.finish(sys_, ctx.spec)
     process.set_oom_score_adj(ctx.process.oom_score_adj)
     if not ctx.no_new_keyring:
-        sys_.join_session_keyring(ctx.container_id)
+        join_container_keyring(sys_, ctx.container_id, "user" in ctx.namespaces)
     ctx.executable = become_process(sys_, ctx.process, ctx.seccomp)
     # a uid change made us non-dumpable, which closes /proc/self/fd to us (the exec fifo is
     # reopened through it); execve sets dumpability again from the program it runs

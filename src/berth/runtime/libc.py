@@ -5,7 +5,8 @@ function-prototype caches) on every runtime invocation, most of it for things th
 never uses. This module defines only the C types, the structure base and the libc handle that
 ``syscalls`` needs, on the same C module that ``ctypes`` itself wraps. Rules: ``syscalls`` is
 its only user; anything beyond calling a libc function with integer, pointer and string
-arguments belongs in ``ctypes`` proper (``seccomp`` uses it, and is loaded only on demand).
+arguments (and a char buffer for it to fill) belongs in ``ctypes`` proper (``seccomp`` uses
+it, and is loaded only on demand).
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class c_uint64(_ctypes._SimpleCData):  # type: ignore[type-arg]  # noqa: N801
 
 class c_size_t(_ctypes._SimpleCData):  # type: ignore[type-arg]  # noqa: N801
     _type_ = "L"
+
+
+class c_char(_ctypes._SimpleCData):  # type: ignore[type-arg]  # noqa: N801
+    _type_ = "c"
+
+
+def create_string_buffer(size: int) -> Any:
+    """A zeroed ``char[size]`` a function may write into; its bytes are ``.raw``."""
+    array = type("c_char_Array", (_ctypes.Array,), {"_type_": c_char, "_length_": size})
+    return array()
 
 
 class c_char_p(_ctypes._SimpleCData):  # type: ignore[type-arg]  # noqa: N801

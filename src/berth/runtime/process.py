@@ -42,6 +42,20 @@ def lookup_executable(program: str, env: tuple[str, ...], cwd: str = "/") -> str
     raise BerthError(f'exec: "{program}": executable file not found in $PATH')
 
 
+def home_of(uid: int, passwd: str = "/etc/passwd") -> str:
+    """The home directory of the first ``passwd`` entry with ``uid``, else "/" (runc sets
+    HOME to it for a process whose env has none)."""
+    try:
+        with open(passwd, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 6 and fields[2].strip() == str(uid):
+                    return fields[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
 def set_rlimits(rlimits: tuple[Rlimit, ...]) -> None:
     for i, limit in enumerate(rlimits):
         number = getattr(resource, limit.type, None)

@@ -39,8 +39,8 @@ DEV_SYMLINKS = (
     ("/proc/self/fd/0", "/dev/stdin"),
     ("/proc/self/fd/1", "/dev/stdout"),
     ("/proc/self/fd/2", "/dev/stderr"),
-    ("/proc/kcore", "/dev/core"),
 )
+KCORE_SYMLINK = ("/proc/kcore", "/dev/core")  # only where the kernel has /proc/kcore, as runc
 _MAX_SYMLINKS = 255
 
 
@@ -254,8 +254,11 @@ def create_devices(
         os.chown(target, dev.uid or 0, dev.gid or 0)
 
 
-def setup_dev(rootfs: str) -> None:
-    for source, link in DEV_SYMLINKS:
+def setup_dev(rootfs: str, kcore: str = KCORE_SYMLINK[0]) -> None:
+    """/dev's symlinks and ptmx; ``/dev/core`` only if ``kcore`` (the kernel's, which the
+    container's /proc will show) exists: a dangling link otherwise (CONFIG_PROC_KCORE=n)."""
+    links = DEV_SYMLINKS + ((KCORE_SYMLINK,) if os.path.exists(kcore) else ())
+    for source, link in links:
         target = secure_join(rootfs, link)
         if not os.path.lexists(target):
             os.symlink(source, target)

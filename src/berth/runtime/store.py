@@ -104,6 +104,7 @@ class Record:
     cgroup: dict[str, Any]
     annotations: dict[str, str] = field(default_factory=dict)
     owner: str = ""
+    no_new_keyring: bool = False  # created with --no-new-keyring: execs keep theirs too
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +115,7 @@ class Record:
             "pidStart": self.pid_start,
             "created": self.created,
             "owner": self.owner,
+            "noNewKeyring": self.no_new_keyring,
             "annotations": self.annotations,
             "cgroup": self.cgroup,
             "config": self.config,
@@ -129,6 +131,7 @@ class Record:
             pid_start=d["pidStart"],
             created=d["created"],
             owner=d.get("owner", ""),
+            no_new_keyring=d.get("noNewKeyring", False),
             annotations=d.get("annotations", {}),
             cgroup=d["cgroup"],
             config=d["config"],

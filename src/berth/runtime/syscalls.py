@@ -111,6 +111,8 @@ _SYS_MOUNT_SETATTR = 442
 _SYS_CLONE3 = 435
 CLONE_INTO_CGROUP = 0x200000000
 _KEYCTL_JOIN_SESSION_KEYRING = 1
+_KEYCTL_SETPERM = 5
+_KEYCTL_DESCRIBE = 6
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
@@ -290,10 +292,28 @@ class Syscalls:
             self._c.syscall(_SYS_CAPSET, ctypes.byref(header), ctypes.byref(data)), "capset"
         )
 
-    def join_session_keyring(self, name: str) -> bool:
-        """A new session keyring (runc's default); False where the kernel refuses it."""
-        result: int = self._c.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, name.encode())
-        return result >= 0
+    def join_session_keyring(self, name: str, add_perm: int) -> bool:
+        """Join the session keyring ``name`` (made if there is none we may search) and add
+        ``add_perm`` to its permissions, as runc does so that the container's later processes
+        can join it by name; False where the kernel refuses keyrings (it is best effort)."""
+        serial: int = self._c.syscall(_SYS_KEYCTL, _KEYCTL_JOIN_SESSION_KEYRING, name.encode())
+        if serial < 0:
+            return False
+        buf = ctypes.create_string_buffer(512)
+        size = self._check(
+            self._c.syscall(_SYS_KEYCTL, _KEYCTL_DESCRIBE, serial, buf, len(buf)),
+            f"keyctl describe {name}",
+        )
+        # "type;uid;gid;perm;description", perm in hex
+        perm = int(buf.raw[: min(size, len(buf))].split(b";")[3], 16)
+        if perm & add_perm != add_perm:
+            self._check(
+                self._c.syscall(
+                    _SYS_KEYCTL, _KEYCTL_SETPERM, serial, ctypes.c_uint32(perm | add_perm)
+                ),
+                f"keyctl setperm {name}",
+            )
+        return True
 
     def pidfd_open(self, pid: int) -> int:
         return self._check(self._c.syscall(_SYS_PIDFD_OPEN, pid, 0), f"pidfd_open({pid})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,90 @@ def test_failing_run(setup: tuple[ImageStore, Path, KernelRunner]) -> None:
     assert [e.kind for e in events][-1] == "error"
     assert store.get("bad:1") is None
     assert not [s for s in store.snapshots.list() if s.kind == "active"]
+
+
+HEREDOCS = """\
+FROM busybox
+RUN <<EOF
+echo first > /one
+echo second >> /one
+EOF
+RUN cat <<A > /two && echo from-stdin
+two says $HOME
+A
+COPY <<-EOT /etc/greeting
+\tindented text
+\tEOT
+RUN echo slow-start && sleep 1 && echo slow-end
+"""
+
+
+def test_heredocs_and_step_timing(setup: tuple[ImageStore, Path, KernelRunner]) -> None:
+    """RUN and COPY heredocs as BuildKit reads them: a script run line by line, a command's
+    stdin (expanded by the shell, unquoted delimiter), a file (``<<-`` strips leading tabs);
+    each step's output arrives while it runs, and its "done" carries how long it took."""
+    store, ctx, runner = setup
+    events: list[tuple[float, BuildEvent]] = []
+    image = build(
+        store,
+        str(ctx),
+        HEREDOCS,
+        tags=["heredoc:1"],
+        runner=runner,
+        events=lambda e: events.append((time.monotonic(), e)),
+    )
+    assert read_in_image(store, image, "/one") == "first\nsecond\n"
+    assert read_in_image(store, image, "/two") == "two says /root\n"
+    assert read_in_image(store, image, "/etc/greeting") == "indented text\n"
+    outputs = [e.text for _, e in events if e.kind == "output"]
+    assert outputs == ["from-stdin", "slow-start", "slow-end"], outputs
+    done = [e for _, e in events if e.kind == "done"]
+    assert len(done) == 5 and not any(e.cached for e in done), done
+    assert done[-1].duration >= 1.0, done[-1]  # the step with the sleep
+    assert all(e.duration > 0 for e in done[1:]), done
+    # streamed: the first line of the slow step came about a second before its last
+    [start] = [t for t, e in events if e.kind == "output" and e.text == "slow-start"]
+    [end] = [t for t, e in events if e.kind == "output" and e.text == "slow-end"]
+    assert end - start >= 0.8, (start, end)
+
+
+INSTRUCTIONS = """\
+ARG BASE=busybox
+FROM $BASE
+ARG WHO=nobody
+ENV GREETING=hello
+WORKDIR /srv/app
+RUN ["/bin/sh", "-c", "echo exec-form > in-workdir.txt"]
+USER nobody
+RUN id -u > /tmp/uid; echo "$GREETING $WHO" > /tmp/greeting; pwd > /tmp/pwd
+SHELL ["/bin/sh", "-x", "-c"]
+RUN echo traced
+"""
+
+
+def test_run_forms_env_user_workdir_args_and_shell(
+    setup: tuple[ImageStore, Path, KernelRunner],
+) -> None:
+    """RUN in a real container with the build's state: exec form, the workdir as cwd, ENV,
+    ARG (one before FROM choosing the base, one given by --build-arg), USER and SHELL."""
+    store, ctx, runner = setup
+    events: list[BuildEvent] = []
+    image = build(
+        store,
+        str(ctx),
+        INSTRUCTIONS,
+        tags=["state:1"],
+        runner=runner,
+        build_args={"WHO": "you"},
+        events=events.append,
+    )
+    assert read_in_image(store, image, "/srv/app/in-workdir.txt") == "exec-form\n"
+    assert read_in_image(store, image, "/tmp/uid") == "65534\n"
+    assert read_in_image(store, image, "/tmp/greeting") == "hello you\n"
+    assert read_in_image(store, image, "/tmp/pwd") == "/srv/app\n"
+    outputs = [e.text for e in events if e.kind == "output"]
+    # stderr (the trace) and stdout are read side by side: their order is not fixed
+    assert sorted(outputs) == ["+ echo traced", "traced"], outputs
+    config = image.config.config
+    assert config.user == "nobody" and config.working_dir == "/srv/app"
+    assert "GREETING=hello" in config.env

@@ -232,6 +232,31 @@ def test_non_namespaced_sysctl_is_refused(runtime, bundle):
 # --------------------------------------------------------------------------- process and uts
 
 
+@pytest.mark.parametrize(
+    ("uid", "env_home", "expected"),
+    [(0, None, "/root"), (65534, None, "/nonexistent"), (1234, None, "/"), (0, "/here", "/here")],
+    ids=["root", "nobody", "no-passwd-entry", "given"],
+)
+def test_home_is_the_users_from_passwd_unless_given(runtime, bundle, uid, env_home, expected):
+    """HOME missing from process.env: the user's home in the container's /etc/passwd, "/"
+    for a uid it does not list; a HOME the config gives is kept. Run and exec alike."""
+
+    def edit(config: dict[str, Any]) -> None:
+        process = config["process"]
+        process["user"] = {"uid": uid, "gid": uid}
+        process["env"] = [e for e in process["env"] if not e.startswith("HOME=")]
+        if env_home is not None:
+            process["env"].append(f"HOME={env_home}")
+
+    b = bundle.sh('echo "$HOME"; sleep 30', edit)
+    cid = runtime.new_id()
+    _ok(runtime.run(b, cid, detach=True))
+    assert wait_for(lambda: runtime.output(cid)[0].strip() != ""), runtime.output(cid)
+    assert runtime.output(cid)[0].split() == [expected]
+    execd = runtime("exec", "--user", f"{uid}:{uid}", cid, "sh", "-c", 'echo "$HOME"')
+    assert _ok(execd).split() == [expected]
+
+
 @pytest.mark.parametrize("nnp", [False, True], ids=["nnp-off", "nnp-on"])
 def test_oom_score_adj_and_no_new_privileges(runtime, bundle, nnp):
     def edit(config: dict[str, Any]) -> None:
@@ -450,6 +475,41 @@ def test_memory_reservation_and_cpu_shares_reach_the_cgroup(runtime, bundle):
     for controller in ("memory", "cpu"):
         if controller in dirs:
             assert dirs[controller].name == cid, dirs  # the container's own cgroup
+
+
+def test_absolute_cgroups_path_and_cpuset(runtime, bundle):
+    """linux.cgroupsPath (absolute: from each hierarchy's root) is where the container's
+    cgroups are, and cpu.cpus/cpu.mems pin it: the process sees one CPU and one node."""
+    parent = leakcheck.tagged_name("berth-test-")  # watched by the leak check at the root
+    cid = runtime.new_id()
+
+    def edit(config: dict[str, Any]) -> None:
+        config["linux"]["cgroupsPath"] = f"/{parent}/{cid}"
+        config["linux"].setdefault("resources", {})["cpu"] = {"cpus": "0", "mems": "0"}
+
+    mounts = leakcheck.parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    roots = [Path(m.mount_point) for m in mounts if m.fstype in ("cgroup", "cgroup2")]
+    b = bundle.sh("grep -E '^(Cpus|Mems)_allowed_list' /proc/self/status; exec sleep 30", edit)
+    try:
+        _ok(runtime.run(b, cid, detach=True))
+        assert wait_for(lambda: runtime.output(cid)[0].count("\n") >= 2), runtime.output(cid)
+        allowed = dict(line.split(":\t") for line in runtime.output(cid)[0].splitlines())
+        assert allowed == {"Cpus_allowed_list": "0", "Mems_allowed_list": "0"}, allowed
+        # every controller's hierarchy (a named one such as name=systemd has no limits: runc
+        # joins it, berth-runtime leaves it as the caller's)
+        dirs = {
+            k: d
+            for k, d in _cgroup_dirs(runtime.state(cid)["pid"]).items()
+            if not k.startswith("name=")
+        }
+        assert dirs and all(d.parts[-2:] == (parent, cid) for d in dirs.values()), dirs
+        cpuset = dirs.get("cpuset", dirs.get(""))
+        assert cpuset is not None and (cpuset / "cpuset.cpus").read_text().strip() == "0"
+    finally:
+        runtime.delete(cid)
+        for root in roots:
+            with contextlib.suppress(FileNotFoundError):
+                (root / parent).rmdir()
 
 
 # --------------------------------------------------------------------------- user namespace

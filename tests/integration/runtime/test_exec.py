@@ -71,6 +71,41 @@ def test_exec_flags_set_env_cwd_and_user(runtime, bundle):
     assert done.stdout.splitlines() == ["bar", "/etc", "65534", "65534"]
 
 
+CAP_SYS_CHROOT = 1 << 18
+
+
+@pytest.mark.parametrize("inheritable", [False, True], ids=["no-inheritable", "inheritable"])
+def test_exec_cap_no_new_privs_and_additional_gids(runtime, bundle, inheritable):
+    """``--cap`` adds to the bounding, effective and permitted sets, never to the inheritable
+    one (CVE-2022-29162; so never to the ambient one either, which needs it), whatever the
+    config's inheritable set; ``--no-new-privs``; ``-g`` repeated adds each group."""
+
+    def edit(config: dict[str, Any]) -> None:
+        config["process"]["noNewPrivileges"] = False
+        if inheritable:
+            config["process"]["capabilities"]["inheritable"] = ["CAP_KILL"]
+
+    cid, _init, _b = running(runtime, bundle, edit)
+    done = runtime(
+        "exec", "--cap", "CAP_SYS_CHROOT", "--no-new-privs", "-g", "10", "-g", "20",
+        cid, "cat", "/proc/self/status",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status = dict(line.split(":", 1) for line in done.stdout.splitlines())
+    masks = {k: int(status[k], 16) for k in ("CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb")}
+    assert all(masks[k] & CAP_SYS_CHROOT for k in ("CapBnd", "CapEff", "CapPrm")), masks
+    assert masks["CapInh"] == (1 << 5 if inheritable else 0), masks  # CAP_KILL, as configured
+    assert not masks["CapAmb"] & CAP_SYS_CHROOT, masks
+    assert status["NoNewPrivs"].strip() == "1"
+    assert status["Groups"].split() == ["10", "20"], status["Groups"]
+    plain = runtime("exec", cid, "cat", "/proc/self/status")  # the flags were for that exec only
+    assert (
+        "NoNewPrivs:\t0" in plain.stdout
+        and not int(dict(line.split(":", 1) for line in plain.stdout.splitlines())["CapEff"], 16)
+        & CAP_SYS_CHROOT
+    )
+
+
 def test_detached_exec_returns_at_once_and_writes_its_pid(runtime, bundle, rt_workdir):
     cid, init, _b = running(runtime, bundle)
     pid_file = rt_workdir / "exec.pid"

@@ -9,6 +9,8 @@ state schema from the shared specs.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import re
 import time
 from datetime import datetime
@@ -171,6 +173,8 @@ def test_list_shows_the_containers(runtime, bundle):
     assert set(rows) == {first, second}
     assert rows[first][2] == "created" and rows[second][2] == "running"
     assert rows[first][1] == str(runtime.state(first)["pid"])
+    owner = pwd.getpwuid(os.getuid()).pw_name  # the state dir's owner, by name
+    assert rows[first][5] == rows[second][5] == owner, lines
 
     listed = {c["id"]: c for c in runtime.list()}
     assert set(listed) == {first, second}
@@ -178,6 +182,7 @@ def test_list_shows_the_containers(runtime, bundle):
         state = runtime.state(cid)
         for key in ("pid", "status", "bundle", "created"):
             assert entry[key] == state[key], (key, entry, state)
+        assert entry["owner"] == owner, entry  # list fills it in; state leaves it empty
 
 
 # --------------------------------------------------------------------------- bad input
