@@ -304,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("asyncio", "aiohttp.access"):
+    for noisy in ("asyncio", "aiohttp.access", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         tls = bool(args.tlsverify)
