@@ -59,6 +59,12 @@ class Unsupported(BerthError):
     kind = "unsupported"
 
 
+class Unauthenticated(BerthError):
+    """Credentials missing or refused (a registry's 401/403)."""
+
+    kind = "unauthenticated"
+
+
 _BY_KIND: dict[str, type[BerthError]] = {
     cls.kind: cls
     for cls in (
@@ -70,5 +76,6 @@ _BY_KIND: dict[str, type[BerthError]] = {
         FailedPrecondition,
         Unavailable,
         Unsupported,
+        Unauthenticated,
     )
 }

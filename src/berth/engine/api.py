@@ -130,6 +130,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
         api_exec,
         api_images,
         api_networks,
+        api_registry,
         api_resources,
         api_system,
         api_volumes,
@@ -142,6 +143,7 @@ def make_app(state: Engine, extra_routes: Iterable[Route] = ()) -> web.Applicati
     add_routes(app, [("HEAD", "/_ping", ping_head), ("GET", "/_ping", ping)])
     add_routes(app, api_containers.ROUTES)
     add_routes(app, api_system.ROUTES)
+    add_routes(app, api_registry.ROUTES)  # first: its /images/create is the one served
     add_routes(app, api_images.ROUTES)
     add_routes(app, api_build.ROUTES)
     add_routes(app, api_resources.ROUTES)

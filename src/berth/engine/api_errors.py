@@ -10,6 +10,7 @@ Status codes as dockerd gives them (moby's ``errdefs`` -> ``httpstatus``):
     Forbidden                     403   removing a network with endpoints, a pool overlap
     Unavailable                   503
     Unsupported                   501   (moby's NotImplemented)
+    Unauthenticated               401   a registry refused the credentials (``/auth``)
     HostToolFailed                500   a host tool's own error (``ps`` for top): no traceback
     anything else                 500   (the only status logged with its traceback)
 
@@ -34,6 +35,7 @@ from berth.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unauthenticated,
     Unavailable,
     Unsupported,
 )
@@ -73,6 +75,7 @@ _STATUS: tuple[tuple[type[BerthError], int], ...] = (
     (InvalidArgument, 400),
     (Unavailable, 503),
     (Unsupported, 501),
+    (Unauthenticated, 401),
 )
 
 

@@ -1,7 +1,8 @@
 """``berthd``: the engine daemon's command line, start-up and shutdown.
 
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
-           [--ip-forward=true|false] [--registry-addr 127.0.0.1:5000] [--debug]
+           [--ip-forward=true|false] [--registry-addr 127.0.0.1:5000]
+           [--insecure-registry HOST[:PORT]|CIDR ...] [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -19,6 +20,8 @@ Rules:
 - Networks (``networks.NetworkManager``) live in berthd's network namespace; with
   ``--ip-forward`` (the default, as dockerd) forwarding is enabled there once a masquerading
   network exists. A stop leaves every bridge, veth and namespace as it is.
+- ``--insecure-registry`` (repeatable, as dockerd's) names registries spoken to over plain
+  http besides loopback ones (``api_registry``).
 - Logging goes to stderr through ``logging``; ``--debug`` adds one line per request.
 """
 
@@ -42,7 +45,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from berth.engine import api, api_containers, api_exec
+from berth.engine import api, api_containers, api_exec, api_registry
 from berth.engine.containers import DEFAULT_CGROUP_PARENT, ContainerManager
 from berth.engine.execs import ExecManager
 from berth.engine.health import HealthMonitor
@@ -51,6 +54,7 @@ from berth.engine.networks import NetworkManager
 from berth.engine.paths import DEFAULT_DATA_ROOT, DEFAULT_SOCKET, Paths
 from berth.errors import BerthError, Conflict, InvalidArgument
 from berth.image.store import ImageStore
+from berth.registry.client import check_insecure_entry
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,13 @@ def _parser() -> argparse.ArgumentParser:
         "--registry-addr",
         help="also serve an OCI registry (no auth: loopback only) on HOST:PORT, "
         "stored under DATA_ROOT/registry",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]|CIDR",
+        help="a registry to reach over plain http (loopback ones always are)",
     )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
@@ -200,6 +211,7 @@ async def serve(
     cgroup_parent: str = DEFAULT_CGROUP_PARENT,
     ip_forward: bool = True,
     registry_addr: str | None = None,
+    insecure_registries: tuple[str, ...] = (),
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -236,6 +248,7 @@ async def serve(
         state.containers = containers
         app = api.make_app(state)
         app[api_containers.CONTAINERS] = containers
+        app[api_registry.INSECURE_REGISTRIES] = insecure_registries
         execs = app[api_exec.EXECS] = ExecManager(containers)
         health = HealthMonitor(containers, execs)
         health.open()
@@ -311,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if tls and not (args.tlscacert and args.tlscert and args.tlskey):
             raise InvalidArgument("--tlsverify needs --tlscacert, --tlscert and --tlskey")
         listener = parse_host(args.host, tls)
+        insecure = tuple(check_insecure_entry(e) for e in args.insecure_registry)
         context = None
         if listener.kind == "tcp":
             context = tls_context(args.tlscacert, args.tlscert, args.tlskey)
@@ -323,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cgroup_parent=args.cgroup_parent,
                 ip_forward=args.ip_forward == "true",
                 registry_addr=args.registry_addr,
+                insecure_registries=insecure,
             )
         )
     except BerthError as e:
