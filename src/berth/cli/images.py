@@ -1,11 +1,12 @@
-"""Image verbs: images, rmi, tag, pull, push, build, load, save, history.
+"""Image verbs: images, rmi, tag, build, load, save, history (pull and push:
+``registry_client``).
 
 Rules:
 - ``images`` prints one row per repository:tag (``<none>`` for an untagged image), IDs cut to
   12 hex digits unless ``--no-trunc``, sizes as ``4.26MB``; ``-q`` prints the rows' IDs
   (an image with two tags twice, as docker does).
-- References are normalized as the docker CLI does before ``/images/create``: ``busybox``
-  is ``docker.io/library/busybox`` with tag ``latest``; a pull prints the full reference last.
+- References are normalized as the docker CLI does (``normalize_repository``): ``busybox``
+  is ``docker.io/library/busybox`` with tag ``latest``.
 - ``build`` sends the context directory as a tar (``.dockerignore`` patterns left out, the
   Dockerfile always in), streams the daemon's messages and prints the image ID with ``-q``.
 - ``load`` shows a progress bar of the bytes sent when stderr is a terminal; ``save`` refuses
@@ -18,7 +19,7 @@ import io
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from berth.cli.common import CliError, Context, filters_query, is_terminal, parser
 from berth.cli.progress import show, show_plain
@@ -31,7 +32,6 @@ IMAGES_HEADERS = {
     "CreatedAt": "CREATED AT", "Size": "SIZE", "Digest": "DIGEST", "Containers": "CONTAINERS",
     "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE", "VirtualSize": "VIRTUAL SIZE",
 }  # fmt: skip
-AUTH_HEADER = {"X-Registry-Auth": "e30="}  # base64 of {}: no credentials
 
 
 def split_reference(ref: str) -> tuple[str, str]:
@@ -144,53 +144,6 @@ def cmd_tag(ctx: Context, argv: list[str]) -> int:
     if tag.startswith("@"):
         raise CliError("Error parsing reference: refusing to create a tag with a digest", 1)
     ctx.client.post(f"/images/{a.source}/tag", {"repo": repo, "tag": tag})
-    return 0
-
-
-def pull_image(ctx: Context, ref: str, out: TextIO, platform: str | None = None) -> str:
-    """Pull with progress on ``out``; the full reference pulled."""
-    repo, tag = split_reference(ref)
-    full = normalize_repository(repo)
-    # a digest travels inside fromImage (docker.io/library/x@sha256:…), a tag beside it
-    wanted = f"{full}{tag}" if tag.startswith("@") else f"{full}:{tag}"
-    query = {
-        "fromImage": wanted if tag.startswith("@") else full,
-        "tag": None if tag.startswith("@") else tag,
-        "platform": platform,
-    }
-    response = ctx.client.open("POST", "/images/create", query, headers=AUTH_HEADER,
-                               own_connection=True)  # fmt: skip
-    show(response.json_lines(), out)
-    return wanted
-
-
-def cmd_pull(ctx: Context, argv: list[str]) -> int:
-    p = parser("pull", "[OPTIONS] NAME[:TAG|@DIGEST]")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-a", "--all-tags", action="store_true")
-    p.add_argument("--platform")
-    p.add_argument("name")
-    a = p.parse_args(argv)
-    out = open(os.devnull, "w") if a.quiet else sys.stdout  # noqa: SIM115
-    full = pull_image(ctx, a.name, out, a.platform)
-    sys.stdout.write(full + "\n")
-    return 0
-
-
-def cmd_push(ctx: Context, argv: list[str]) -> int:
-    p = parser("push", "[OPTIONS] NAME[:TAG]")
-    p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-a", "--all-tags", action="store_true")
-    p.add_argument("name")
-    a = p.parse_args(argv)
-    repo, tag = split_reference(a.name)
-    query = {"tag": None if a.all_tags else tag}
-    response = ctx.client.open("POST", f"/images/{repo}/push", query, headers=AUTH_HEADER,
-                               own_connection=True)  # fmt: skip
-    out = open(os.devnull, "w") if a.quiet else sys.stdout  # noqa: SIM115
-    show(response.json_lines(), out)
-    if a.quiet:
-        sys.stdout.write(a.name + "\n")
     return 0
 
 

@@ -37,8 +37,9 @@ VERBS: dict[str, str] = {
     ),
     **dict.fromkeys(("run", "create", "start", "exec", "attach"), "run"),
     **dict.fromkeys(
-        ("images", "rmi", "tag", "pull", "push", "build", "load", "save", "history"), "images"
+        ("images", "rmi", "tag", "build", "load", "save", "history"), "images"
     ),
+    **dict.fromkeys(("pull", "push", "login", "logout"), "registry_client"),
     **dict.fromkeys(("info", "version", "events", "system", "daemon"), "system"),
     **dict.fromkeys(("container_prune", "image_prune", "system_prune"), "prune"),
     **dict.fromkeys(
@@ -97,8 +98,8 @@ Common Commands:
   registry    Serve an OCI registry (berth registry serve --addr HOST:PORT --root DIR)
 
 Other Commands:
-  attach create kill load pause rename restart rm rmi save start stop system tag unpause
-  update wait history port
+  attach create kill load login logout pause rename restart rm rmi save start stop system
+  tag unpause update wait history port
 
 Management Commands:
   container network volume image system

@@ -83,7 +83,7 @@ def create_container(ctx: Context, a: argparse.Namespace, verb: str) -> str:
 
 
 def _pull(ctx: Context, image: str, verb: str = "run") -> None:
-    from berth.cli.images import pull_image
+    from berth.cli.registry_client import pull_image
 
     try:
         pull_image(ctx, image, sys.stderr)

@@ -87,11 +87,14 @@ def message_of(event: Event) -> dict[str, Any]:
     return message
 
 
-async def with_progress(
-    request: web.Request, work: Callable[[Progress], Awaitable[T]]
-) -> tuple[api.JsonStream | None, T | None]:
-    """Run ``work`` and stream its progress; (the stream if one started, ``work``'s result or
-    None if it failed after the stream started). A failure before the first event raises."""
+async def stream_progress(
+    request: web.Request,
+    work: Callable[[Progress], Awaitable[T]],
+    tail: Callable[[api.JsonStream, T], Awaitable[None]],
+) -> web.StreamResponse:
+    """Run ``work``, stream its progress, then ``tail``'s lines with its result. A failure
+    before the first event raises (a plain HTTP error); after it, it is the stream's last line.
+    A client that goes away cancels ``work``."""
     queue: asyncio.Queue[Event | None] = asyncio.Queue()
     task = asyncio.ensure_future(work(queue.put_nowait))
     task.add_done_callback(lambda _t: queue.put_nowait(None))
@@ -102,14 +105,21 @@ async def with_progress(
                 stream = await api.JsonStream(request).start()
             await stream.send(message_of(event))
         if stream is None:
-            return None, task.result()  # raises the error as a plain HTTP error
-        try:
-            return stream, task.result()
-        except Exception as e:  # the stream has started: the error is its last line
-            await stream.fail(e)
-            return stream, None
+            result = task.result()  # raises the error as a plain HTTP error
+            stream = await api.JsonStream(request).start()
+        else:
+            try:
+                result = task.result()
+            except Exception as e:  # the stream has started: the error is its last line
+                await stream.fail(e)
+                return await stream.finish()
+        await tail(stream, result)
+        return await stream.finish()
+    except ConnectionError as e:
+        log.info("req %s: the client went away (%s): stopped", api.request_id(request), e)
+        return stream.response if stream is not None else web.Response(status=204)
     finally:
-        if not task.done():  # the client went away: cancelling drops the partial blobs
+        if not task.done():  # cancelling drops the partial blobs
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
@@ -135,18 +145,16 @@ async def create_image(request: web.Request) -> web.StreamResponse:
             state.images, ref, auth, insecure_registries(request), progress
         )
 
+    async def tail(stream: api.JsonStream, pulled: client_pull.Pulled) -> None:
+        await stream.send({"status": f"Digest: {pulled.digest}"})
+        shown = ref.familiar()
+        verb = "Downloaded newer image for" if pulled.fresh else "Image is up to date for"
+        await stream.send({"status": f"Status: {verb} {shown}"})
+        state.events.emit("image", "pull", shown, {"name": ref.familiar_name()})
+        log.info("req %s: pulled %s as %s", rid, ref, pulled.image.short_id)
+
     async with state.image_lock.shared():
-        stream, pulled = await with_progress(request, work)
-    assert stream is not None  # a pull that succeeded said "Pulling from"
-    if pulled is None:
-        return await stream.finish()
-    await stream.send({"status": f"Digest: {pulled.digest}"})
-    shown = ref.familiar()
-    verb = "Downloaded newer image for" if pulled.fresh else "Image is up to date for"
-    await stream.send({"status": f"Status: {verb} {shown}"})
-    api.engine(request).events.emit("image", "pull", shown, {"name": ref.familiar_name()})
-    log.info("req %s: pulled %s as %s", rid, ref, pulled.image.short_id)
-    return await stream.finish()
+        return await stream_progress(request, work, tail)
 
 
 async def push_image(request: web.Request) -> web.StreamResponse:
@@ -158,6 +166,15 @@ async def push_image(request: web.Request) -> web.StreamResponse:
     state = api.engine(request)
     auth = _auth(request)
     rid = api.request_id(request)
+
+    async def tail(stream: api.JsonStream, pushed: list[client_push.Pushed]) -> None:
+        for result in pushed:
+            aux = {"Tag": result.tag, "Digest": result.digest, "Size": result.size}
+            await stream.send({"progressDetail": {}, "aux": aux})
+            shown = ref.with_tag(result.tag).familiar()
+            state.events.emit("image", "push", shown, {"name": shown})
+        log.info("req %s: push of %s: %s", rid, ref, pushed)
+
     async with state.image_lock.shared():
         images = await asyncio.to_thread(client_push.tagged_images, state.images, ref)
         registry_client.base_url(ref.domain)  # docker.io: refused before anything starts
@@ -167,15 +184,7 @@ async def push_image(request: web.Request) -> web.StreamResponse:
                 state.images, images, auth, insecure_registries(request), progress
             )
 
-        stream, pushed = await with_progress(request, work)
-    assert stream is not None  # a push that succeeded said "The push refers to …"
-    for result in pushed or []:
-        aux = {"Tag": result.tag, "Digest": result.digest, "Size": result.size}
-        await stream.send({"progressDetail": {}, "aux": aux})
-        shown = ref.with_tag(result.tag).familiar()
-        state.events.emit("image", "push", shown, {"name": shown})
-    log.info("req %s: push of %s: %s", rid, ref, pushed)
-    return await stream.finish()
+        return await stream_progress(request, work, tail)
 
 
 async def login(request: web.Request) -> web.StreamResponse:

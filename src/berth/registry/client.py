@@ -26,7 +26,7 @@ import ipaddress
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -222,6 +222,24 @@ async def read_error(response: aiohttp.ClientResponse) -> str:
 
 def unreachable(method: str, url: str | URL, exc: BaseException) -> Unavailable:
     return Unavailable(f'{method.capitalize()} "{url}": {exc or type(exc).__name__}')
+
+
+async def read_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the body (released after); a broken transfer is Unavailable."""
+    try:
+        return await response.content.read(limit)
+    except aiohttp.ClientError as e:
+        raise unreachable(response.method, response.url, e) from None
+    finally:
+        response.release()
+
+
+async def next_chunk(response: aiohttp.ClientResponse, chunks: AsyncIterator[bytes]) -> bytes:
+    """The next piece of a streamed body, b"" at its end; a broken transfer is Unavailable."""
+    try:
+        return await anext(chunks, b"")
+    except aiohttp.ClientError as e:
+        raise unreachable(response.method, response.url, e) from None
 
 
 # --------------------------------------------------------------------------- the client

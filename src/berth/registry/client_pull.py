@@ -38,7 +38,15 @@ from berth.image import digest as digests
 from berth.image.content import Writer
 from berth.image.reference import Reference
 from berth.image.store import Image, ImageStore
-from berth.registry.client import Event, Progress, Registry, Throttle, no_progress
+from berth.registry.client import (
+    Event,
+    Progress,
+    Registry,
+    Throttle,
+    next_chunk,
+    no_progress,
+    read_body,
+)
 from berth.registry.credentials import AuthConfig
 from berth.spec import image as spec
 from berth.spec.value import value
@@ -70,10 +78,7 @@ async def fetch_manifest(registry: Registry, reference: str) -> tuple[bytes, str
     names, verified (see the module rules)."""
     url = registry.url(f"manifests/{reference}")
     response = await registry.request("GET", url, headers={"Accept": ACCEPT})
-    try:
-        body = await response.content.read(DOCUMENT_MAX + 1)
-    finally:
-        response.release()
+    body = await read_body(response, DOCUMENT_MAX + 1)
     if len(body) > DOCUMENT_MAX:
         raise InvalidArgument(f"manifest {reference}: more than {DOCUMENT_MAX} bytes")
     actual = digests.of_bytes(body)
@@ -107,10 +112,7 @@ async def fetch_blob_bytes(registry: Registry, desc: spec.Descriptor, what: str)
     if desc.size > DOCUMENT_MAX:
         raise InvalidArgument(f"{what} {desc.digest}: {desc.size} bytes is too big")
     response = await registry.request("GET", registry.url(f"blobs/{desc.digest}"))
-    try:
-        body = await response.content.read(desc.size + 1)
-    finally:
-        response.release()
+    body = await read_body(response, desc.size + 1)
     actual = digests.of_bytes(body, digests.parse(desc.digest).algorithm)
     if len(body) != desc.size or actual != desc.digest:
         raise InvalidArgument(
@@ -132,7 +134,8 @@ async def download_blob(
             report = Throttle(progress, ident, "Downloading", desc.size)
             buffer = bytearray()
             received = 0
-            async for chunk in response.content.iter_chunked(WRITE_CHUNK):
+            chunks = response.content.iter_chunked(WRITE_CHUNK)
+            while chunk := await next_chunk(response, chunks):
                 buffer += chunk
                 received += len(chunk)
                 if len(buffer) >= WRITE_CHUNK:

@@ -1,0 +1,540 @@
+"""Pull and push through berthd against Debian's docker-registry (the reference registry).
+
+Every registry is ``/usr/bin/docker-registry serve`` on 127.0.0.1 with its own temp storage,
+started by the module and stopped at its end; one has htpasswd (bcrypt) auth. berthd is the
+shared ``berthd`` fixture (conftest); the ``berth`` CLI and the docker CLI 28 both drive it,
+with ``DOCKER_CONFIG`` in the daemon's home so they share credentials. Images with layers of
+their own are made in Python as OCI layouts and loaded, so a test knows which blobs berthd
+has. dockerd (tests/e2e/dockerd.py, its own network namespace) pulls what berth pushed from a
+second docker-registry serving the same storage inside its namespace (loopback registries are
+insecure for dockerd by default).
+
+What is proven: round trips keep the image id and manifest digest; existing blobs are skipped
+(HEAD) and blobs of another repository mounted; a blob tampered with in the registry's storage
+fails the pull with nothing left (no image, no partial blob); a pull that failed halfway
+resumes with the layers it had; a client that goes away mid-pull leaves nothing half-written;
+credentials: docker's messages and exit codes, login/logout with config.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_berth_cli import BERTH, TIMEOUT
+from test_berthd_images import Daemon
+
+with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then the bcrypt package
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # bcrypt for htpasswd (libxcrypt's $2b$), so no apache2-utils is needed
+
+pytestmark = [pytest.mark.root, pytest.mark.peer]
+
+REGISTRY = "/usr/bin/docker-registry"
+START_TIMEOUT = 20.0
+
+
+# --------------------------------------------------------------------------- registries
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Registry:
+    """A docker-registry on 127.0.0.1 with its storage under ``home``."""
+
+    def __init__(
+        self,
+        home: Path,
+        htpasswd: str | None = None,
+        prefix: tuple[str, ...] = (),
+        port: int | None = None,
+    ) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.storage = home / "storage"
+        auth = ""
+        if htpasswd is not None:
+            (home / "htpasswd").write_text(htpasswd)
+            auth = f"auth:\n  htpasswd:\n    realm: berth-test\n    path: {home / 'htpasswd'}\n"
+        config = home / f"config-{self.port}.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
+            "  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n{auth}"
+        )
+        self.log = home / f"registry-{self.port}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [*prefix, REGISTRY, "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self, probe: bool = True) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"docker-registry exited:\n{self.log.read_text()}")
+            if not probe:
+                time.sleep(0.5)  # in another netns: give it the time it needs to listen
+                return
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2).close()
+                return
+            except urllib.error.HTTPError:
+                return  # 401: up, with auth
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"docker-registry did not answer:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def blob_path(self, digest: str) -> Path:
+        hexa = digest.removeprefix("sha256:")
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexa[:2] / hexa / "data"
+
+
+@contextlib.contextmanager
+def running(registry: Registry, probe: bool = True) -> Iterator[Registry]:
+    try:
+        registry.wait(probe)
+        yield registry
+    finally:
+        registry.stop()
+
+
+USER, PASSWORD = "berth", "s3cret-pw"
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running(Registry(tmp_path_factory.mktemp("registry"))) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    home = tmp_path_factory.mktemp("auth-registry")
+    with running(Registry(home, htpasswd=f"{USER}:{hashed}\n")) as found:
+        yield found
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def berth(
+    d: Daemon, *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DOCKER_"))}
+    env["DOCKER_CONFIG"] = str(d.home / "docker-config")  # shared with d.docker
+    proc = subprocess.run(
+        [BERTH, "-H", d.url, *args],
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+        env=env,
+        cwd=d.home,
+    )
+    if check:
+        assert proc.returncode == 0, f"berth {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def image_id(d: Daemon, ref: str) -> str:
+    return berth(d, "inspect", "--format", "{{.Id}}", ref).stdout.strip()
+
+
+def no_image(d: Daemon, ref: str) -> bool:
+    return berth(d, "inspect", ref, check=False).returncode != 0
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def layer_tar(name: str, size: int, seed: str) -> bytes:
+    """An uncompressed layer with one file of ``size`` bytes no other test has."""
+    chunk = hashlib.sha256(seed.encode()).digest() * 1024
+    data = (chunk * (size // len(chunk) + 1))[:size]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime = len(data), 0
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def oci_archive(ref: str, layer_sizes: list[int]) -> tuple[bytes, list[str]]:
+    """An OCI layout tar of a fresh image (unique layers) tagged ``ref``; its layer digests."""
+    seed = f"{ref}-{time.time_ns()}"
+    layers = [layer_tar(f"f{i}", size, f"{seed}-{i}") for i, size in enumerate(layer_sizes)]
+    digests = [sha(layer) for layer in layers]
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": digests},
+            "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
+                for d, b in zip(digests, layers, strict=True)
+            ],
+        }
+    ).encode()
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": sha(manifest),
+                "size": len(manifest),
+                "annotations": {"io.containerd.image.name": ref},
+            }
+        ],
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        files = {
+            "oci-layout": b'{"imageLayoutVersion":"1.0.0"}',
+            "index.json": json.dumps(index).encode(),
+        }
+        for blob in (*layers, config, manifest):
+            files[f"blobs/sha256/{sha(blob)[7:]}"] = blob
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue(), digests
+
+
+def load_image(d: Daemon, ref: str, layer_sizes: list[int]) -> list[str]:
+    data, digests = oci_archive(ref, layer_sizes)
+    path = d.home / "image.tar"
+    path.write_bytes(data)
+    berth(d, "load", "-i", str(path))
+    path.unlink()
+    return digests
+
+
+def content_dir(d: Daemon) -> Path:
+    return d.data_root / "image" / "content"
+
+
+def ingest_files(d: Daemon) -> list[str]:
+    ingest = content_dir(d) / "ingest"
+    return sorted(os.listdir(ingest)) if ingest.is_dir() else []
+
+
+def has_blob(d: Daemon, digest: str) -> bool:
+    return (content_dir(d) / "blobs" / "sha256" / digest.removeprefix("sha256:")).is_file()
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_berth_push_then_pull_round_trip(berthd: Daemon, registry: Registry) -> None:
+    ref = f"{registry.host}/round/busybox:v1"
+    berth(berthd, "tag", "busybox", ref)
+    original = image_id(berthd, ref)
+    pushed = berth(berthd, "push", ref).stdout
+    assert f"The push refers to repository [{registry.host}/round/busybox]" in pushed
+    assert "Pushed" in pushed
+    digest = pushed.strip().splitlines()[-1].split("digest: ")[1].split()[0]
+    again = berth(berthd, "push", ref).stdout
+    assert "Layer already exists" in again and "Pushed" not in again
+
+    berth(berthd, "rmi", ref)
+    pulled = berth(berthd, "pull", ref).stdout
+    lines = pulled.splitlines()
+    assert lines[0] == "v1: Pulling from round/busybox"
+    assert f"Digest: {digest}" in lines
+    assert f"Status: Downloaded newer image for {ref}" in lines  # the tag was gone
+    assert any(line.endswith(": Already exists") for line in lines), lines  # busybox's layer
+    assert lines[-1] == ref
+    assert f"Status: Image is up to date for {ref}" in berth(berthd, "pull", ref).stdout
+    assert image_id(berthd, ref) == original
+    inspect = json.loads(berth(berthd, "inspect", ref).stdout)[0]
+    assert f"{registry.host}/round/busybox@{digest}" in inspect["RepoDigests"]
+    berth(berthd, "rmi", ref)
+
+
+def test_docker_cli_push_and_pull_through_berthd(berthd: Daemon, registry: Registry) -> None:
+    ref = f"{registry.host}/dockercli/app:1"
+    layers = load_image(berthd, ref, [300_000, 200_000])
+    original = image_id(berthd, ref)
+    pushed = berthd.docker("push", ref).stdout
+    assert "Pushed" in pushed and "1: digest: sha256:" in pushed
+    # the same blobs to another repository are mounted, not sent
+    other = f"{registry.host}/dockercli/copy:1"
+    berthd.docker("tag", ref, other)
+    mounted = berthd.docker("push", other).stdout
+    assert "Mounted from dockercli/app" in mounted, mounted
+
+    berthd.docker("rmi", ref, other)
+    assert not any(has_blob(berthd, d) for d in layers)  # rmi's gc took them
+    pulled = berthd.docker("pull", ref)
+    assert "Pull complete" in pulled.stdout and "Downloaded newer image" in pulled.stdout
+    assert pulled.stdout.strip().splitlines()[-1] == ref
+    assert image_id(berthd, ref) == original
+    assert all(has_blob(berthd, d) for d in layers)
+    berthd.docker("rmi", ref)
+
+
+def test_docker_pull_of_missing_tag_and_docker_io(berthd: Daemon, registry: Registry) -> None:
+    missing = berthd.docker("pull", f"{registry.host}/nothing/here:v9", check=False)
+    assert missing.returncode == 1
+    assert "Error response from daemon: manifest for" in missing.stderr
+    assert "not found: " in missing.stderr
+    hub = berth(berthd, "push", "docker.io/someone/thing:1", check=False)
+    assert hub.returncode == 1
+    assert "An image does not exist locally with the tag: someone/thing" in hub.stderr
+    berth(berthd, "tag", "busybox", "someone/thing:1")
+    hub = berth(berthd, "push", "someone/thing:1", check=False)
+    assert hub.returncode == 1 and "docker.io is not reachable" in hub.stderr
+    berth(berthd, "rmi", "someone/thing:1")
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_tampered_blob_fails_the_pull_and_leaves_nothing(
+    berthd: Daemon, registry: Registry
+) -> None:
+    ref = f"{registry.host}/tamper/app:1"
+    layers = load_image(berthd, ref, [100_000, 2_000_000])
+    berth(berthd, "push", ref)
+    berth(berthd, "rmi", ref)
+    path = registry.blob_path(layers[1])
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # same size, other bytes
+    path.chmod(0o644)
+    path.write_bytes(bytes(bad))
+    try:
+        failed = berth(berthd, "pull", ref, check=False)
+        assert failed.returncode == 1
+        assert f"filesystem layer verification failed for digest {layers[1]}" in failed.stderr
+        assert "digest mismatch" in failed.stderr
+        assert no_image(berthd, ref)
+        assert not has_blob(berthd, layers[1])
+        assert ingest_files(berthd) == []
+        # fixed in the registry, the pull resumes: the small layer it finished is kept
+        path.write_bytes(good)
+        resumed = berth(berthd, "pull", ref).stdout
+        assert f"{layers[0][7:19]}: Already exists" in resumed, resumed
+        assert f"{layers[1][7:19]}: Pull complete" in resumed, resumed
+        assert image_id(berthd, ref)
+    finally:
+        path.write_bytes(good)
+    berth(berthd, "rmi", ref)
+
+
+class SlowProxy:
+    """A TCP forwarder on 127.0.0.1 to ``target`` that sends the answers at ``rate`` bytes/s,
+    so a pull through it can be cut while a layer is half written."""
+
+    def __init__(self, target: int, rate: int) -> None:
+        self.target, self.rate = target, rate
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = [self.listener]
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+                self.sockets += [client, upstream]
+                for args in ((client, upstream, 0), (upstream, client, self.rate)):
+                    thread = threading.Thread(target=self._copy, args=args, daemon=True)
+                    self.threads.append(thread)
+                    thread.start()
+
+    def _copy(self, source: socket.socket, sink: socket.socket, rate: int) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(16384):
+                sink.sendall(data)
+                if rate:
+                    time.sleep(len(data) / rate)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self.threads:
+            thread.join(5)
+
+
+def test_pull_cut_halfway_leaves_nothing_then_resumes(berthd: Daemon, registry: Registry) -> None:
+    ref = f"{registry.host}/cut/app:1"
+    layers = load_image(berthd, ref, [50_000, 50_000, 20_000_000])
+    berth(berthd, "push", ref)
+    berth(berthd, "rmi", ref)
+    proxy = SlowProxy(registry.port, rate=8 << 20)
+    slow_ref = f"127.0.0.1:{proxy.port}/cut/app:1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DOCKER_"))}
+    try:
+        client = subprocess.Popen(
+            [BERTH, "-H", berthd.url, "pull", slow_ref],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + 20
+        ingest = content_dir(berthd) / "ingest"
+        partial = False
+        while not partial and time.monotonic() < deadline and client.poll() is None:
+            with contextlib.suppress(OSError):
+                partial = any(f.stat().st_size > 1 << 20 for f in ingest.iterdir())
+            time.sleep(0.02)
+        assert partial, "the big layer was never seen half written"
+        client.kill()  # the client goes away mid-pull: berthd cancels the pull
+        client.wait()
+        deadline = time.monotonic() + 10
+        while ingest_files(berthd) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ingest_files(berthd) == []
+    finally:
+        proxy.close()
+    assert no_image(berthd, slow_ref) and no_image(berthd, ref)
+    assert not has_blob(berthd, layers[2])
+    resumed = berth(berthd, "pull", ref).stdout
+    for small in layers[:2]:
+        assert f"{small[7:19]}: Already exists" in resumed, resumed
+    assert f"{layers[2][7:19]}: Pull complete" in resumed
+    assert image_id(berthd, ref)
+    berth(berthd, "rmi", ref)
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_credentials_with_htpasswd(berthd: Daemon, auth_registry: Registry) -> None:
+    host = auth_registry.host
+    ref = f"{host}/private/busybox:v1"
+    berth(berthd, "tag", "busybox", ref)
+    anonymous = berth(berthd, "push", ref, check=False)
+    assert anonymous.returncode == 1
+    assert "no basic auth credentials" in anonymous.stderr
+
+    wrong = berth(berthd, "login", "-u", USER, "--password-stdin", host, stdin="nope\n",
+                  check=False)  # fmt: skip
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip() == (
+        f"Error response from daemon: login attempt to http://{host}/v2/ failed with status: "
+        "401 Unauthorized"
+    )
+    docker_wrong = berthd.docker("login", "-u", USER, "-p", "nope", host, check=False)
+    assert docker_wrong.returncode == 1
+    assert wrong.stderr.strip() in docker_wrong.stderr
+
+    ok = berth(berthd, "login", "-u", USER, "--password-stdin", host, stdin=PASSWORD + "\n")
+    assert ok.stdout == "Login Succeeded\n"
+    config = json.loads((berthd.home / "docker-config" / "config.json").read_text())
+    assert config["auths"][host]["auth"]
+    assert "Pushed" in berth(berthd, "push", ref).stdout
+    berth(berthd, "rmi", ref)
+    assert berth(berthd, "pull", ref).stdout.splitlines()[-1] == ref
+    # the docker CLI reads what berth stored, and sends it to berthd
+    berthd.docker("rmi", ref)
+    assert "Status: " in berthd.docker("pull", ref).stdout
+
+    assert berth(berthd, "logout", host).stdout == f"Removing login credentials for {host}\n"
+    assert berth(berthd, "logout", host).stdout == f"Not logged in to {host}\n"
+    berth(berthd, "rmi", ref)
+    refused = berth(berthd, "pull", ref, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f'Error response from daemon: Head "http://{host}/v2/private/busybox/manifests/v1": '
+        "no basic auth credentials"
+    )
+    # the docker CLI's own login goes through berthd's /auth
+    docker_ok = berthd.docker("login", "-u", USER, "--password-stdin", host, check=False)
+    assert docker_ok.returncode == 1  # stdin is /dev/null: an empty password
+    assert (
+        berthd.docker("login", "-u", USER, "-p", PASSWORD, host)
+        .stdout.strip()
+        .endswith("Login Succeeded")
+    )
+    assert "Pull complete" in berthd.docker("pull", ref).stdout or image_id(berthd, ref)
+    berthd.docker("logout", host)
+    berth(berthd, "rmi", ref)
+
+
+# --------------------------------------------------------------------------- dockerd
+
+
+def test_dockerd_pulls_what_berth_pushed(berthd: Daemon, registry: Registry) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import dockerd
+
+    if dockerd.missing() is not None:
+        pytest.skip(str(dockerd.missing()))
+    ref = f"{registry.host}/fordockerd/busybox:v1"
+    berth(berthd, "tag", "busybox", ref)
+    berth(berthd, "push", ref)
+    ours = image_id(berthd, ref)
+    with dockerd.private_dockerd() as docker:
+        init = docker._init_pid()
+        assert init is not None
+        # the same storage, served inside dockerd's network namespace on the same address
+        netns = ("nsenter", f"--net=/proc/{init}/ns/net")
+        subprocess.run([*netns, "ip", "link", "set", "lo", "up"], check=True)  # its own lo
+        with running(Registry(registry.home, prefix=netns, port=registry.port), probe=False):
+            pulled = docker("pull", ref)
+            assert pulled.returncode == 0, pulled.stderr + docker.logs()
+            assert docker.ok("image", "inspect", "--format", "{{.Id}}", ref).strip() == ours
+            out = docker.ok("run", "--rm", "--network", "none", ref, "echo", "from berth")
+            assert out == "from berth\n"
+    berth(berthd, "rmi", ref)
