@@ -342,38 +342,6 @@ def test_docker_pull_of_missing_tag_and_docker_io(berthd: Daemon, registry: Regi
 # --------------------------------------------------------------------------- failures
 
 
-def test_tampered_blob_fails_the_pull_and_leaves_nothing(
-    berthd: Daemon, registry: Registry
-) -> None:
-    ref = f"{registry.host}/tamper/app:1"
-    layers = load_image(berthd, ref, [100_000, 2_000_000])
-    berth(berthd, "push", ref)
-    berth(berthd, "rmi", ref)
-    path = registry.blob_path(layers[1])
-    good = path.read_bytes()
-    bad = bytearray(good)
-    bad[len(bad) // 2] ^= 0xFF  # same size, other bytes
-    path.chmod(0o644)
-    path.write_bytes(bytes(bad))
-    try:
-        failed = berth(berthd, "pull", ref, check=False)
-        assert failed.returncode == 1
-        assert f"filesystem layer verification failed for digest {layers[1]}" in failed.stderr
-        assert "digest mismatch" in failed.stderr
-        assert no_image(berthd, ref)
-        assert not has_blob(berthd, layers[1])
-        assert ingest_files(berthd) == []
-        # fixed in the registry, the pull resumes: the small layer it finished is kept
-        path.write_bytes(good)
-        resumed = berth(berthd, "pull", ref).stdout
-        assert f"{layers[0][7:19]}: Already exists" in resumed, resumed
-        assert f"{layers[1][7:19]}: Pull complete" in resumed, resumed
-        assert image_id(berthd, ref)
-    finally:
-        path.write_bytes(good)
-    berth(berthd, "rmi", ref)
-
-
 class SlowProxy:
     """A TCP forwarder on 127.0.0.1 to ``target`` that sends the answers at ``rate`` bytes/s,
     so a pull through it can be cut while a layer is half written."""
@@ -413,6 +381,40 @@ class SlowProxy:
             sock.close()
         for thread in self.threads:
             thread.join(5)
+
+
+def test_tampered_blob_fails_the_pull_and_leaves_nothing(
+    berthd: Daemon, registry: Registry
+) -> None:
+    ref = f"{registry.host}/tamper/app:1"
+    layers = load_image(berthd, ref, [100_000, 2_000_000])
+    berth(berthd, "push", ref)
+    berth(berthd, "rmi", ref)
+    path = registry.blob_path(layers[1])
+    good = path.read_bytes()
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF  # same size, other bytes
+    path.chmod(0o644)
+    path.write_bytes(bytes(bad))
+    proxy = SlowProxy(registry.port, rate=8 << 20)  # the small layer surely finishes first
+    try:
+        failed = berth(berthd, "pull", f"127.0.0.1:{proxy.port}/tamper/app:1", check=False)
+        assert failed.returncode == 1
+        assert f"filesystem layer verification failed for digest {layers[1]}" in failed.stderr
+        assert "digest mismatch" in failed.stderr
+        assert no_image(berthd, ref)
+        assert not has_blob(berthd, layers[1])
+        assert ingest_files(berthd) == []
+        # fixed in the registry, the pull resumes: the small layer it finished is kept
+        path.write_bytes(good)
+        resumed = berth(berthd, "pull", ref).stdout
+        assert f"{layers[0][7:19]}: Already exists" in resumed, resumed
+        assert f"{layers[1][7:19]}: Pull complete" in resumed, resumed
+        assert image_id(berthd, ref)
+    finally:
+        proxy.close()
+        path.write_bytes(good)
+    berth(berthd, "rmi", ref)
 
 
 def test_pull_cut_halfway_leaves_nothing_then_resumes(berthd: Daemon, registry: Registry) -> None:
@@ -507,7 +509,7 @@ def test_credentials_with_htpasswd(berthd: Daemon, auth_registry: Registry) -> N
         .stdout.strip()
         .endswith("Login Succeeded")
     )
-    assert "Pull complete" in berthd.docker("pull", ref).stdout or image_id(berthd, ref)
+    assert "Status: Downloaded newer image for" in berthd.docker("pull", ref).stdout
     berthd.docker("logout", host)
     berth(berthd, "rmi", ref)
 
@@ -515,7 +517,9 @@ def test_credentials_with_htpasswd(berthd: Daemon, auth_registry: Registry) -> N
 # --------------------------------------------------------------------------- dockerd
 
 
-def test_dockerd_pulls_what_berth_pushed(berthd: Daemon, registry: Registry) -> None:
+def test_dockerd_pulls_what_berth_pushed_and_fails_as_berthd_does(
+    berthd: Daemon, registry: Registry, auth_registry: Registry
+) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import dockerd
 
@@ -525,16 +529,31 @@ def test_dockerd_pulls_what_berth_pushed(berthd: Daemon, registry: Registry) -> 
     berth(berthd, "tag", "busybox", ref)
     berth(berthd, "push", ref)
     ours = image_id(berthd, ref)
+    private = f"{auth_registry.host}/fordockerd/private:v1"
     with dockerd.private_dockerd() as docker:
         init = docker._init_pid()
         assert init is not None
-        # the same storage, served inside dockerd's network namespace on the same address
         netns = ("nsenter", f"--net=/proc/{init}/ns/net")
         subprocess.run([*netns, "ip", "link", "set", "lo", "up"], check=True)  # its own lo
-        with running(Registry(registry.home, prefix=netns, port=registry.port), probe=False):
+        # the same storages, served inside dockerd's network namespace on the same addresses
+        twin = Registry(registry.home, prefix=netns, port=registry.port)
+        auth_twin = Registry(
+            auth_registry.home, (auth_registry.home / "htpasswd").read_text(), netns,
+            auth_registry.port,
+        )  # fmt: skip
+        with running(twin, probe=False), running(auth_twin, probe=False):
             pulled = docker("pull", ref)
             assert pulled.returncode == 0, pulled.stderr + docker.logs()
             assert docker.ok("image", "inspect", "--format", "{{.Id}}", ref).strip() == ours
             out = docker.ok("run", "--rm", "--network", "none", ref, "echo", "from berth")
             assert out == "from berth\n"
+            # the docker CLI prints the same errors with either daemon behind it
+            for args in (
+                ("pull", private),
+                ("pull", f"{registry.host}/fordockerd/busybox:nosuchtag"),
+                ("login", "-u", USER, "-p", "wrong", auth_registry.host),
+            ):
+                theirs, mine = docker(*args), berthd.docker(*args, check=False)
+                assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
+                assert theirs.returncode == 1
     berth(berthd, "rmi", ref)

@@ -8,6 +8,9 @@ Rules:
   imports (``fromSrc``) are ``api_images.create_image``'s, called as is.
 - Credentials come in ``X-Registry-Auth`` (base64url JSON, as the docker CLI and docker-py
   send them); an empty header or ``{}`` is an anonymous pull or push.
+- Credentials refused during a pull or push are dockerd's 500 with the registry's words
+  ("no basic auth credentials", "unauthorized: authentication required"); only ``/auth``
+  answers 401 (the docker CLI meets a 401 from a pull with a login prompt and a retry).
 - Streams start lazily, as dockerd's: an error before the first progress line (the registry
   unreachable, credentials refused, no such manifest, no such local image) is a plain HTTP
   error with its status (``api_errors``); after it, the stream ends with an ``errorDetail``
@@ -26,14 +29,15 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from berth.engine import api, api_images
-from berth.errors import InvalidArgument
+from berth.engine import api, api_errors, api_images
+from berth.errors import InvalidArgument, Unauthenticated
 from berth.image import digest as digests
 from berth.image import reference
 from berth.registry import client as registry_client
@@ -85,6 +89,16 @@ def message_of(event: Event) -> dict[str, Any]:
     if event.id:
         message["id"] = event.id
     return message
+
+
+@contextlib.contextmanager
+def refusals_as_500() -> Iterator[None]:
+    """A registry's refusal during a pull or push is dockerd's 500 with the registry's words,
+    not a 401: the docker CLI answers a 401 by asking for a login and trying again."""
+    try:
+        yield
+    except Unauthenticated as e:
+        raise api_errors.HostToolFailed(e.message) from None
 
 
 async def stream_progress(
@@ -141,9 +155,10 @@ async def create_image(request: web.Request) -> web.StreamResponse:
     log.info("req %s: pulling %s from %s", rid, ref, ref.domain)
 
     async def work(progress: Progress) -> client_pull.Pulled:
-        return await client_pull.pull(
-            state.images, ref, auth, insecure_registries(request), progress
-        )
+        with refusals_as_500():
+            return await client_pull.pull(
+                state.images, ref, auth, insecure_registries(request), progress
+            )
 
     async def tail(stream: api.JsonStream, pulled: client_pull.Pulled) -> None:
         await stream.send({"status": f"Digest: {pulled.digest}"})
@@ -180,9 +195,10 @@ async def push_image(request: web.Request) -> web.StreamResponse:
         registry_client.base_url(ref.domain)  # docker.io: refused before anything starts
 
         async def work(progress: Progress) -> list[client_push.Pushed]:
-            return await client_push.push(
-                state.images, images, auth, insecure_registries(request), progress
-            )
+            with refusals_as_500():
+                return await client_push.push(
+                    state.images, images, auth, insecure_registries(request), progress
+                )
 
         return await stream_progress(request, work, tail)
 
