@@ -22,12 +22,14 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from yarl import URL
@@ -37,6 +39,7 @@ from berth.registry.credentials import AuthConfig, encode_basic
 from berth.spec.value import value
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_AGENT = "berth/0.1.0 (linux)"
 CONNECT_TIMEOUT = 15.0
@@ -61,6 +64,19 @@ Progress = Callable[[Event], None]
 
 def no_progress(event: Event) -> None:
     pass
+
+
+async def in_thread(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` in a worker thread. If the caller is cancelled meanwhile, the call is
+    still waited for before the cancellation goes on, so the caller's cleanup (closing the file
+    or ingest writer the call uses) never runs beside it."""
+    future = asyncio.ensure_future(asyncio.to_thread(call, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 class Throttle:

@@ -17,7 +17,8 @@ Rules:
   drops its ingest file, and the other downloads are cancelled (their files dropped too).
   Whole blobs fetched before the failure stay, unreferenced, for the next attempt (or gc).
 - Blob bytes are written and hashed in worker threads, a MiB at a time: the event loop only
-  moves network data. Store calls run in threads too.
+  moves network data. Store calls run in threads too. A cancelled download waits for its
+  write in flight before dropping the ingest file (``client.in_thread``).
 - Progress events use dockerd's words and ids (a layer's blob digest, 12 hex digits):
   "Pulling fs layer", "Waiting", "Downloading" (with bytes), "Verifying Checksum",
   "Download complete", "Pull complete", "Already exists".
@@ -43,6 +44,7 @@ from berth.registry.client import (
     Progress,
     Registry,
     Throttle,
+    in_thread,
     next_chunk,
     no_progress,
     read_body,
@@ -139,16 +141,16 @@ async def download_blob(
                 buffer += chunk
                 received += len(chunk)
                 if len(buffer) >= WRITE_CHUNK:
-                    await asyncio.to_thread(writer.write, bytes(buffer))
+                    await in_thread(writer.write, bytes(buffer))
                     buffer.clear()
                 report(received)
             if buffer:
-                await asyncio.to_thread(writer.write, bytes(buffer))
+                await in_thread(writer.write, bytes(buffer))
         finally:
             response.release()
         progress(Event(ident, "Verifying Checksum"))
         try:
-            await asyncio.to_thread(writer.commit)
+            await in_thread(writer.commit)
         except InvalidArgument as e:
             raise InvalidArgument(
                 f"filesystem layer verification failed for digest {desc.digest}: {e.message}"

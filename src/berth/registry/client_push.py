@@ -33,7 +33,7 @@ from berth.image import digest as digests
 from berth.image import reference
 from berth.image.reference import Reference
 from berth.image.store import Image, ImageStore
-from berth.registry.client import Event, Progress, Registry, Throttle, no_progress
+from berth.registry.client import Event, Progress, Registry, Throttle, in_thread, no_progress
 from berth.registry.client_pull import run_all
 from berth.registry.credentials import AuthConfig
 from berth.spec import image as spec
@@ -92,7 +92,7 @@ def mount_sources(store: ImageStore, target: Reference) -> dict[str, str]:
 async def _file_chunks(stream: BinaryIO, report: Throttle) -> AsyncIterator[bytes]:
     sent = 0
     try:
-        while chunk := await asyncio.to_thread(stream.read, READ_CHUNK):
+        while chunk := await in_thread(stream.read, READ_CHUNK):
             sent += len(chunk)
             report(sent)
             yield chunk
