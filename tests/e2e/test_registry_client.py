@@ -18,7 +18,9 @@ credentials: docker's messages and exit codes, login/logout with config.json.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import gzip
 import hashlib
 import io
 import json
@@ -38,6 +40,10 @@ from pathlib import Path
 import pytest
 from test_berth_cli import BERTH, TIMEOUT
 from test_berthd_images import Daemon
+
+from berth.image import reference
+from berth.image.store import ImageStore
+from berth.registry import client_push
 
 with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then the bcrypt package
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -197,17 +203,39 @@ def layer_tar(name: str, size: int, seed: str) -> bytes:
     return out.getvalue()
 
 
-def oci_archive(ref: str, layer_sizes: list[int]) -> tuple[bytes, list[str]]:
-    """An OCI layout tar of a fresh image (unique layers) tagged ``ref``; its layer digests."""
+MEDIA_TYPES = {
+    "": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+def compress(data: bytes, compression: str) -> bytes:
+    if compression == "gzip":
+        return gzip.compress(data, mtime=0)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(data)
+    return data
+
+
+def oci_archive(
+    ref: str, layer_sizes: list[int], compressions: list[str] | None = None
+) -> tuple[bytes, list[str]]:
+    """An OCI layout tar of a fresh image (unique layers, compressed as asked) tagged
+    ``ref``; its layer blobs' digests."""
     seed = f"{ref}-{time.time_ns()}"
-    layers = [layer_tar(f"f{i}", size, f"{seed}-{i}") for i, size in enumerate(layer_sizes)]
+    tars = [layer_tar(f"f{i}", size, f"{seed}-{i}") for i, size in enumerate(layer_sizes)]
+    kinds = compressions or [""] * len(tars)
+    layers = [compress(t, kind) for t, kind in zip(tars, kinds, strict=True)]
     digests = [sha(layer) for layer in layers]
     config = json.dumps(
         {
             "architecture": "amd64",
             "os": "linux",
             "config": {"Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": digests},
+            "rootfs": {"type": "layers", "diff_ids": [sha(t) for t in tars]},
             "history": [{"created_by": f"layer {i}"} for i in range(len(layers))],
         }
     ).encode()
@@ -221,8 +249,8 @@ def oci_archive(ref: str, layer_sizes: list[int]) -> tuple[bytes, list[str]]:
                 "size": len(config),
             },
             "layers": [
-                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": len(b)}
-                for d, b in zip(digests, layers, strict=True)
+                {"mediaType": MEDIA_TYPES[kind], "digest": d, "size": len(b)}
+                for d, b, kind in zip(digests, layers, kinds, strict=True)
             ],
         }
     ).encode()
@@ -252,8 +280,10 @@ def oci_archive(ref: str, layer_sizes: list[int]) -> tuple[bytes, list[str]]:
     return out.getvalue(), digests
 
 
-def load_image(d: Daemon, ref: str, layer_sizes: list[int]) -> list[str]:
-    data, digests = oci_archive(ref, layer_sizes)
+def load_image(
+    d: Daemon, ref: str, layer_sizes: list[int], compressions: list[str] | None = None
+) -> list[str]:
+    data, digests = oci_archive(ref, layer_sizes, compressions)
     path = d.home / "image.tar"
     path.write_bytes(data)
     berth(d, "load", "-i", str(path))
@@ -340,6 +370,54 @@ def test_docker_pull_of_missing_tag_and_docker_io(berthd: Daemon, registry: Regi
 
 
 # --------------------------------------------------------------------------- failures
+
+
+def test_gzip_and_zstd_layers_round_trip(berthd: Daemon, registry: Registry) -> None:
+    ref = f"{registry.host}/compressed/app:1"
+    layers = load_image(berthd, ref, [3_000_000, 500_000], ["gzip", "zstd"])
+    original = image_id(berthd, ref)
+    berth(berthd, "push", ref)
+    berth(berthd, "rmi", ref)
+    pulled = berth(berthd, "pull", ref).stdout
+    assert all(f"{d[7:19]}: Pull complete" in pulled for d in layers), pulled
+    assert image_id(berthd, ref) == original
+    berth(berthd, "rmi", ref)
+
+
+def test_layer_whose_content_is_not_its_diff_id_is_refused(
+    berthd: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    """The registry serves what was pushed, byte for byte, but the config lies about the
+    layer's diffID (pushed from a store of the test's own, which does not check it)."""
+    ref = f"{registry.host}/lying/app:1"
+    store = ImageStore(str(tmp_path / "store"), "copy")
+    layer = gzip.compress(layer_tar("f", 200_000, f"lying-{time.time_ns()}"))
+    store.content.put_bytes(layer)
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux",
+         "rootfs": {"type": "layers", "diff_ids": [sha(b"something else")]}}
+    ).encode()  # fmt: skip
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": sha(config), "size": len(config)},
+            "layers": [{"mediaType": MEDIA_TYPES["gzip"], "digest": sha(layer),
+                        "size": len(layer)}],
+        }
+    ).encode()  # fmt: skip
+    store.add_image(manifest, config, [ref])
+    images = client_push.tagged_images(store, reference.parse(ref))
+    pushed = asyncio.run(client_push.push(store, images))
+    assert pushed[0].digest == sha(manifest)
+    failed = berth(berthd, "pull", ref, check=False)
+    assert failed.returncode == 1
+    assert f"filesystem layer verification failed for digest {sha(layer)}" in failed.stderr
+    assert f"the config says {sha(b'something else')}" in failed.stderr
+    assert no_image(berthd, ref)
+    assert not has_blob(berthd, sha(layer))
+    assert ingest_files(berthd) == []
 
 
 class SlowProxy:

@@ -284,3 +284,38 @@ async def _bearer_flow() -> None:
         assert seen[-1]["scopes"] == []  # a login asks for a token with no scope
     finally:
         await runner.cleanup()
+
+
+# --------------------------------------------------------------------------- diffIDs
+
+
+def test_diff_id_of_gzip_members_and_zstd_frames_fed_in_pieces() -> None:
+    import gzip
+    import hashlib
+
+    import zstandard
+
+    from berth.registry.client_pull import DiffIdHasher
+
+    plain = bytes(range(256)) * 40_000  # 10 MB, so the bounded-output loop turns
+    expected = "sha256:" + hashlib.sha256(plain).hexdigest()
+    half = len(plain) // 2
+    blobs = {
+        "gzip": gzip.compress(plain[:half]) + gzip.compress(plain[half:]),  # two members
+        "zstd": zstandard.ZstdCompressor().compress(plain[:half])
+        + zstandard.ZstdCompressor().compress(plain[half:]),  # two frames
+        "": plain,
+    }
+    for compression, blob in blobs.items():
+        hasher = DiffIdHasher(compression)
+        for i in range(0, len(blob), 7_777):
+            hasher.update(blob[i : i + 7_777])
+        assert hasher.digest() == expected, compression
+    cut = DiffIdHasher("gzip")
+    cut.update(blobs["gzip"][: len(blobs["gzip"]) // 4])
+    with pytest.raises(InvalidArgument, match="ends early"):
+        cut.digest()
+    with pytest.raises(InvalidArgument, match="not valid gzip"):
+        DiffIdHasher("gzip").update(b"not gzip at all")
+    with pytest.raises(InvalidArgument, match="not valid zstd"):
+        DiffIdHasher("zstd").update(b"not zstd at all")

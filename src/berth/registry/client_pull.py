@@ -10,7 +10,9 @@ manifest digest as a load of the same image.
 Rules:
 - Every byte is verified: a document against the digest asked for (a digest reference) or the
   one the registry announced (``Docker-Content-Digest``), every blob by the content store's
-  writer against its descriptor's digest and size. A mismatch is an error naming the digest.
+  writer against its descriptor's digest and size, and every layer fetched against the
+  config's diffID (decompressed as it arrives, as ``docker load`` checks it), before the blob
+  is committed. A mismatch is an error naming the digest.
 - A blob already complete in the content store is not fetched again ("Already exists"): a
   pull that failed halfway resumes with the layers it had finished.
 - A failure leaves no image, no reference and no partial blob: a writer that does not finish
@@ -31,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import zlib
 from collections.abc import Coroutine, Iterable
-from typing import Any
+from typing import IO, Any, cast
 
 from berth.errors import InvalidArgument, NotFound, Unsupported
 from berth.image import digest as digests
@@ -124,12 +127,92 @@ async def fetch_blob_bytes(registry: Registry, desc: spec.Descriptor, what: str)
     return body
 
 
+class _Hashing:
+    """A file-like sink that only hashes what is written to it."""
+
+    def __init__(self) -> None:
+        self.hasher = digests.Hasher()
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        return len(data)
+
+
+class DiffIdHasher:
+    """The diffID (digest of the uncompressed tar) of a layer blob fed piece by piece, in
+    bounded memory: gzip (every member) and zstd (every frame) are decompressed as they come."""
+
+    def __init__(self, compression: str) -> None:
+        self.compression = compression
+        self.sink = _Hashing()
+        self._gzip: Any = None
+        self._zstd: Any = None
+        self._errors: tuple[type[Exception], ...] = (zlib.error,)
+        if compression == "gzip":
+            self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif compression == "zstd":
+            import zstandard  # only zstd layers pay for the import
+
+            self._zstd = zstandard.ZstdDecompressor().stream_writer(cast("IO[bytes]", self.sink))
+            self._errors = (zstandard.ZstdError,)
+
+    def update(self, data: bytes) -> None:
+        try:
+            if self._gzip is not None:
+                self._feed_gzip(data)
+            elif self._zstd is not None:
+                self._zstd.write(data)
+            else:
+                self.sink.write(data)
+        except self._errors as e:
+            raise InvalidArgument(f"not valid {self.compression}: {e}") from None
+
+    def _feed_gzip(self, data: bytes) -> None:
+        pending = data
+        while pending:
+            if self._gzip.eof:  # another gzip member follows the one that ended
+                self._gzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self.sink.write(self._gzip.decompress(pending, WRITE_CHUNK))
+            pending = self._gzip.unused_data if self._gzip.eof else self._gzip.unconsumed_tail
+
+    def digest(self) -> str:
+        if self._zstd is not None:
+            self._zstd.flush()
+        elif self._gzip is not None and not self._gzip.eof:
+            raise InvalidArgument("not valid gzip: the stream ends early")
+        return self.sink.hasher.digest()
+
+
 async def download_blob(
-    registry: Registry, store: ImageStore, desc: spec.Descriptor, progress: Progress
+    registry: Registry,
+    store: ImageStore,
+    desc: spec.Descriptor,
+    diff_id: str,
+    progress: Progress,
 ) -> None:
-    """Stream a layer into the content store, verified; nothing is left if it fails."""
+    """Stream a layer into the content store, verified against its digest, size and the
+    config's diffID; nothing is left if it fails."""
     ident = short(desc.digest)
     writer: Writer = store.content.writer(desc.digest, desc.size)
+    compression = spec.layer_compression(desc.media_type)
+    unpacked = DiffIdHasher(compression) if compression else None
+    if unpacked is None and desc.digest != diff_id:  # a plain tar is its own diffID
+        raise InvalidArgument(
+            f"layer {desc.digest} is an uncompressed tar, but the config says diffID {diff_id}"
+        )
+
+    def write(data: bytes) -> None:
+        writer.write(data)
+        if unpacked is not None:
+            unpacked.update(data)
+
+    def commit() -> None:
+        if unpacked is not None:
+            actual = unpacked.digest()
+            if actual != diff_id:
+                raise InvalidArgument(f"its content has diffID {actual}, the config says {diff_id}")
+        writer.commit()
+
     try:
         response = await registry.request("GET", registry.url(f"blobs/{desc.digest}"))
         try:
@@ -141,16 +224,16 @@ async def download_blob(
                 buffer += chunk
                 received += len(chunk)
                 if len(buffer) >= WRITE_CHUNK:
-                    await in_thread(writer.write, bytes(buffer))
+                    await in_thread(write, bytes(buffer))
                     buffer.clear()
                 report(received)
             if buffer:
-                await in_thread(writer.write, bytes(buffer))
+                await in_thread(write, bytes(buffer))
         finally:
             response.release()
         progress(Event(ident, "Verifying Checksum"))
         try:
-            await in_thread(writer.commit)
+            await in_thread(commit)
         except InvalidArgument as e:
             raise InvalidArgument(
                 f"filesystem layer verification failed for digest {desc.digest}: {e.message}"
@@ -201,7 +284,8 @@ async def pull(
                 f"{ref.familiar()}: {len(manifest.layers)} layers but the config has "
                 f"{len(config.rootfs.diff_ids)} diff_ids"
             )
-        await _download_layers(registry, store, manifest.layers, progress, parallel)
+        pairs = list(zip(manifest.layers, config.rootfs.diff_ids, strict=True))
+        await _download_layers(registry, store, pairs, progress, parallel)
     refs = [str(ref)] if ref.tag and not ref.digest else []
     before = await asyncio.to_thread(store.get, str(ref)) if refs else None
     image = await asyncio.to_thread(store.add_image, body, config_bytes, refs)
@@ -212,29 +296,29 @@ async def pull(
 async def _download_layers(
     registry: Registry,
     store: ImageStore,
-    layers: Iterable[spec.Descriptor],
+    layers: Iterable[tuple[spec.Descriptor, str]],
     progress: Progress,
     parallel: int,
 ) -> None:
-    todo: dict[str, spec.Descriptor] = {}
-    for layer in layers:
+    todo: dict[str, tuple[spec.Descriptor, str]] = {}
+    for layer, diff_id in layers:
         if layer.digest in todo:
             continue
         if store.content.exists(layer.digest):
             progress(Event(short(layer.digest), "Already exists"))
         else:
-            todo[layer.digest] = layer
+            todo[layer.digest] = (layer, diff_id)
             progress(Event(short(layer.digest), "Pulling fs layer"))
-    for layer in list(todo.values())[parallel:]:
+    for layer, _ in list(todo.values())[parallel:]:
         progress(Event(short(layer.digest), "Waiting"))
     slots = asyncio.Semaphore(max(1, parallel))
 
-    async def one(desc: spec.Descriptor) -> None:
+    async def one(desc: spec.Descriptor, diff_id: str) -> None:
         async with slots:
-            await download_blob(registry, store, desc, progress)
+            await download_blob(registry, store, desc, diff_id, progress)
         progress(Event(short(desc.digest), "Pull complete"))
 
-    await run_all([one(desc) for desc in todo.values()])
+    await run_all([one(desc, diff_id) for desc, diff_id in todo.values()])
 
 
 async def run_all(jobs: list[Coroutine[Any, Any, None]]) -> None:
