@@ -384,6 +384,68 @@ def test_gzip_and_zstd_layers_round_trip(berthd: Daemon, registry: Registry) -> 
     berth(berthd, "rmi", ref)
 
 
+def test_pull_of_an_index_takes_its_linux_amd64_image(
+    berthd: Daemon, registry: Registry, tmp_path: Path
+) -> None:
+    """A two-platform index (arm64 listed first) pushed by skopeo --all; berth pulls the amd64
+    image, and "Digest:" is the index's, what the tag names."""
+    layout = tmp_path / "layout"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict[str, object]:
+        (blobs / sha(data)[7:]).write_bytes(data)
+        return {"digest": sha(data), "size": len(data)}
+
+    manifests = []
+    config_ids: dict[str, str] = {}
+    for arch in ("arm64", "amd64"):
+        tar = layer_tar(f"only-{arch}", 10_000, f"{arch}-{time.time_ns()}")
+        config = json.dumps(
+            {"architecture": arch, "os": "linux",
+             "rootfs": {"type": "layers", "diff_ids": [sha(tar)]}}
+        ).encode()  # fmt: skip
+        config_ids[arch] = sha(config)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config)},
+                "layers": [{"mediaType": MEDIA_TYPES[""], **put(tar)}],
+            }
+        ).encode()
+        manifests.append(
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(manifest),
+             "platform": {"architecture": arch, "os": "linux"}}
+        )  # fmt: skip
+    index = json.dumps(
+        {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": manifests}
+    ).encode()  # fmt: skip
+    top = {"mediaType": "application/vnd.oci.image.index.v1+json", **put(index)}
+    top["annotations"] = {"org.opencontainers.image.ref.name": "multi"}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    ref = f"{registry.host}/index/app:multi"
+    subprocess.run(
+        ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
+         f"docker://{ref}"],
+        check=True, timeout=60,
+    )  # fmt: skip
+    request = urllib.request.Request(
+        f"http://{registry.host}/v2/index/app/manifests/multi",
+        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+    )
+    served = urllib.request.urlopen(request).read()  # skopeo may have rewritten it
+    assert json.loads(served)["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    pulled = berth(berthd, "pull", ref).stdout
+    assert f"Digest: {sha(served)}" in pulled.splitlines(), pulled
+    inspect = json.loads(berth(berthd, "inspect", ref).stdout)[0]
+    assert inspect["Architecture"] == "amd64"
+    assert inspect["Id"] == config_ids["amd64"]
+    berth(berthd, "rmi", ref)
+
+
 def test_layer_whose_content_is_not_its_diff_id_is_refused(
     berthd: Daemon, registry: Registry, tmp_path: Path
 ) -> None:
@@ -625,6 +687,22 @@ def test_dockerd_pulls_what_berth_pushed_and_fails_as_berthd_does(
             assert docker.ok("image", "inspect", "--format", "{{.Id}}", ref).strip() == ours
             out = docker.ok("run", "--rm", "--network", "none", ref, "echo", "from berth")
             assert out == "from berth\n"
+            # and berth pulls what dockerd pushes (Docker v2 schema 2, as dockerd writes it)
+            back = f"{registry.host}/fromdockerd/busybox:v1"
+            docker.ok("tag", ref, back)
+            docker.ok("push", back)
+            manifest = json.loads(
+                urllib.request.urlopen(
+                    urllib.request.Request(
+                        f"http://{registry.host}/v2/fromdockerd/busybox/manifests/v1",
+                        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+                    )
+                ).read()
+            )
+            assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+            assert berth(berthd, "pull", back).stdout.splitlines()[-1] == back
+            assert image_id(berthd, back) == ours
+            berth(berthd, "rmi", back)
             # the docker CLI prints the same errors with either daemon behind it
             for args in (
                 ("pull", private),
