@@ -355,6 +355,31 @@ def test_docker_cli_push_and_pull_through_berthd(berthd: Daemon, registry: Regis
     berthd.docker("rmi", ref)
 
 
+def test_docker_py_push_and_pull_with_credentials(berthd: Daemon, auth_registry: Registry) -> None:
+    import docker
+
+    client = docker.DockerClient(base_url=berthd.url, timeout=60)
+    try:
+        repo = f"{auth_registry.host}/dockerpy/busybox"
+        client.images.get("busybox").tag(repo, "v1")
+        creds = {"username": USER, "password": PASSWORD}
+        assert client.login(registry=auth_registry.host, **creds)["Status"] == "Login Succeeded"
+        lines = list(client.api.push(repo, "v1", stream=True, decode=True, auth_config=creds))
+        assert lines[-1]["aux"]["Tag"] == "v1"
+        assert lines[-1]["aux"]["Digest"].startswith("sha256:")
+        wrong = {"username": USER, "password": "wrong"}
+        with pytest.raises(docker.errors.APIError, match="unauthorized: authentication required"):
+            client.api.push(repo, "v1", stream=True, decode=True, auth_config=wrong)
+        client.images.remove(f"{repo}:v1")
+        image = client.images.pull(repo, tag="v1", auth_config=creds)
+        assert image.id == client.images.get("busybox").id
+        with pytest.raises(docker.errors.APIError, match="unauthorized: authentication required"):
+            client.images.pull(repo, tag="v1", auth_config={"username": USER, "password": "no"})
+        client.images.remove(f"{repo}:v1")
+    finally:
+        client.close()
+
+
 def test_docker_pull_of_missing_tag_and_docker_io(berthd: Daemon, registry: Registry) -> None:
     missing = berthd.docker("pull", f"{registry.host}/nothing/here:v9", check=False)
     assert missing.returncode == 1
@@ -625,7 +650,7 @@ def test_credentials_with_htpasswd(berthd: Daemon, auth_registry: Registry) -> N
     assert ok.stdout == "Login Succeeded\n"
     config = json.loads((berthd.home / "docker-config" / "config.json").read_text())
     assert config["auths"][host]["auth"]
-    assert "Pushed" in berth(berthd, "push", ref).stdout
+    assert "v1: digest: sha256:" in berth(berthd, "push", ref).stdout
     berth(berthd, "rmi", ref)
     assert berth(berthd, "pull", ref).stdout.splitlines()[-1] == ref
     # the docker CLI reads what berth stored, and sends it to berthd

@@ -271,7 +271,7 @@ async def _bearer_flow() -> None:
             pull_from=["team/base"],
         ) as registry:  # fmt: skip
             assert registry.authorization == "Bearer t0ken"
-            assert (await registry.ping()).status == 200
+            assert (await registry.ping())[0].status == 200
         assert seen[-1] == {
             "service": "berth-test",
             "scopes": ["repository:team/app:pull,push", "repository:team/base:pull"],

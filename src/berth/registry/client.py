@@ -319,18 +319,18 @@ class Registry:
     def url(self, path: str) -> str:
         return f"{self.base}/v2/{self.repository}/{path}"
 
-    async def ping(self) -> aiohttp.ClientResponse:
-        """``GET /v2/`` with the authorization set so far (the body is read and released)."""
+    async def ping(self) -> tuple[aiohttp.ClientResponse, bytes]:
+        """``GET /v2/`` with the authorization set so far: the response (released) and the
+        start of its body."""
         url = f"{self.base}/v2/"
         try:
             response = await self.session.get(url, headers=self._headers())
-            await response.read()
         except aiohttp.ClientError as e:
             raise unreachable("GET", url, e) from None
-        return response
+        return response, await read_body(response, ERROR_BODY_MAX)
 
     async def _authenticate(self) -> None:
-        response = await self.ping()
+        response, _ = await self.ping()
         if response.status == 200:
             return
         if response.status != 401:
@@ -345,6 +345,11 @@ class Registry:
                 # docker's words; the next request is the one that needed credentials
                 raise Unauthenticated(f'Head "{self.url(self.probe)}": no basic auth credentials')
             self.authorization = "Basic " + encode_basic(self.auth.username, self.auth.password)
+            if self.repository:  # a pull or push: refused credentials are refused now
+                again, body = await self.ping()
+                if again.status != 200:
+                    text = error_text(again.status, again.reason or "", body)
+                    raise error_of(again.status, text)
         else:
             raise Unauthenticated(
                 f"{self.base}/v2/ asks for authentication the client does not know "
@@ -425,7 +430,7 @@ class Registry:
     async def login(self) -> None:
         """Check the credentials: ``/v2/`` must answer 200 with them (dockerd's words when
         it does not)."""
-        response = await self.ping()
+        response, _ = await self.ping()
         if response.status != 200:
             raise Unauthenticated(
                 f"login attempt to {self.base}/v2/ failed with status: "
