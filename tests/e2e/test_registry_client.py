@@ -327,6 +327,13 @@ def test_berth_push_then_pull_round_trip(berthd: Daemon, registry: Registry) -> 
     assert any(line.endswith(": Already exists") for line in lines), lines  # busybox's layer
     assert lines[-1] == ref
     assert f"Status: Image is up to date for {ref}" in berth(berthd, "pull", ref).stdout
+    by_digest = f"{registry.host}/round/busybox@{digest}"
+    berth(berthd, "rmi", ref)
+    assert berth(berthd, "pull", by_digest).stdout.splitlines()[-1] == by_digest
+    assert image_id(berthd, by_digest) == original
+    assert berth(berthd, "run", "--rm", by_digest, "echo", "by digest").stdout == "by digest\n"
+    berth(berthd, "rmi", by_digest)
+    berth(berthd, "pull", ref)
     assert image_id(berthd, ref) == original
     inspect = json.loads(berth(berthd, "inspect", ref).stdout)[0]
     assert f"{registry.host}/round/busybox@{digest}" in inspect["RepoDigests"]

@@ -365,11 +365,12 @@ class ImageStore:
             if self.content.info(layer.digest).size != layer.size:
                 raise InvalidArgument(f"layers[{i}]: blob {layer.digest} size differs")
         parsed = [reference.parse(r) for r in refs]
-        for ref in parsed:
-            if ref.digest:
+        manifest_digest = digests.of_bytes(manifest_bytes)
+        for ref in parsed:  # ``name@digest`` only for this very manifest (a pull by digest)
+            if ref.digest and (ref.tag or ref.digest != manifest_digest):
                 raise InvalidArgument(f"refusing to create a tag with a digest reference: {ref}")
         self.content.put_bytes(config_bytes, config_digest)
-        manifest_digest = self.content.put_bytes(manifest_bytes).digest
+        self.content.put_bytes(manifest_bytes, manifest_digest)
         with self._locked() as db:
             old = db.images.get(config_digest)
             if old is not None and old["manifest"] != manifest_digest:

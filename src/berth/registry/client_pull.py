@@ -286,8 +286,10 @@ async def pull(
             )
         pairs = list(zip(manifest.layers, config.rootfs.diff_ids, strict=True))
         await _download_layers(registry, store, pairs, progress, parallel)
-    refs = [str(ref)] if ref.tag and not ref.digest else []
-    before = await asyncio.to_thread(store.get, str(ref)) if refs else None
+    # a tag, or name@digest of the manifest kept (an index's is not: its image's is)
+    kept = digests.of_bytes(body)
+    refs = [f"{ref.name}@{kept}"] if ref.digest else [str(ref)]
+    before = await asyncio.to_thread(store.get, refs[0])
     image = await asyncio.to_thread(store.add_image, body, config_bytes, refs)
     log.info("pulled %s as image %s (manifest %s)", ref, image.short_id, image.manifest_digest)
     return Pulled(image, top_digest, before is None or before.id != image.id)
