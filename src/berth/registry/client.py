@@ -9,7 +9,8 @@ Rules:
   public registry.
 - ``open()`` pings ``/v2/`` first, as docker does. A 401 carries the challenge
   (``WWW-Authenticate``): ``Basic`` sends the credentials on every request ("no basic auth
-  credentials" without any), ``Bearer`` fetches a token from the realm for the repository's
+  credentials" without any; for a pull or push they are checked by a second ping, so refused
+  ones fail before anything moves), ``Bearer`` fetches a token from the realm for the repository's
   scope (``repository:<name>:pull[,push]``, plus ``pull`` on the repositories a push mounts
   from), with the credentials as Basic auth when there are some, anonymously otherwise.
 - Registry errors read as the docker client prints them: ``<code in lower case>: <message>``
@@ -17,6 +18,8 @@ Rules:
   ``Unauthenticated``, 404 ``NotFound``, 5xx and unreachable hosts ``Unavailable``, the rest
   ``InvalidArgument``. A request that never got an answer names the method and URL, as Go's
   client does (``Get "http://…/v2/": …``).
+- Blocking calls run in worker threads through ``in_thread``, which a cancellation waits
+  for, so a cancelled transfer never closes a file under a running call.
 - Nothing here touches the image store; ``client_pull`` and ``client_push`` do.
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import re
 import time
@@ -209,7 +213,7 @@ def error_text(status: int, reason: str, body: bytes) -> str:
     """A registry's error as docker prints it: ``code: message`` of the first error in the
     body, else the HTTP status."""
     try:
-        doc: Any = __import__("json").loads(body)
+        doc: Any = json.loads(body)
     except ValueError:
         doc = None
     errors = doc.get("errors") if isinstance(doc, dict) else None
