@@ -243,11 +243,11 @@ async def _bearer_flow() -> None:
             return web.json_response(
                 {"errors": [{"code": "UNAUTHORIZED", "message": "bad credentials"}]}, status=401
             )
-        return web.json_response({"token": "t0ken"})
+        return web.json_response({"token": f"t{len(seen)}"})
 
     async def ping(request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Authorization") == "Bearer t0ken":
-            return web.json_response({})
+        if request.headers.get("Authorization") == f"Bearer t{len(seen)}":
+            return web.json_response({})  # only the newest token is good
         realm = f"http://{request.host}/token"
         challenge = f'Bearer realm="{realm}",service="berth-test",scope="repository:x:pull"'
         return web.json_response(
@@ -259,6 +259,7 @@ async def _bearer_flow() -> None:
     app = web.Application()
     app.router.add_get("/token", token)
     app.router.add_get("/v2/", ping)
+    app.router.add_get("/v2/team/app/tags/list", ping)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -270,8 +271,12 @@ async def _bearer_flow() -> None:
             domain, "team/app", AuthConfig("me", "right"), actions=("pull", "push"),
             pull_from=["team/base"],
         ) as registry:  # fmt: skip
-            assert registry.authorization == "Bearer t0ken"
+            assert registry.authorization == "Bearer t1"
             assert (await registry.ping())[0].status == 200
+            seen.append({})  # the token expires: the next request is refused, then renewed
+            response = await registry.request("GET", registry.url("tags/list"))
+            response.release()
+            assert registry.authorization == "Bearer t3"
         assert seen[-1] == {
             "service": "berth-test",
             "scopes": ["repository:team/app:pull,push", "repository:team/base:pull"],

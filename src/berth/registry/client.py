@@ -265,6 +265,14 @@ async def next_chunk(response: aiohttp.ClientResponse, chunks: AsyncIterator[byt
 # --------------------------------------------------------------------------- the client
 
 
+def _bearer(response: aiohttp.ClientResponse) -> Challenge | None:
+    try:
+        found = parse_challenges(response.headers.get("WWW-Authenticate", ""))
+    except InvalidArgument:
+        return None
+    return next((c for c in found if c.scheme == "bearer"), None)
+
+
 class Registry:
     """One repository on one registry, authenticated for ``actions``; use ``async with``."""
 
@@ -410,19 +418,30 @@ class Registry:
         allow_redirects: bool = True,
     ) -> aiohttp.ClientResponse:
         """Send a request; the response when its status is in ``ok`` (the caller releases it),
-        else the registry's error (see the module rules)."""
-        try:
-            response = await self.session.request(
-                method,
-                url,
-                headers=self._headers(headers),
-                data=data,
-                allow_redirects=allow_redirects,
-            )
-        except aiohttp.ClientError as e:
-            raise unreachable(method, url, e) from None
-        if response.status in ok:
-            return response
+        else the registry's error (see the module rules). A bearer token refused on the way
+        (expired during a long transfer) is renewed once, when the body can be sent again."""
+        resendable = data is None or isinstance(data, bytes)
+        for attempt in (1, 2):
+            try:
+                response = await self.session.request(
+                    method,
+                    url,
+                    headers=self._headers(headers),
+                    data=data,
+                    allow_redirects=allow_redirects,
+                )
+            except aiohttp.ClientError as e:
+                raise unreachable(method, url, e) from None
+            if response.status in ok:
+                return response
+            challenge = _bearer(response) if response.status == 401 else None
+            if attempt == 2 or not resendable or challenge is None:
+                break
+            if not self.authorization.startswith("Bearer "):
+                break
+            response.release()
+            log.debug("registry %s: bearer token refused, renewing it", self.domain)
+            self.authorization = "Bearer " + await self._token(challenge)
         try:
             text = await read_error(response)
         except aiohttp.ClientError as e:
