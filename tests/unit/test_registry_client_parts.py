@@ -324,3 +324,30 @@ def test_diff_id_of_gzip_members_and_zstd_frames_fed_in_pieces() -> None:
         DiffIdHasher("gzip").update(b"not gzip at all")
     with pytest.raises(InvalidArgument, match="not valid zstd"):
         DiffIdHasher("zstd").update(b"not zstd at all")
+
+
+@pytest.mark.parametrize(
+    ("text", "url", "repository"),
+    [
+        ("localhost:5000/app:1", "http://localhost:5000", "app"),
+        ("localhost/team/app", "http://localhost", "team/app"),
+        ("127.0.0.1:5000/a/b/c@sha256:" + "0" * 64, "http://127.0.0.1:5000", "a/b/c"),
+        ("Registry.Example.com/app", "https://Registry.Example.com", "app"),
+        ("reg.lan:443/x/y:tag", "https://reg.lan:443", "x/y"),
+    ],
+)
+def test_references_name_their_registry(text: str, url: str, repository: str) -> None:
+    from berth.image import reference
+
+    ref = reference.parse(text)
+    assert client.base_url(ref.domain) == url
+    assert client.Registry(ref.domain, ref.path).url("manifests/1") == (
+        f"{url}/v2/{repository}/manifests/1"
+    )
+
+
+def test_berthd_refuses_a_bad_insecure_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    from berth.engine import daemon
+
+    assert daemon.main(["--insecure-registry", "http://reg.lan:5000"]) == 1
+    assert "should not contain '://'" in capsys.readouterr().err
