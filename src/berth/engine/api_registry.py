@@ -11,10 +11,12 @@ Rules:
 - Credentials refused during a pull or push are dockerd's 500 with the registry's words
   ("no basic auth credentials", "unauthorized: authentication required"); only ``/auth``
   answers 401 (the docker CLI meets a 401 from a pull with a login prompt and a retry).
-- Streams start lazily, as dockerd's: an error before the first progress line (the registry
-  unreachable, credentials refused, no such manifest, no such local image) is a plain HTTP
-  error with its status (``api_errors``); after it, the stream ends with an ``errorDetail``
-  line. A client that goes away cancels the pull (its partial blobs are dropped).
+- Streams start lazily, as dockerd's: an error before the first progress line (for a pull:
+  the registry unreachable, credentials refused, no such manifest) is a plain HTTP error with
+  its status (``api_errors``); after it, the stream ends with an ``errorDetail`` line. A push
+  names its repository first, as dockerd's does, so its errors (no such local image,
+  credentials refused) end its stream. A client that goes away cancels the pull (its
+  partial blobs are dropped).
 - Progress lines are dockerd's: ``{"status", "progressDetail", "id"}`` (plus ``progress``,
   the text bar, while bytes move), then ``Digest: …`` and ``Status: Downloaded newer image for
   …`` / ``Image is up to date for …`` for a pull; ``<tag>: digest: … size: N`` and an ``aux``
@@ -190,16 +192,16 @@ async def push_image(request: web.Request) -> web.StreamResponse:
             state.events.emit("image", "push", shown, {"name": shown})
         log.info("req %s: push of %s: %s", rid, ref, pushed)
 
+    if ref.digest:
+        raise InvalidArgument(f"cannot push a digest reference: {ref.familiar()}")
+
+    async def work(progress: Progress) -> list[client_push.Pushed]:
+        with refusals_as_500():
+            return await client_push.push(
+                state.images, ref, auth, insecure_registries(request), progress
+            )
+
     async with state.image_lock.shared():
-        images = await asyncio.to_thread(client_push.tagged_images, state.images, ref)
-        registry_client.base_url(ref.domain)  # docker.io: refused before anything starts
-
-        async def work(progress: Progress) -> list[client_push.Pushed]:
-            with refusals_as_500():
-                return await client_push.push(
-                    state.images, images, auth, insecure_registries(request), progress
-                )
-
         return await stream_progress(request, work, tail)
 
 

@@ -1,8 +1,9 @@
 """``push``: images of the image store to a registry, as they are stored.
 
-Steps: ``tagged_images`` says what ``name[:tag]`` means (one tag, or every tag of the
-repository when none is given; "An image does not exist locally with the tag: …" otherwise);
-``push`` pings and authenticates once, then for each image uploads its layers a few at a time
+Steps: ``push`` names the repository (its first progress line, as dockerd's), then
+``tagged_images`` says what ``name[:tag]`` means (one tag, or every tag of the repository when
+none is given; "An image does not exist locally with the tag: …" otherwise); it pings and
+authenticates once, then for each image uploads its layers a few at a time
 (``DEFAULT_PARALLEL``) and its config, then puts its manifest under the tag.
 
 Rules:
@@ -154,17 +155,17 @@ async def upload_blob(
 
 async def push(
     store: ImageStore,
-    images: list[tuple[Reference, Image]],
+    target: Reference,
     auth: AuthConfig | None = None,
     insecure: Iterable[str] = (),
     progress: Progress = no_progress,
     parallel: int = DEFAULT_PARALLEL,
 ) -> list[Pushed]:
-    """Push each (tag reference, image) of ``images`` (``tagged_images``' answer, one
-    repository); what each tag's manifest became in the registry."""
-    if not images:
-        return []
-    target = images[0][0]
+    """Push what ``target`` names (``tagged_images``); what each tag's manifest became in the
+    registry. The first event names the repository, before anything is looked up (dockerd's
+    order: a missing image or refused credentials end the stream that line began)."""
+    progress(Event("", f"The push refers to repository [{target.familiar_name()}]"))
+    images = await asyncio.to_thread(tagged_images, store, target)
     sources = await asyncio.to_thread(mount_sources, store, target)
     wanted = {b.digest for _, i in images for b in (i.manifest.config, *i.manifest.layers)}
     pull_from = sorted({sources[d] for d in wanted if d in sources})
@@ -173,7 +174,6 @@ async def push(
     )
     results: list[Pushed] = []
     async with registry:
-        progress(Event("", f"The push refers to repository [{target.familiar_name()}]"))
         done: set[str] = set()
         for ref, image in images:
             results.append(
