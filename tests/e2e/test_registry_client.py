@@ -2,7 +2,10 @@
 
 Every registry is ``/usr/bin/docker-registry serve`` on 127.0.0.1 with its own temp storage,
 started by the module and stopped at its end; one has htpasswd (bcrypt) auth. berthd is the
-shared ``berthd`` fixture (conftest); the ``berth`` CLI and the docker CLI 28 both drive it,
+shared ``berthd`` fixture (conftest), which runs in a network namespace of its own: the
+registries run there (``nsenter``), and so do what else of the test talks to them (curl,
+skopeo, a throttling proxy, a push by the library). The ``berth`` CLI and the docker CLI 28
+both drive berthd over its unix socket,
 with ``DOCKER_CONFIG`` in the daemon's home so they share credentials. Images with layers of
 their own are made in Python as OCI layouts and loaded, so a test knows which blobs berthd
 has. dockerd (tests/e2e/dockerd.py, its own network namespace) pulls what berth pushed from a
@@ -18,7 +21,6 @@ credentials: docker's messages and exit codes, login/logout with config.json.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import hashlib
@@ -30,9 +32,7 @@ import socket
 import subprocess
 import sys
 import tarfile
-import threading
 import time
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,9 +41,7 @@ import pytest
 from test_berth_cli import BERTH, TIMEOUT
 from test_berthd_images import Daemon
 
-from berth.image import reference
 from berth.image.store import ImageStore
-from berth.registry import client_push
 
 with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then the bcrypt package
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -64,17 +62,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def enter(netns: str) -> list[str]:
+    """The prefix that runs a command in the network namespace at ``netns``."""
+    return ["nsenter", f"--net={netns}", "--"]
+
+
+def http_get(netns: str, url: str, accept: str = "*/*") -> bytes:
+    """GET ``url`` from inside ``netns`` (curl there); the body, or AssertionError."""
+    done = subprocess.run(
+        [*enter(netns), "curl", "-sSf", "-H", f"Accept: {accept}", url],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
 class Registry:
-    """A docker-registry on 127.0.0.1 with its storage under ``home``."""
+    """A docker-registry on 127.0.0.1 of the network namespace ``netns`` (berthd's, or
+    dockerd's), with its storage under ``home``."""
 
     def __init__(
-        self,
-        home: Path,
-        htpasswd: str | None = None,
-        prefix: tuple[str, ...] = (),
-        port: int | None = None,
+        self, home: Path, netns: str, htpasswd: str | None = None, port: int | None = None
     ) -> None:
         self.home = home
+        self.netns = netns
         self.port = port or free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.storage = home / "storage"
@@ -92,27 +105,24 @@ class Registry:
         self.log = home / f"registry-{self.port}.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [*prefix, REGISTRY, "serve", str(config)],
+                [*enter(netns), REGISTRY, "serve", str(config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
 
-    def wait(self, probe: bool = True) -> None:
+    def wait(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
+        probe = [*enter(self.netns), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}"]
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"docker-registry exited:\n{self.log.read_text()}")
-            if not probe:
-                time.sleep(0.5)  # in another netns: give it the time it needs to listen
+            code = subprocess.run(
+                [*probe, f"http://{self.host}/v2/"], capture_output=True, text=True, check=False
+            ).stdout
+            if code in ("200", "401"):  # up (401: with auth)
                 return
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=2).close()
-                return
-            except urllib.error.HTTPError:
-                return  # 401: up, with auth
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         raise AssertionError(f"docker-registry did not answer:\n{self.log.read_text()}")
 
     def stop(self) -> None:
@@ -130,9 +140,9 @@ class Registry:
 
 
 @contextlib.contextmanager
-def running(registry: Registry, probe: bool = True) -> Iterator[Registry]:
+def running(registry: Registry) -> Iterator[Registry]:
     try:
-        registry.wait(probe)
+        registry.wait()
         yield registry
     finally:
         registry.stop()
@@ -141,17 +151,22 @@ def running(registry: Registry, probe: bool = True) -> Iterator[Registry]:
 USER, PASSWORD = "berth", "s3cret-pw"
 
 
+def netns_of(d: Daemon) -> str:
+    """berthd's network namespace (berthd_process runs it in one of its own)."""
+    return f"/proc/{d.proc.pid}/ns/net"
+
+
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    with running(Registry(tmp_path_factory.mktemp("registry"))) as found:
+def registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    with running(Registry(tmp_path_factory.mktemp("registry"), netns_of(berthd))) as found:
         yield found
 
 
 @pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+def auth_registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
     home = tmp_path_factory.mktemp("auth-registry")
-    with running(Registry(home, htpasswd=f"{USER}:{hashed}\n")) as found:
+    with running(Registry(home, netns_of(berthd), f"{USER}:{hashed}\n")) as found:
         yield found
 
 
@@ -460,15 +475,15 @@ def test_pull_of_an_index_takes_its_linux_amd64_image(
     (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     ref = f"{registry.host}/index/app:multi"
     subprocess.run(
-        ["skopeo", "copy", "-q", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
-         f"docker://{ref}"],
+        [*enter(registry.netns), "skopeo", "copy", "-q", "--all", "--dest-tls-verify=false",
+         f"oci:{layout}:multi", f"docker://{ref}"],
         check=True, timeout=60,
     )  # fmt: skip
-    request = urllib.request.Request(
+    served = http_get(  # skopeo may have rewritten it
+        registry.netns,
         f"http://{registry.host}/v2/index/app/manifests/multi",
-        headers={"Accept": "application/vnd.oci.image.index.v1+json"},
+        "application/vnd.oci.image.index.v1+json",
     )
-    served = urllib.request.urlopen(request).read()  # skopeo may have rewritten it
     assert json.loads(served)["mediaType"] == "application/vnd.oci.image.index.v1+json"
     pulled = berth(berthd, "pull", ref).stdout
     assert f"Digest: {sha(served)}" in pulled.splitlines(), pulled
@@ -502,8 +517,22 @@ def test_layer_whose_content_is_not_its_diff_id_is_refused(
         }
     ).encode()  # fmt: skip
     store.add_image(manifest, config, [ref])
-    pushed = asyncio.run(client_push.push(store, reference.parse(ref)))
-    assert pushed[0].digest == sha(manifest)
+    # berth.registry's push, run where the registry is reachable: berthd's namespace
+    script = (
+        "import asyncio, sys\n"
+        "from berth.image import reference\n"
+        "from berth.image.store import ImageStore\n"
+        "from berth.registry import client_push\n"
+        "store = ImageStore(sys.argv[1], 'copy')\n"
+        "pushed = asyncio.run(client_push.push(store, reference.parse(sys.argv[2])))\n"
+        "print(pushed[0].digest)\n"
+    )
+    done = subprocess.run(
+        [*enter(registry.netns), sys.executable, "-c", script, store.root, ref],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == sha(manifest)
     failed = berth(berthd, "pull", ref, check=False)
     assert failed.returncode == 1
     assert f"filesystem layer verification failed for digest {sha(layer)}" in failed.stderr
@@ -513,45 +542,48 @@ def test_layer_whose_content_is_not_its_diff_id_is_refused(
     assert ingest_files(berthd) == []
 
 
+# A TCP forwarder (run inside berthd's network namespace): 127.0.0.1:<printed port> to
+# 127.0.0.1:<argv[1]>, the answers sent at argv[2] bytes/s.
+_PROXY = """
+import socket, sys, threading, time
+target, rate = int(sys.argv[1]), int(sys.argv[2])
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+def copy(source, sink, pace):
+    try:
+        while data := source.recv(16384):
+            sink.sendall(data)
+            if pace:
+                time.sleep(len(data) / pace)
+        sink.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+while True:
+    client, _ = listener.accept()
+    upstream = socket.create_connection(("127.0.0.1", target))
+    for args in ((client, upstream, 0), (upstream, client, rate)):
+        threading.Thread(target=copy, args=args, daemon=True).start()
+"""
+
+
 class SlowProxy:
-    """A TCP forwarder on 127.0.0.1 to ``target`` that sends the answers at ``rate`` bytes/s,
-    so a pull through it can be cut while a layer is half written."""
+    """A forwarder to a registry that sends its answers at ``rate`` bytes/s, so a pull through
+    it can be cut while a layer is half written."""
 
-    def __init__(self, target: int, rate: int) -> None:
-        self.target, self.rate = target, rate
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.sockets: list[socket.socket] = [self.listener]
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.threads[0].start()
-
-    def _accept(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                client, _ = self.listener.accept()
-                upstream = socket.create_connection(("127.0.0.1", self.target))
-                self.sockets += [client, upstream]
-                for args in ((client, upstream, 0), (upstream, client, self.rate)):
-                    thread = threading.Thread(target=self._copy, args=args, daemon=True)
-                    self.threads.append(thread)
-                    thread.start()
-
-    def _copy(self, source: socket.socket, sink: socket.socket, rate: int) -> None:
-        with contextlib.suppress(OSError):
-            while data := source.recv(16384):
-                sink.sendall(data)
-                if rate:
-                    time.sleep(len(data) / rate)
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
+    def __init__(self, registry: Registry, rate: int) -> None:
+        self.proc = subprocess.Popen(
+            [*enter(registry.netns), sys.executable, "-c", _PROXY, str(registry.port), str(rate)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
 
     def close(self) -> None:
-        for sock in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-        for thread in self.threads:
-            thread.join(5)
+        self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def test_tampered_blob_fails_the_pull_and_leaves_nothing(
@@ -567,7 +599,7 @@ def test_tampered_blob_fails_the_pull_and_leaves_nothing(
     bad[len(bad) // 2] ^= 0xFF  # same size, other bytes
     path.chmod(0o644)
     path.write_bytes(bytes(bad))
-    proxy = SlowProxy(registry.port, rate=8 << 20)  # the small layer surely finishes first
+    proxy = SlowProxy(registry, rate=8 << 20)  # the small layer surely finishes first
     try:
         failed = berth(berthd, "pull", f"127.0.0.1:{proxy.port}/tamper/app:1", check=False)
         assert failed.returncode == 1
@@ -593,7 +625,7 @@ def test_pull_cut_halfway_leaves_nothing_then_resumes(berthd: Daemon, registry: 
     layers = load_image(berthd, ref, [50_000, 50_000, 20_000_000])
     berth(berthd, "push", ref)
     berth(berthd, "rmi", ref)
-    proxy = SlowProxy(registry.port, rate=8 << 20)
+    proxy = SlowProxy(registry, rate=8 << 20)
     slow_ref = f"127.0.0.1:{proxy.port}/cut/app:1"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DOCKER_"))}
     try:
@@ -704,15 +736,13 @@ def test_dockerd_pulls_what_berth_pushed_and_fails_as_berthd_does(
     with dockerd.private_dockerd() as docker:
         init = docker._init_pid()
         assert init is not None
-        netns = ("nsenter", f"--net=/proc/{init}/ns/net")
-        subprocess.run([*netns, "ip", "link", "set", "lo", "up"], check=True)  # its own lo
+        netns = f"/proc/{init}/ns/net"
+        subprocess.run([*enter(netns), "ip", "link", "set", "lo", "up"], check=True)  # its lo
         # the same storages, served inside dockerd's network namespace on the same addresses
-        twin = Registry(registry.home, prefix=netns, port=registry.port)
-        auth_twin = Registry(
-            auth_registry.home, (auth_registry.home / "htpasswd").read_text(), netns,
-            auth_registry.port,
-        )  # fmt: skip
-        with running(twin, probe=False), running(auth_twin, probe=False):
+        twin = Registry(registry.home, netns, port=registry.port)
+        htpasswd = (auth_registry.home / "htpasswd").read_text()
+        auth_twin = Registry(auth_registry.home, netns, htpasswd, auth_registry.port)
+        with running(twin), running(auth_twin):
             pulled = docker("pull", ref)
             assert pulled.returncode == 0, pulled.stderr + docker.logs()
             assert docker.ok("image", "inspect", "--format", "{{.Id}}", ref).strip() == ours
@@ -723,12 +753,11 @@ def test_dockerd_pulls_what_berth_pushed_and_fails_as_berthd_does(
             docker.ok("tag", ref, back)
             docker.ok("push", back)
             manifest = json.loads(
-                urllib.request.urlopen(
-                    urllib.request.Request(
-                        f"http://{registry.host}/v2/fromdockerd/busybox/manifests/v1",
-                        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
-                    )
-                ).read()
+                http_get(
+                    netns,
+                    f"http://{registry.host}/v2/fromdockerd/busybox/manifests/v1",
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                )
             )
             assert manifest["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
             assert berth(berthd, "pull", back).stdout.splitlines()[-1] == back
