@@ -774,3 +774,55 @@ def test_dockerd_pulls_what_berth_pushed_and_fails_as_berthd_does(
                 assert (mine.returncode, mine.stderr) == (theirs.returncode, theirs.stderr)
                 assert theirs.returncode == 1
     berth(berthd, "rmi", ref)
+
+
+# --------------------------------------------------------------------------- the token flow
+
+
+@pytest.fixture(scope="module")
+def token_registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Berth's own registry (``berth registry serve``) with the Bearer token flow, its realm on
+    itself, in berthd's network namespace; its host:port."""
+    home = tmp_path_factory.mktemp("token-registry")
+    hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    (home / "htpasswd").write_text(f"{USER}:{hashed}\n")
+    host = f"127.0.0.1:{free_port()}"
+    log = home / "registry.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*enter(netns_of(berthd)), BERTH, "registry", "serve", "--addr", host,
+             "--root", str(home / "root"), "--htpasswd", str(home / "htpasswd"),
+             "--token-realm", f"http://{host}/token"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "registry serving" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.05)
+        yield host
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, log.read_text()
+
+
+def test_bearer_token_flow_against_berths_registry(berthd: Daemon, token_registry: str) -> None:
+    host = token_registry
+    ref = f"{host}/tokens/busybox:v1"
+    berth(berthd, "tag", "busybox", ref)
+    anonymous = berth(berthd, "push", ref, check=False)
+    assert anonymous.returncode == 1 and "unauthorized" in anonymous.stderr, anonymous.stderr
+    wrong = berth(berthd, "login", "-u", USER, "-p", "wrong", host, check=False)
+    assert wrong.returncode == 1 and "Error response from daemon: " in wrong.stderr
+    ok = berth(berthd, "login", "-u", USER, "--password-stdin", host, stdin=PASSWORD)
+    assert ok.stdout == "Login Succeeded\n"
+    pushed = berth(berthd, "push", ref).stdout
+    assert "v1: digest: sha256:" in pushed, pushed
+    other = f"{host}/tokens/copy:v1"  # a mount needs pull on tokens/busybox in the token
+    berth(berthd, "tag", ref, other)
+    assert "Mounted from tokens/busybox" in berth(berthd, "push", other).stdout
+    berth(berthd, "rmi", ref, other)
+    assert berth(berthd, "pull", ref).stdout.splitlines()[-1] == ref
+    assert image_id(berthd, ref) == image_id(berthd, "busybox")
+    berth(berthd, "logout", host)
+    berth(berthd, "rmi", ref)

@@ -119,6 +119,10 @@ def test_registry_errors_read_as_docker_prints_them() -> None:
         "denied: requested access to the resource is denied"
     )
     assert client.error_text(502, "Bad Gateway", b"<html>") == "502 Bad Gateway"
+    assert client.error_text(401, "Unauthorized", b"") == "unauthorized: authentication required"
+    assert client.error_text(403, "Forbidden", b"") == (
+        "denied: requested access to the resource is denied"
+    )
     assert isinstance(client.error_of(401, "x"), Unauthenticated)
     assert isinstance(client.error_of(403, "x"), Unauthenticated)
     assert isinstance(client.error_of(404, "x"), NotFound)

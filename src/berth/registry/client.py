@@ -211,7 +211,8 @@ def parse_challenges(header: str) -> list[Challenge]:
 
 def error_text(status: int, reason: str, body: bytes) -> str:
     """A registry's error as docker prints it: ``code: message`` of the first error in the
-    body, else the HTTP status."""
+    body; with no such body (a HEAD's), the code its status stands for (401, 403), else the
+    HTTP status."""
     try:
         doc: Any = json.loads(body)
     except ValueError:
@@ -222,6 +223,10 @@ def error_text(status: int, reason: str, body: bytes) -> str:
         code = str(first.get("code", "")).lower().replace("_", " ")
         message = str(first.get("message", "")) or code
         return f"{code}: {message}" if code else message
+    if status == 401:
+        return "unauthorized: authentication required"
+    if status == 403:
+        return "denied: requested access to the resource is denied"
     return f"{status} {reason}".strip()
 
 
