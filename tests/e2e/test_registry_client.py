@@ -33,19 +33,15 @@ import subprocess
 import sys
 import tarfile
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import bcrypt  # htpasswd entries as `htpasswd -B` writes them
 import pytest
 from test_berth_cli import BERTH, TIMEOUT
 from test_berthd_images import Daemon
 
 from berth.image.store import ImageStore
-
-with warnings.catch_warnings():  # deprecated in 3.11, gone in 3.13: then the bcrypt package
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import crypt  # bcrypt for htpasswd (libxcrypt's $2b$), so no apache2-utils is needed
 
 pytestmark = [pytest.mark.root, pytest.mark.peer]
 
@@ -164,7 +160,7 @@ def registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def auth_registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
     home = tmp_path_factory.mktemp("auth-registry")
     with running(Registry(home, netns_of(berthd), f"{USER}:{hashed}\n")) as found:
         yield found
@@ -784,7 +780,7 @@ def token_registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> 
     """Berth's own registry (``berth registry serve``) with the Bearer token flow, its realm on
     itself, in berthd's network namespace; its host:port."""
     home = tmp_path_factory.mktemp("token-registry")
-    hashed = crypt.crypt(PASSWORD, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)).decode()
     (home / "htpasswd").write_text(f"{USER}:{hashed}\n")
     host = f"127.0.0.1:{free_port()}"
     log = home / "registry.log"
