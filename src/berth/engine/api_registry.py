@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from berth.engine import api, api_errors, api_images
-from berth.errors import InvalidArgument, Unauthenticated
+from berth.errors import BerthError, InvalidArgument, Unauthenticated
 from berth.image import digest as digests
 from berth.image import reference
 from berth.registry import client as registry_client
@@ -127,6 +127,8 @@ async def stream_progress(
             try:
                 result = task.result()
             except Exception as e:  # the stream has started: the error is its last line
+                if not isinstance(e, BerthError):  # a bug, not a refusal: keep its traceback
+                    log.exception("req %s: failed after the stream started", api.request_id())
                 await stream.fail(e)
                 return await stream.finish()
         await tail(stream, result)
