@@ -283,3 +283,13 @@ def test_rich_display_of_pulls_and_builds() -> None:
     assert step_of("Step 3/10 : RUN x") == (3, 10) and step_of("Stepping") is None
     with pytest.raises(CliError, match="no space"):
         show_rich([{"stream": "Step 1/1 : RUN x\n"}, {"error": "no space"}], io.StringIO())
+
+
+def test_a_layers_bar_fills_at_each_final_status_dockerd_sends() -> None:
+    from berth.cli.progress import _finished
+
+    for status in ("Pull complete", "Download complete", "Already exists", "Pushed",
+                   "Layer already exists", "Mounted from library/busybox", "Loaded"):  # fmt: skip
+        assert _finished(status), status
+    for status in ("Downloading", "Waiting", "Pushing", "Preparing", "Extracting"):
+        assert not _finished(status), status

@@ -111,7 +111,7 @@ class _RichDisplay:
             size = human_size(current) + (f"/{human_size(total)}" if total else "")
             self.progress.update(task, description=status, completed=current, total=total,
                                  size=size)  # fmt: skip
-        elif status.endswith("complete") or status in ("Already exists", "Pushed", "Loaded"):
+        elif _finished(status):
             whole = self.totals.get(layer) or 1
             self.progress.update(task, description=status, total=whole, completed=whole)
         else:
@@ -159,3 +159,12 @@ def show(messages: Iterable[dict[str, Any]], out: TextIO) -> list[dict[str, Any]
     if is_terminal(out):
         return show_rich(messages, out)
     return show_plain(messages, out)
+
+
+def _finished(status: str) -> bool:
+    """A layer's last status in a pull, push or load stream, as dockerd words them."""
+    return (
+        status.endswith("complete")
+        or status in ("Already exists", "Pushed", "Loaded", "Layer already exists")
+        or status.startswith("Mounted from ")
+    )
