@@ -408,3 +408,12 @@ def test_images_end_to_end_in_process(tmp_path: Path) -> None:
         assert await _json(client, "GET", "/v1.43/images/json") == []
 
     _run(tmp_path, body)
+
+
+def test_info_registry_config_lists_insecure_registries_as_dockerd() -> None:
+    from berth.engine.api_system import registry_config
+
+    doc = registry_config(["10.1.0.0/16", "myregistry:5000"])
+    assert doc["InsecureRegistryCIDRs"] == ["10.1.0.0/16", "127.0.0.0/8", "::1/128"]
+    assert doc["IndexConfigs"]["myregistry:5000"]["Secure"] is False
+    assert doc["IndexConfigs"]["docker.io"]["Secure"] is True

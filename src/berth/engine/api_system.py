@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import os
 import platform
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
 
 import berth
-from berth.engine import api, api_volumes
+from berth.engine import api, api_registry, api_volumes
 from berth.engine.stats import machine_memory
 from berth.errors import BerthError
 from berth.runtime import cgroups
@@ -124,7 +126,34 @@ def version_document() -> dict[str, Any]:
 async def info(request: web.Request) -> web.StreamResponse:
     state = api.engine(request)
     images = await asyncio.to_thread(state.images.list)
-    return api.json_response(info_document(state, len(images)))
+    doc = info_document(state, len(images))
+    insecure: tuple[str, ...] = request.app.get(api_registry.INSECURE_REGISTRIES, ())
+    doc["RegistryConfig"] = registry_config(insecure)
+    return api.json_response(doc)
+
+
+def registry_config(insecure: Iterable[str]) -> dict[str, Any]:
+    """``/info``'s RegistryConfig as dockerd fills it from ``--insecure-registry``: CIDRs in
+    InsecureRegistryCIDRs (loopback always), host names as index configs that are not secure."""
+    cidrs = ["127.0.0.0/8", "::1/128"]
+    indexes: dict[str, Any] = {
+        "docker.io": {"Name": "docker.io", "Mirrors": [], "Secure": True, "Official": True}
+    }
+    for entry in insecure:
+        try:
+            network = str(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            indexes[entry] = {"Name": entry, "Mirrors": [], "Secure": False, "Official": False}
+            continue
+        if network not in cidrs:
+            cidrs.insert(len(cidrs) - 2, network)
+    return {
+        "AllowNondistributableArtifactsCIDRs": None,
+        "AllowNondistributableArtifactsHostnames": None,
+        "InsecureRegistryCIDRs": cidrs,
+        "IndexConfigs": indexes,
+        "Mirrors": None,
+    }
 
 
 def _driver(state: api.Engine) -> tuple[str, list[list[str]]]:
@@ -189,20 +218,7 @@ def info_document(state: api.Engine, image_count: int) -> dict[str, Any]:
         "OSType": "linux",
         "Architecture": platform.machine(),
         "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {
-            "AllowNondistributableArtifactsCIDRs": None,
-            "AllowNondistributableArtifactsHostnames": None,
-            "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
-            "IndexConfigs": {
-                "docker.io": {
-                    "Name": "docker.io",
-                    "Mirrors": [],
-                    "Secure": True,
-                    "Official": True,
-                }
-            },
-            "Mirrors": None,
-        },
+        "RegistryConfig": registry_config(()),
         "NCPU": ncpu,
         "MemTotal": machine_memory(),
         "GenericResources": None,
