@@ -60,7 +60,7 @@ def test_options_defaults_and_values() -> None:
         platform=builder.platform_args()["TARGETPLATFORM"],
     )
     assert opts == BuildOptions("sub/Other.df", ("a", "b:2"), {"A": "1"}, {"k": "v"}, "mid",
-                                no_cache=True, quiet=True)  # fmt: skip
+                                no_cache=True, quiet=True, network_mode="none")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,6 @@ def test_options_defaults_and_values() -> None:
     [
         ({"buildargs": "{"}, "buildargs: not a JSON object"),
         ({"labels": '{"k":1}'}, "labels: expected a JSON object of strings"),
-        ({"networkmode": "host"}, "networkmode='host'"),
         ({"platform": "linux/s390x"}, "platform='linux/s390x'"),
         ({"t": "UPPER"}, "UPPER"),
         ({"t": "x@sha256:" + "a" * 64}, "digest"),
