@@ -182,6 +182,32 @@ def test_the_step_layer_has_none_of_the_network_files(berthd: Daemon, tmp_path: 
     assert names == ["made"], names
 
 
+def test_a_failed_or_cancelled_step_leaves_no_veth_or_pin(berthd: Daemon, tmp_path: Path) -> None:
+    before = _netns_state(berthd)
+    failed = _build(berthd, tmp_path, _run_step("ip -o -4 addr; exit 3"))
+    assert failed.returncode == 3 and "inet 172.17.0." in failed.stdout
+    assert _netns_state(berthd) == before
+    seconds = random.randint(100000, 999999)
+    (tmp_path / "ctx" / "Dockerfile").write_text(_run_step(f"sleep {seconds}"))
+    cli = subprocess.Popen(
+        [DOCKER, "-H", berthd.url, "build", str(tmp_path / "ctx")], env=_cli_env(berthd),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _sleepers(seconds):
+            assert time.monotonic() < deadline, "the step did not start"
+            time.sleep(0.05)
+        assert _netns_state(berthd) != before  # the step's veth and pin
+    finally:
+        cli.kill()
+        cli.wait()
+    deadline = time.monotonic() + 15
+    while _sleepers(seconds) or _netns_state(berthd) != before:
+        assert time.monotonic() < deadline, _netns_state(berthd)
+        time.sleep(0.05)
+
+
 def test_a_daemon_killed_mid_step_leaves_no_veth_or_pin_after_its_restart(
     tmp_path: Path,
 ) -> None:
