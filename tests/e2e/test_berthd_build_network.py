@@ -148,6 +148,10 @@ def test_a_step_on_a_user_network_resolves_a_container_by_name(
         assert "nameserver 127.0.0.11" in out.stdout and "inet 10.78.0." in out.stdout
         members = _inspect(berthd, "network", "bnet")["Containers"]
         assert [m["Name"] for m in members.values()] == ["named"]  # the step's endpoint gone
+        step_ip = re.findall(r"inet (10\.78\.0\.\d+)/24", out.stdout)
+        after = berthd.docker("run", "--rm", "--network", "bnet", "busybox", "ip", "-o", "-4",
+                              "addr", "show", "eth0")  # fmt: skip
+        assert step_ip and f"inet {step_ip[0]}/24" in after.stdout  # its address is free again
         berthd.docker("rm", "-f", "named")
         assert _netns_state(berthd) == before
     finally:
