@@ -101,9 +101,9 @@ class StepNetworks:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def release(self, step_id: str) -> None:
+        self.released.append(step_id)
         coro = self.networks.release_build(step_id)
         asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-        self.released.append(step_id)
 
     async def settled(self) -> None:
         """(On the loop) wait until the released steps' veths are gone and addresses free."""
@@ -323,8 +323,8 @@ def _remove_empty_dirs(upper: str, paths: list[str]) -> None:
     """The dirs (``/etc``) made in the layer only to hold the mount points, once unmounted:
     a copy of a lower dir or a new one, left empty (nothing the step wrote is in it)."""
     for path in paths:
-        target = secure_join(upper, path)
-        with contextlib.suppress(OSError):  # gone, not a dir, or not empty: the step's
+        with contextlib.suppress(BerthError, OSError):  # gone, not a dir, or not empty
+            target = secure_join(upper, path)
             if not os.path.islink(target) and os.path.isdir(target) and not os.listdir(target):
                 os.rmdir(target)
 
