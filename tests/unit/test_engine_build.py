@@ -24,6 +24,7 @@ from multidict import MultiDict
 from berth.engine import api, api_build, api_images
 from berth.engine.api_build import BuildOptions, Progress, error_line, extract_context
 from berth.engine.build_runner import StepRunner
+from berth.engine.network_build import StepSandbox
 from berth.engine.paths import Paths
 from berth.errors import InvalidArgument, Unsupported
 from berth.image import build as builder
@@ -60,7 +61,7 @@ def test_options_defaults_and_values() -> None:
         platform=builder.platform_args()["TARGETPLATFORM"],
     )
     assert opts == BuildOptions("sub/Other.df", ("a", "b:2"), {"A": "1"}, {"k": "v"}, "mid",
-                                no_cache=True, quiet=True)  # fmt: skip
+                                no_cache=True, quiet=True, network_mode="none")  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -68,7 +69,6 @@ def test_options_defaults_and_values() -> None:
     [
         ({"buildargs": "{"}, "buildargs: not a JSON object"),
         ({"labels": '{"k":1}'}, "labels: expected a JSON object of strings"),
-        ({"networkmode": "host"}, "networkmode='host'"),
         ({"platform": "linux/s390x"}, "platform='linux/s390x'"),
         ({"t": "UPPER"}, "UPPER"),
         ({"t": "x@sha256:" + "a" * 64}, "digest"),
@@ -114,6 +114,19 @@ def test_a_step_is_a_build_container_with_dockers_defaults(tmp_path: Path) -> No
     assert len(config["process"]["capabilities"]["bounding"]) == 14
     assert "seccomp" in config["linux"] and config["linux"]["maskedPaths"]
     assert StepRunner(paths, "").cgroup_parent == "berth"
+
+
+def test_a_step_with_a_sandbox_joins_its_namespace_and_mounts_its_files(tmp_path: Path) -> None:
+    process = RunProcess(("true",), (), "root", "/", lambda _stream, _line: None)
+    hosts = {"destination": "/etc/hosts", "type": "bind", "source": "/b/hosts",
+             "options": ["rbind", "rprivate"]}  # fmt: skip
+    runner = StepRunner(Paths(str(tmp_path)), "")
+    on_bridge = StepSandbox("bridge", "/run/netns/s1", (hosts,))
+    config = runner.step_spec("d" * 64, process, str(tmp_path), on_bridge)
+    assert {"type": "network", "path": "/run/netns/s1"} in config["linux"]["namespaces"]
+    assert hosts in config["mounts"]
+    on_host = runner.step_spec("d" * 64, process, str(tmp_path), StepSandbox("host", None, ()))
+    assert not [n for n in on_host["linux"]["namespaces"] if n["type"] == "network"]
 
 
 def test_a_remote_context_is_refused() -> None:

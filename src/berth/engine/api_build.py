@@ -11,11 +11,13 @@ Rules:
   ``q``, the steps' limits (``memory``, ``memswap``, ``cpushares``, ``cpusetcpus``,
   ``cpuperiod``, ``cpuquota``, ``shmsize``, ``ulimits``: checked as a create's
   HostConfig is); ``rm``/``forcerm`` change nothing (step containers are always removed), ``pull``,
-  ``cachefrom`` and ``extrahosts`` are ignored; ``networkmode`` is ``default``/``bridge``/
-  ``none`` (steps get loopback only), ``platform`` only the host's (``linux/amd64`` here),
-  ``remote`` is refused (nothing is fetched). A bad value, a missing Dockerfile, a Dockerfile
-  that does not parse (the message names its line) or an unknown target is a 400 before the
-  stream starts.
+  ``cachefrom`` and ``extrahosts`` are ignored; ``networkmode`` (``docker build --network``)
+  is ``default``/``bridge`` (the default bridge, NAT'ed out), ``none`` (loopback only),
+  ``host`` or a user network (``build_runner.StepNetworks``: a sandbox per RUN step);
+  ``platform`` only the host's (``linux/amd64`` here), ``remote`` is refused (nothing is
+  fetched). A bad value, an unknown network (404), a missing Dockerfile, a Dockerfile that
+  does not parse (the message names its line) or an unknown target is an error before the
+  stream starts. The build's stream ends once its steps' veths are gone.
 - The stream is what dockerd's legacy builder writes: ``Step n/N : …`` (steps numbered over
   the stages the target needs), `` ---> Using cache``, `` ---> Running in <id>``, the RUN
   output, ``Removing intermediate container <id>``, `` ---> <id>``, then ``{"aux":{"ID"}}``,
@@ -56,8 +58,9 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from berth.engine import api, api_containers, api_errors, oci_config
-from berth.engine.build_runner import BuildCancelled, StepRunner, sweep
+from berth.engine.build_runner import BuildCancelled, StepNetworks, StepRunner, sweep
 from berth.engine.containers import DEFAULT_CGROUP_PARENT
+from berth.engine.containers_state import new_id
 from berth.engine.filters import parse_bool
 from berth.errors import InvalidArgument, Unsupported
 from berth.image import build as builder
@@ -68,7 +71,6 @@ from berth.image.store import Image
 
 log = logging.getLogger(__name__)
 
-NETWORK_MODES = ("", "default", "bridge", "none")
 CLIENT_POLL = 0.5  # seconds between looks at the client's connection while a step is silent
 QUEUE_LIMIT = 1000  # events waiting for the client before the build thread waits
 QUEUE_WAIT = 0.01
@@ -88,6 +90,7 @@ class BuildOptions:
     no_cache: bool = False
     quiet: bool = False
     host_config: dict[str, Any] = field(default_factory=dict)  # the steps' resource limits
+    network_mode: str = ""  # "": the default bridge
 
     @staticmethod
     def from_query(q: MultiMapping[str]) -> BuildOptions:
@@ -95,11 +98,6 @@ class BuildOptions:
             raise Unsupported(
                 f"remote={q['remote']!r}: berthd fetches no build context from the network; "
                 "send it as the request body"
-            )
-        mode = q.get("networkmode", "")
-        if mode not in NETWORK_MODES:
-            raise InvalidArgument(
-                f"networkmode={mode!r}: builds support only the default network mode or none"
             )
         platform = q.get("platform", "")
         host = builder.platform_args()["TARGETPLATFORM"]
@@ -123,6 +121,7 @@ class BuildOptions:
             no_cache=parse_bool(q.get("nocache")),
             quiet=parse_bool(q.get("q")),
             host_config=host_config,
+            network_mode=q.get("networkmode", ""),
         )
 
 
@@ -353,6 +352,9 @@ async def build_image(request: web.Request) -> web.StreamResponse:
     state = api.engine(request)
     rid = api.request_id(request)
     opts = BuildOptions.from_query(request.query)
+    manager = request.app.get(api_containers.CONTAINERS)
+    if manager is not None:
+        manager.networks.plan_build(new_id(), opts.network_mode)  # checked: nothing is made
     os.makedirs(state.paths.builds, mode=0o700, exist_ok=True)
     async with state.builds_swept_lock:  # before any dir of ours is made: every build waits
         if not state.builds_swept:  # the first build of this daemon
@@ -403,8 +405,15 @@ async def _run(
             time.sleep(QUEUE_WAIT)
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
+    networks = (
+        StepNetworks(manager.networks, opts.network_mode, loop) if manager is not None else None
+    )
     runner = StepRunner(
-        state.paths, parent, started=lambda cid: post(("started", cid)), limits=opts.host_config
+        state.paths,
+        parent,
+        started=lambda cid: post(("started", cid)),
+        limits=opts.host_config,
+        networks=networks,
     )
 
     def work() -> Image:
@@ -464,6 +473,8 @@ async def _run(
             if not task.done():
                 runner.cancel()
                 await asyncio.wait([task])
+            if networks is not None:
+                await networks.settled()
         try:
             image = task.result()
         except Exception as e:  # the stream has started: the error is its last line

@@ -10,11 +10,19 @@ Rules:
   ``<run dir>/build-runtime``.
 - The config is the one dockerd gives build containers: ``oci_config.build_spec`` of a create
   request with the step's args, env, user and working dir, the build's resource limits (a
-  HostConfig, as ``docker build --memory`` gives), network mode ``none`` (loopback
-  only: berthd has no networks yet), Docker's default capabilities, seccomp profile and masked
-  paths; hostname ``<id>[:12]``; cgroup ``<cgroup parent>/<id>`` (relative to berthd's own, as
-  for containers). The working dir is made in the rootfs first (it becomes part of the layer,
-  as with Docker).
+  HostConfig, as ``docker build --memory`` gives), Docker's default capabilities, seccomp
+  profile and masked paths; hostname ``<id>[:12]``; cgroup ``<cgroup parent>/<id>`` (relative
+  to berthd's own, as for containers). The working dir is made in the rootfs first (it becomes
+  part of the layer, as with Docker).
+- Network: with ``networks`` (``StepNetworks``: ``docker build --network``, default the
+  default bridge) each step gets its own sandbox (``NetworkManager.attach_build``: a pinned
+  namespace with a veth on the network, or berthd's own with ``host``) and its /etc/hostname,
+  hosts and resolv.conf bind-mounted from the bundle; ``release`` runs when the step ends,
+  fails or is cancelled, before the rootfs is unmounted. Those three files are not part of
+  the step's layer (dockerd keeps them in a layer of their own): a mount point the runtime
+  made for one (the file was not in the rootfs) is removed after the step, and so is the
+  ``/etc`` it made (or copied up) in the layer to hold it, once unmounted, if left empty. Without
+  ``networks`` a step has loopback only (its own namespace, made by the runtime).
 - The snapshot's mounts are mounted on ``rootfs`` in berthd's mount namespace (``/`` has
   private propagation) and always unmounted in ``finally``, whatever happened; the bundle dir
   is then removed with ``rmdir``/``unlink`` only (never a recursive delete that could reach
@@ -34,6 +42,7 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -41,22 +50,28 @@ import os
 import selectors
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from berth.engine import oci_config
+from berth.engine import network_files, network_sandbox, oci_config
 from berth.engine.containers import DEFAULT_CGROUP_PARENT
 from berth.engine.containers_rootfs import is_mount_point, make_dir_in, mount_rootfs, unmount
 from berth.engine.containers_state import new_id
+from berth.engine.network_build import StepSandbox
 from berth.engine.paths import Paths
 from berth.errors import BerthError, Unavailable
 from berth.image.build import RunProcess
 from berth.image.snapshots import Mount
 from berth.runtime import container as runtime
 from berth.runtime import store as runtime_store
+from berth.runtime.rootfs import secure_join
+
+if TYPE_CHECKING:
+    from berth.engine.networks import NetworkManager
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +82,33 @@ RUNTIME = os.path.join(os.path.dirname(sys.executable), "berth-runtime")
 
 class BuildCancelled(Unavailable):
     """The build was stopped: the client went away or the daemon is stopping."""
+
+
+class StepNetworks:
+    """The steps' sandboxes through the ``NetworkManager``, which lives on berthd's event loop
+    (``loop``) while the steps run on a build thread: each call waits for the loop to do it."""
+
+    def __init__(
+        self, networks: NetworkManager, mode: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.networks = networks
+        self.mode = mode
+        self.loop = loop
+        self.released: list[str] = []
+
+    def attach(self, step_id: str, directory: str) -> StepSandbox:
+        coro = self.networks.attach_build(step_id, self.mode, directory)
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def release(self, step_id: str) -> None:
+        self.released.append(step_id)
+        coro = self.networks.release_build(step_id)
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    async def settled(self) -> None:
+        """(On the loop) wait until the released steps' veths are gone and addresses free."""
+        for step_id in self.released:
+            await self.networks.retired(container=step_id)
 
 
 class StepRunner:
@@ -80,12 +122,14 @@ class StepRunner:
         started: Callable[[str], None] = lambda _cid: None,
         runtime_path: str = RUNTIME,
         limits: dict[str, Any] | None = None,
+        networks: StepNetworks | None = None,
     ) -> None:
         self.paths = paths
         self.cgroup_parent = cgroup_parent.strip("/") or DEFAULT_CGROUP_PARENT
         self.started = started
         self.runtime_path = runtime_path
         self.limits = dict(limits or {})
+        self.networks = networks
         self.state = runtime_store.Store(os.path.join(paths.run_dir, "build-runtime"))
         self.cancelled = threading.Event()
 
@@ -99,11 +143,20 @@ class StepRunner:
         bundle = os.path.join(self.paths.builds, cid)
         rootfs = os.path.join(bundle, "rootfs")
         os.makedirs(rootfs, mode=0o755)
-        mounted = False
+        mounted = attached = False
+        made: list[str] = []  # the /etc files' mount points the runtime will make
+        upper, new_dirs = _upper_dir(mounts), []  # the dirs the runtime makes for them there
         try:
             mount_rootfs(mounts, rootfs)
             mounted = True
-            spec = self.step_spec(cid, process, rootfs)
+            sandbox = None
+            if self.networks is not None:
+                sandbox = self.networks.attach(cid, bundle)
+                attached = True
+                made = _absent(rootfs, [str(m["destination"]) for m in sandbox.mounts])
+                if upper is not None:
+                    new_dirs = _absent(upper, sorted({os.path.dirname(t) for t in made}))
+            spec = self.step_spec(cid, process, rootfs, sandbox)
             make_dir_in(rootfs, str(spec["process"]["cwd"]))
             runtime_store.write_atomically(
                 os.path.join(bundle, "config.json"), json.dumps(spec).encode(), 0o600
@@ -112,11 +165,21 @@ class StepRunner:
             log.info("build step %s: running %s", cid[:12], list(process.args))
             return self._execute(cid, bundle, process)
         finally:
-            if mounted or is_mount_point(rootfs):
-                unmount(rootfs)
-            _remove_bundle(bundle, rootfs)
+            try:
+                if attached and self.networks is not None:
+                    self.networks.release(cid)
+            finally:
+                if mounted:
+                    _remove_mount_points(rootfs, made)
+                if mounted or is_mount_point(rootfs):
+                    unmount(rootfs)
+                if upper is not None and new_dirs and not is_mount_point(rootfs):
+                    _remove_empty_dirs(upper, new_dirs)
+                _remove_bundle(bundle, rootfs)
 
-    def step_spec(self, cid: str, process: RunProcess, rootfs: str) -> dict[str, Any]:
+    def step_spec(
+        self, cid: str, process: RunProcess, rootfs: str, sandbox: StepSandbox | None = None
+    ) -> dict[str, Any]:
         """The config.json of the step (see the module docstring)."""
         user = "" if process.user in ("", "root") else process.user
         req = oci_config.CreateRequest.from_json(
@@ -126,11 +189,24 @@ class StepRunner:
                 "Env": list(process.env),
                 "User": user,
                 "WorkingDir": process.workdir or "/",
-                "HostConfig": {**self.limits, "NetworkMode": "none"},
+                "HostConfig": {
+                    **self.limits,
+                    "NetworkMode": sandbox.network_mode if sandbox else "none",
+                },
             }
         )
-        spec = oci_config.build_spec(cid, req, None, rootfs, hostname=cid[:12])
+        netns_path = sandbox.netns_path if sandbox else None
+        spec = oci_config.build_spec(
+            cid,
+            req,
+            None,
+            rootfs,
+            hostname=cid[:12],
+            namespace_paths={"network": netns_path} if netns_path else None,
+        )
         spec["linux"]["cgroupsPath"] = f"{self.cgroup_parent}/{cid}"
+        if sandbox is not None:
+            spec["mounts"].extend(dict(m) for m in sandbox.mounts)
         return spec
 
     def _execute(self, cid: str, bundle: str, process: RunProcess) -> int:
@@ -229,12 +305,55 @@ def sweep(paths: Paths, older_than: float) -> list[str]:
     return steps
 
 
+def _upper_dir(mounts: list[Mount]) -> str | None:
+    """The directory a step's writes land in (its layer): an overlay's upper, a bind's tree."""
+    if len(mounts) != 1:
+        return None
+    if mounts[0].type == "bind":
+        return mounts[0].source
+    uppers = [o.partition("=")[2] for o in mounts[0].options if o.startswith("upperdir=")]
+    return uppers[0] if uppers else None
+
+
+def _absent(root: str, paths: list[str]) -> list[str]:
+    return [p for p in paths if not os.path.lexists(secure_join(root, p))]
+
+
+def _remove_empty_dirs(upper: str, paths: list[str]) -> None:
+    """The dirs (``/etc``) made in the layer only to hold the mount points, once unmounted:
+    a copy of a lower dir or a new one, left empty (nothing the step wrote is in it)."""
+    for path in paths:
+        with contextlib.suppress(BerthError, OSError):  # gone, not a dir, or not empty
+            target = secure_join(upper, path)
+            if not os.path.islink(target) and os.path.isdir(target) and not os.listdir(target):
+                os.rmdir(target)
+
+
+def _remove_mount_points(rootfs: str, targets: list[str]) -> None:
+    """The empty files the runtime made to mount the step's /etc files on (see the rules)."""
+    for target in targets:
+        try:
+            path = secure_join(rootfs, target)
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and st.st_size == 0 and not is_mount_point(path):
+                os.unlink(path)
+        except FileNotFoundError:
+            continue
+        except (BerthError, OSError) as e:
+            log.error("build step: cannot remove the mount point %s: %s", target, e)
+
+
+# What a step leaves in its bundle: its config, and the files of its networking.
+BUNDLE_FILES = ("config.json", network_sandbox.STATE_FILE, *network_files.FILES)
+
+
 def _remove_bundle(bundle: str, rootfs: str) -> None:
     if is_mount_point(rootfs):
         log.error("build step: %s is still mounted; left in place", rootfs)
         return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(bundle, "config.json"))
+    for name in BUNDLE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(bundle, name))
     for path in (rootfs, bundle):
         try:
             os.rmdir(path)

@@ -51,6 +51,9 @@ class _PortsFile:
     async def sandbox_ready(self, sandbox: SandboxView) -> None:
         from berth.runtime import store as runtime_store
 
+        if not os.path.isdir(os.path.dirname(self._path(sandbox.container_id))):
+            return  # a build step's sandbox (``network_build``): no container, no ports
+
         ports = self.publisher.ports_of(sandbox.container_id).inspect_json()
         data = json.dumps(ports, separators=(",", ":")).encode() + b"\n"
         runtime_store.write_atomically(self._path(sandbox.container_id), data, 0o600, durable=False)

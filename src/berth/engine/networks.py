@@ -26,6 +26,8 @@ Rules:
 - Daemon start (``open`` then ``reconcile`` once the containers are known): bridges made
   again, hooks told of every network and of running containers' sandboxes, the networking of
   containers no longer running released, pins and veths on our bridges nobody owns removed.
+- A build's RUN step gets a sandbox too (``attach_build``/``release_build``: ``network_build``),
+  one of ``sandboxes`` keyed by the step's id, with no container record.
 - Forwarding (``net.ipv4.ip_forward``) is enabled in berthd's namespace when a masquerading
   network exists, unless ``ip_forward`` is False.
 """
@@ -41,13 +43,14 @@ import secrets
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from berth.engine import netns, network_connect
+from berth.engine import netns, network_build, network_connect
 from berth.engine import network_files as files
 from berth.engine import network_links as links
 from berth.engine import network_store as ipam
 from berth.engine.api_errors import Forbidden
 from berth.engine.containers_state import Record, now_rfc3339
 from berth.engine.events import EventBus
+from berth.engine.network_build import StepSandbox
 from berth.engine.network_hooks import EndpointView, NetworkHooks, NetworkView, SandboxView
 from berth.engine.network_sandbox import Endpoint, Sandbox
 from berth.engine.network_store import Network, NetworkStore
@@ -515,7 +518,7 @@ class NetworkManager:
                 await asyncio.to_thread(self.write_files, sandbox, directory, rec.to_json())
                 return
             try:
-                await self._attach_locked(rec, sandbox, directory)
+                await self._attach_locked(rec.id, rec.to_json(), sandbox, directory)
             except BaseException:
                 await self._release_locked(sandbox)
                 await self.retired(container=rec.id)  # a failed start leaves nothing
@@ -525,17 +528,19 @@ class NetworkManager:
             if net is not None:
                 self._emit("connect", net, container=rec.id)
 
-    async def _attach_locked(self, rec: Record, sandbox: Sandbox, directory: str) -> None:
+    async def _attach_locked(
+        self, cid: str, rec_like: dict[str, Any], sandbox: Sandbox, directory: str
+    ) -> None:
         for ep in sandbox.endpoints:  # all networks known before anything is made
             if ep.network_id not in self.networks:
                 raise NotFound(f"network {ep.network_name} not found")
         sandbox.new_sandbox_id()
-        pin = self.pin(rec.id)
+        pin = self.pin(cid)
         await asyncio.to_thread(netns.remove, pin)  # a stale one from a crash
         await asyncio.to_thread(netns.create, pin)
         for index, ep in enumerate(sandbox.endpoints):
             await self._add_endpoint(sandbox, ep, index == 0, directory)
-        await asyncio.to_thread(self.write_files, sandbox, directory, rec.to_json())
+        await asyncio.to_thread(self.write_files, sandbox, directory, rec_like)
         view = self.sandbox_view(sandbox)
         done: list[NetworkHooks] = []
         try:
@@ -753,3 +758,17 @@ class NetworkManager:
 
     async def disconnect(self, net_ref: str, container_ref: str, force: bool = False) -> None:
         await network_connect.disconnect(self, net_ref, container_ref, force)
+
+    # ----------------------------------------------------------------- build steps
+    def plan_build(self, step_id: str, mode: str) -> Sandbox:
+        """``docker build --network``'s mode checked (``network_build``); nothing is made."""
+        return network_build.plan(self, step_id, mode)
+
+    async def attach_build(self, step_id: str, mode: str, directory: str) -> StepSandbox:
+        """A RUN step's sandbox (``network_build``), its /etc files in ``directory``."""
+        return await network_build.attach(self, step_id, mode, directory)
+
+    async def release_build(self, step_id: str) -> None:
+        """Undo ``attach_build`` (idempotent); ``retired(container=step_id)`` waits for its
+        veth to be gone."""
+        await network_build.release(self, step_id)
