@@ -24,6 +24,7 @@ from aiohttp import web
 
 from berth.engine import api, containers_admin
 from berth.engine import containers_logs as logs
+from berth.engine import containers_streams as streams
 from berth.engine.containers import ContainerManager
 from berth.engine.containers_state import Record, parse_rfc3339
 from berth.engine.filters import parse_timestamp
@@ -123,7 +124,7 @@ async def remove(request: web.Request) -> web.StreamResponse:
 
 
 async def wait(request: web.Request) -> web.StreamResponse:
-    waiter = manager(request).waiter(_id(request), request.query.get("condition", ""))
+    waiter = streams.waiter(manager(request), _id(request), request.query.get("condition", ""))
     response = web.StreamResponse(status=200)
     response.content_type = api.JSON
     response.enable_chunked_encoding()
@@ -261,7 +262,9 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     selection = _selection(request)
     if not (selection.stdout or selection.stderr):
         raise InvalidArgument("Bad parameters: you must choose at least one stream")
-    chunks = m.logs(_id(request), selection, api.query_bool(request, "follow"), _gone(request))
+    chunks = streams.logs(
+        m, _id(request), selection, api.query_bool(request, "follow"), _gone(request)
+    )
     first = await anext(aiter(chunks), None)  # a 404 before the headers
     response = web.StreamResponse(status=200)
     response.enable_chunked_encoding()
@@ -281,7 +284,7 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 async def attach(request: web.Request) -> web.StreamResponse:
     m = manager(request)
-    rec, output = await m.attach(_id(request), _gone(request))
+    rec, output = await streams.attach(m, _id(request), _gone(request))
     m.emit(rec, "attach")
     stdin = api.query_bool(request, "stdin") and bool(rec.config.get("OpenStdin"))
     response, parser = await hijack(request, rec.tty, stdin)
@@ -392,7 +395,7 @@ def _take_stdin(request: web.Request, keep: bool) -> _StdinParser:
 async def _pump_stdin(parser: _StdinParser, m: ContainerManager, cid: str) -> None:
     """The client's bytes to the container's stdin; EOF at half-close."""
     try:
-        await m.pump_stdin(cid, parser.queue)
+        await streams.pump_stdin(m, cid, parser.queue)
     except BerthError as e:  # the container is gone, or its stdin closed: stop quietly
         log.debug("req %s: attach stdin for %s ended: %s", api.request_id(), cid, e.message)
 

@@ -23,6 +23,7 @@ Rules:
 - Restart policies (``containers_restart``): at an exit the record becomes ``restarting``
   (saved) or ``exited``; a user's stop, kill or ``rm -f`` cancels restarts until the next start.
   Pause, unpause and rename are ``containers_admin``'s; a signalled paused container is thawed.
+  Waits, logs, attach and stdin are ``containers_streams``'s.
 - Every lifecycle step is a container event on ``self.events`` (``emit``), after its record is
   saved: create, start, kill (signal), oom, die (exitCode), stop, restart, destroy, pause …
 - One ``asyncio.Lock`` per container orders start, exit handling, removal and pause; waiters use
@@ -46,12 +47,11 @@ import logging
 import os
 import shutil
 import signal as signals
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from berth.engine import container_mounts, containers_admin, oci_config
-from berth.engine import containers_logs as clogs
 from berth.engine import containers_restart as restarts
 from berth.engine import supervisor_protocol as p
 from berth.engine.api_errors import NotModified
@@ -91,7 +91,6 @@ log = logging.getLogger(__name__)
 DEFAULT_CGROUP_PARENT = "berth"
 DEFAULT_STOP_TIMEOUT = 10
 KILL_WAIT = 10.0
-FOLLOW_POLL = 0.05
 RECONNECT_DELAY = 0.5
 
 
@@ -301,7 +300,7 @@ class ContainerManager:
                         StartedAt=info.started_at or now_rfc3339(),
                     )
                     rec.save(self.bundle(cid))
-                    self._live(cid).starts += 1
+                    self.live_of(cid).starts += 1
                 elif not rec.has_process:
                     await self.sup.delete(cid, force=True)  # left over from a crash
             except (BerthError, OSError) as e:
@@ -354,9 +353,9 @@ class ContainerManager:
 
     def lock_of(self, cid: str) -> asyncio.Lock:
         """The lock that orders the container's start, exit handling, removal and pause."""
-        return self._live(cid).lock
+        return self.live_of(cid).lock
 
-    def _live(self, cid: str) -> Live:
+    def live_of(self, cid: str) -> Live:
         return self.live.setdefault(cid, Live())
 
     def image_in_use(self, image_id: str) -> bool:
@@ -510,7 +509,7 @@ class ContainerManager:
         """The user's start: it also forgets an earlier stop by the user and the restart
         count (as dockerd's start does)."""
         rec = self.get(ref)
-        live = self._live(rec.id)
+        live = self.live_of(rec.id)
         async with live.lock:
             if rec.id not in self.records:
                 raise NotFound(f"No such container: {ref}")
@@ -590,7 +589,7 @@ class ContainerManager:
             with contextlib.suppress(BerthError):
                 await self.sup.delete(ex.id, force=True)
             return
-        live = self._live(rec.id)
+        live = self.live_of(rec.id)
         async with live.lock:
             if not rec.has_process or self.records.get(ex.id) is not rec:
                 return
@@ -649,7 +648,7 @@ class ContainerManager:
             pass
 
     # -- stop, kill, restart
-    async def _wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
+    async def wait_exit(self, live: Live, after: int, timeout: float | None) -> bool:
         return await live.wait_for(lambda: live.exits > after or live.removed, timeout)
 
     async def _signal(self, rec: Record, sig: int, all_: bool = False) -> None:
@@ -657,14 +656,14 @@ class ContainerManager:
         it, so that it acts on it (as dockerd does)."""
         await self.sup.kill(rec.id, sig, all=all_)
         self.emit(rec, "kill", signal=str(sig))
-        if rec.paused and self._live(rec.id).exit_on_next:
+        if rec.paused and self.live_of(rec.id).exit_on_next:
             await containers_admin.thaw(self, rec)
 
     async def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
         rec = self.get(ref)
         if not rec.running:
             raise NotModified(f"container {rec.id} is already stopped")
-        live = self._live(rec.id)
+        live = self.live_of(rec.id)
         restarts.stopped_by_user(self, rec, live)
         if await restarts.cancel_restart(self, rec, live):
             self.emit(rec, "stop")
@@ -677,11 +676,11 @@ class ContainerManager:
         with contextlib.suppress(BerthError):
             await self._signal(rec, sig)
         wait = None if timeout < 0 else float(timeout)
-        if not await self._wait_exit(live, seen, wait):
+        if not await self.wait_exit(live, seen, wait):
             log.info("container %s: no exit %ss after signal %d: SIGKILL", rec.id, timeout, sig)
             with contextlib.suppress(BerthError):
                 await self._signal(rec, signals.SIGKILL, all_=True)
-            if not await self._wait_exit(live, seen, KILL_WAIT):
+            if not await self.wait_exit(live, seen, KILL_WAIT):
                 raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
         self.emit(rec, "stop")
 
@@ -690,7 +689,7 @@ class ContainerManager:
         sig = parse_signal(signal, signals.SIGKILL)
         if not rec.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {rec.id} is not running")
-        live = self._live(rec.id)
+        live = self.live_of(rec.id)
         restarts.stopped_by_user(self, rec, live, sig)
         if rec.restarting:  # no process to signal: the restart is off, or waits on
             if live.exit_on_next:
@@ -702,7 +701,7 @@ class ContainerManager:
         except BerthError as e:
             raise Conflict(f"Cannot kill container: {ref}: {e.message}") from None
         if sig == signals.SIGKILL:
-            await self._wait_exit(live, seen, KILL_WAIT)
+            await self.wait_exit(live, seen, KILL_WAIT)
 
     async def restart(self, ref: str, timeout: int | None = None) -> None:
         rec = self.get(ref)
@@ -725,7 +724,7 @@ class ContainerManager:
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         """``volumes`` (``rm -v``) also removes the container's anonymous volumes."""
         rec = self.get(ref)
-        live = self._live(rec.id)
+        live = self.live_of(rec.id)
         if rec.running:
             if not force:
                 procedure = "Stop the container before attempting removal or force remove"
@@ -737,7 +736,7 @@ class ContainerManager:
                 seen = live.exits
                 with contextlib.suppress(BerthError):
                     await self._signal(rec, signals.SIGKILL, all_=True)
-                if not await self._wait_exit(live, seen, KILL_WAIT):
+                if not await self.wait_exit(live, seen, KILL_WAIT):
                     raise Unavailable(f"container {rec.id}: did not exit after SIGKILL")
         async with live.lock:
             if self.records.get(rec.id) is not rec:
@@ -779,123 +778,6 @@ class ContainerManager:
                 await self.remove(rec.id)
                 gone.append(rec.id)
         return gone
-
-    # -- wait
-    def waiter(self, ref: str, condition: str) -> Callable[[], Awaitable[tuple[int, str]]]:
-        """Check now (404, bad condition), wait later: the API sends its headers between."""
-        rec = self.get(ref)
-        live = self._live(rec.id)
-        seen = live.exits
-        if condition in ("", "not-running"):
-            if not rec.running:
-                code = int(rec.state["ExitCode"])
-
-                async def now() -> tuple[int, str]:
-                    return code, ""
-
-                return now
-
-            def pred() -> bool:
-                return live.exits > seen or live.removed
-        elif condition == "next-exit":
-
-            def pred() -> bool:
-                return live.exits > seen or live.removed
-        elif condition == "removed":
-
-            def pred() -> bool:
-                return live.removed
-        else:
-            raise InvalidArgument(f"invalid condition: {condition!r}")
-
-        async def wait() -> tuple[int, str]:
-            await live.wait_for(lambda: pred() or self.closing.is_set(), None)
-            if self.closing.is_set() and not pred():
-                raise Unavailable("the daemon is shutting down")
-            return live.exit_code, live.error
-
-        return wait
-
-    # -- logs and attach
-    async def logs(
-        self,
-        ref: str,
-        selection: clogs.Selection,
-        follow: bool,
-        gone: Callable[[], bool] = lambda: False,
-    ) -> AsyncGenerator[bytes, None]:
-        rec = self.get(ref)
-        live = self._live(rec.id)
-        seen = live.exits
-        reader = clogs.LogReader(rec.log_path)
-        entries = clogs.select(await asyncio.to_thread(reader.read), selection)
-        for entry in entries:
-            yield selection.render(entry, rec.tty)
-        if not follow or not rec.running:
-            return
-        plain = clogs.Selection(
-            selection.stdout,
-            selection.stderr,
-            selection.since,
-            selection.until,
-            selection.timestamps,
-        )
-        async for chunk in self._follow(rec, live, reader, seen, plain, gone):
-            yield chunk
-
-    async def _follow(
-        self,
-        rec: Record,
-        live: Live,
-        reader: clogs.LogReader,
-        seen: int,
-        selection: clogs.Selection,
-        gone: Callable[[], bool],
-    ) -> AsyncGenerator[bytes, None]:
-        """New entries until the exit after ``seen`` (then the last ones), the container's
-        removal, the daemon's shutdown, or ``gone()`` (the client left)."""
-        while True:
-            done = await self._wait_exit(live, seen, FOLLOW_POLL)
-            if self.closing.is_set() or gone():
-                return
-            if reader.grown():  # one stat per poll; a thread only when there is something
-                for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
-                    yield selection.render(entry, rec.tty)
-            if done:
-                return
-
-    async def attach(
-        self, ref: str, gone: Callable[[], bool] = lambda: False
-    ) -> tuple[Record, AsyncGenerator[bytes, None]]:
-        """The container's output from now until its next exit (attach comes before start)."""
-        rec = self.get(ref)
-        live = self._live(rec.id)
-        reader = clogs.LogReader(rec.log_path, clogs.LogReader.end_of(rec.log_path))
-        return rec, self._follow(rec, live, reader, live.exits, clogs.Selection(), gone)
-
-    async def pump_stdin(self, ref: str, chunks: asyncio.Queue[bytes]) -> None:
-        """Write ``chunks`` (``b""`` is EOF) to the container's stdin, once it runs: the
-        CLI sends stdin as soon as it is attached, before ``start``."""
-        rec = self.get(ref)
-        live = self._live(rec.id)
-        starts, exits = live.starts, live.exits
-        if not rec.running:
-            await live.wait_for(
-                lambda: (
-                    live.starts > starts
-                    or live.exits > exits
-                    or live.removed
-                    or self.closing.is_set()
-                ),
-                None,
-            )
-            if not rec.running:
-                return
-        while True:
-            data = await chunks.get()
-            await self.sup.write_stdin(rec.id, data, eof=not data)
-            if not data:
-                return
 
 
 def _image_config(image: Image) -> dict[str, Any]:

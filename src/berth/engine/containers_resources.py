@@ -275,7 +275,7 @@ def not_running(cid: str) -> Conflict:
 async def update(m: ContainerManager, ref: str, body: dict[str, Any]) -> list[str]:
     """Apply and persist an update; the answer's Warnings."""
     rec = m.get(ref)
-    async with m._live(rec.id).lock:  # ordered with start, exit handling and removal
+    async with m.live_of(rec.id).lock:  # ordered with start, exit handling and removal
         if rec.id not in m.records:
             raise NotFound(f"No such container: {ref}")
         if rec.status in ("removing", "dead"):

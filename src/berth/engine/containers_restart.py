@@ -130,7 +130,7 @@ async def restart_later(m: ContainerManager, cid: str, delay: float) -> None:
     rec = m.records.get(cid)
     if rec is None:
         return
-    live = m._live(cid)
+    live = m.live_of(cid)
     async with live.lock:
         if m.records.get(cid) is not rec or not rec.restarting:
             return
@@ -152,7 +152,7 @@ async def restart_at_open(m: ContainerManager) -> None:
     their policy brings back."""
     for rec in list(m.records.values()):
         if rec.restarting:
-            m._live(rec.id).restart_task = m._spawn(restart_later(m, rec.id, 0.0))
+            m.live_of(rec.id).restart_task = m._spawn(restart_later(m, rec.id, 0.0))
             continue
         policy = RestartPolicy.of(rec.host_config)
         if (
