@@ -37,7 +37,8 @@ TIMEOUT = 60.0
 def berth(
     d: Daemon, *args: str, check: bool = True, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("BERTH_HOST", "DOCKER_HOST")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DOCKER_"))}
+    env["DOCKER_CONFIG"] = str(d.home / "docker-config")  # shared with d.docker (logins)
     proc = subprocess.run(
         [BERTH, "-H", d.url, *args],
         input=stdin,

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import bcrypt  # htpasswd entries as `htpasswd -B` writes them
 import pytest
-from test_berth_cli import BERTH, TIMEOUT
+from test_berth_cli import BERTH, berth
 from test_berthd_images import Daemon
 
 from berth.image.store import ImageStore
@@ -167,27 +167,6 @@ def auth_registry(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def berth(
-    d: Daemon, *args: str, check: bool = True, stdin: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "DOCKER_"))}
-    env["DOCKER_CONFIG"] = str(d.home / "docker-config")  # shared with d.docker
-    proc = subprocess.run(
-        [BERTH, "-H", d.url, *args],
-        input=stdin,
-        stdin=None if stdin is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-        env=env,
-        cwd=d.home,
-    )
-    if check:
-        assert proc.returncode == 0, f"berth {' '.join(args)}: {proc.stderr}"
-    return proc
 
 
 def image_id(d: Daemon, ref: str) -> str:
