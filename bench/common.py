@@ -23,10 +23,12 @@ import select
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 GNU_TIME = "/usr/bin/time"
@@ -382,6 +384,35 @@ def wait_exited(pid: int, timeout: float) -> bool:
 
 
 # --------------------------------------------------------------------------- tables
+
+
+def sweep_run(prefix: str, tmp: Path, marker_var: str) -> list[str]:
+    """What a benchmark run left behind (cgroups named with ``prefix``, processes carrying
+    ``marker_var=prefix``, mounts under ``tmp``): found, force-cleaned (SIGKILL, cgroups
+    removed, lazy unmounts), then what is still there; ``tmp`` removed unless mounts remain.
+    The report lines (empty: nothing was left)."""
+
+    def found() -> list[str]:
+        processes = marked_processes(prefix, f"{marker_var}={prefix}", {os.getpid()})
+        items = [f"cgroup {p}" for p in cgroup_dirs(prefix)]
+        items += [f"process {p}" for p in processes]
+        return items + [f"mount {p}" for p in mounts_under(str(tmp))]
+
+    left = found()
+    if left:
+        for pid in marked_processes(prefix, f"{marker_var}={prefix}", {os.getpid()}):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        for point in sorted(mounts_under(str(tmp)), key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+        remove_cgroup_dirs(cgroup_dirs(prefix))
+        left += [f"STILL THERE: {item}" for item in found()]
+    if mounts_under(str(tmp)):
+        left.append(f"temp dir {tmp} kept: mounts remain below it")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return left
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> str:

@@ -54,7 +54,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -306,6 +305,12 @@ class Bench:
         conn.call("DELETE", f"/containers/{created['Id']}?force=1")
         config["root"]["path"] = str(self.tmp / "bundle" / "rootfs")
         config["linux"].pop("cgroupsPath", None)
+        # berthd's pinned network namespace and /etc files went with the container: the
+        # runtimes make a namespace of their own (as for `--network none`) and keep the image's.
+        for ns in config["linux"]["namespaces"]:
+            ns.pop("path", None)
+        gone = str(path.parent) + "/"
+        config["mounts"] = [m for m in config["mounts"] if not m["source"].startswith(gone)]
         bundle = self.tmp / "bundle-berthd-config"
         bundle.mkdir()
         (bundle / "config.json").write_text(json.dumps(config))
@@ -400,36 +405,9 @@ class Bench:
         if self.worker is not None:
             self.left += [i for i in self.worker.close() if "unified" not in i]  # type: ignore[attr-defined]
             self.worker = None
-        found = self.find_leftovers()
-        if found:
-            self.left += found
-            self.force_clean()
-            self.left += [f"STILL THERE: {item}" for item in self.find_leftovers()]
         if self.spawner is not None:
             self.spawner.close()
-        if common.mounts_under(str(self.tmp)):
-            self.left.append(f"temp dir {self.tmp} kept: mounts remain below it")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def find_leftovers(self) -> list[str]:
-        found = [f"cgroup {p}" for p in common.cgroup_dirs(self.prefix)]
-        found += [f"process {p}" for p in self.processes_left()]
-        found += [f"mount {p}" for p in common.mounts_under(str(self.tmp))]
-        return found
-
-    def processes_left(self) -> list[int]:
-        ours = {os.getpid()}
-        return common.marked_processes(self.prefix, f"{MARKER_VAR}={self.prefix}", ours)
-
-    def force_clean(self) -> None:
-        for pid in self.processes_left():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-        common.remove_cgroup_dirs(common.cgroup_dirs(self.prefix))
-        for path in sorted(common.mounts_under(str(self.tmp)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", path], check=False)
+        self.left += common.sweep_run(self.prefix, self.tmp, MARKER_VAR)
 
     # ---- the whole run
 

@@ -58,15 +58,12 @@ Usage: .venv/bin/python bench/network_bench.py [--quick] [--runs 5] [--seconds 2
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -366,36 +363,9 @@ class Bench:
             self.loopback_server.wait()
         for name in list(self.peers):
             self.stop_peer(name)
-        found = self.find_leftovers()
-        if found:
-            self.left += found
-            self.force_clean()
-            self.left += [f"STILL THERE: {item}" for item in self.find_leftovers()]
         if self.spawner is not None:
             self.spawner.close()
-        if common.mounts_under(str(self.tmp)):
-            self.left.append(f"temp dir {self.tmp} kept: mounts remain below it")
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def find_leftovers(self) -> list[str]:
-        found = [f"cgroup {p}" for p in common.cgroup_dirs(self.prefix)]
-        found += [f"process {p}" for p in self.processes_left()]
-        found += [f"mount {p}" for p in common.mounts_under(str(self.tmp))]
-        return found
-
-    def processes_left(self) -> list[int]:
-        marker = f"{MARKER_VAR}={self.prefix}"
-        return common.marked_processes(self.prefix, marker, {os.getpid()})
-
-    def force_clean(self) -> None:
-        for pid in self.processes_left():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-        for point in sorted(common.mounts_under(str(self.tmp)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-        common.remove_cgroup_dirs(common.cgroup_dirs(self.prefix))
+        self.left += common.sweep_run(self.prefix, self.tmp, MARKER_VAR)
 
 
 # --------------------------------------------------------------------------- report
