@@ -325,9 +325,11 @@ def compose_ps(ctx: Context, options: Options, argv: list[str]) -> int:
         for row in rows:
             sys.stdout.write(row["ID"] + "\n")
         return 0
-    if a.format == "json":
-        for row in rows:
+    if a.format == "json":  # Compose's: full IDs and the command as it is
+        full = {c["Id"]: c for c in containers}
+        for row in ps_rows(project, list(full.values()), trunc=False):
             data = {k: v for k, v in row.items() if not callable(v)}
+            data["Command"] = full[data["ID"]].get("Command", "")
             sys.stdout.write(json.dumps(data) + "\n")
         return 0
     headers = {**PS_HEADERS, "Name": "NAME", "Service": "SERVICE", "Project": "PROJECT",

@@ -60,7 +60,7 @@ class Fields:
         try:
             return int(value)
         except ValueError:
-            raise self.error(key, f"invalid integer {value!r}") from None
+            raise self.error(key, f'invalid integer "{value}"') from None
 
     def strings(self, key: str) -> tuple[str, ...]:
         value = self.get(key, (list, str))
@@ -96,7 +96,7 @@ class Fields:
             try:
                 return tuple(shlex.split(value))
             except ValueError as e:
-                raise self.error(key, f"cannot split {value!r}: {e}") from None
+                raise self.error(key, f'cannot split "{value}": {e}') from None
         return self.strings(key)
 
     def duration(self, key: str) -> int | None:
@@ -106,7 +106,7 @@ class Fields:
         try:
             return parse_duration(str(value))
         except ValueError:
-            raise self.error(key, f"invalid duration {value!r}") from None
+            raise self.error(key, f'invalid duration "{value}"') from None
 
     def size(self, key: str) -> int | None:
         value = self.get(key, (str, int))
@@ -115,7 +115,7 @@ class Fields:
         try:
             return parse_size(str(value))
         except ValueError:
-            raise self.error(key, f"invalid size {value!r}") from None
+            raise self.error(key, f'invalid size "{value}"') from None
 
     def cpus(self, key: str) -> int | None:
         value = self.get(key, (str, int, float))
@@ -124,9 +124,9 @@ class Fields:
         try:
             number = float(value)
         except ValueError:
-            raise self.error(key, f"invalid number of CPUs {value!r}") from None
+            raise self.error(key, f'invalid number of CPUs "{value}"') from None
         if number < 0:
-            raise self.error(key, f"invalid number of CPUs {value!r}: must be positive")
+            raise self.error(key, f'invalid number of CPUs "{value}": must be positive')
         return round(number * 1e9)
 
 

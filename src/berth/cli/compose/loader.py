@@ -178,7 +178,7 @@ class Interpolator:
 
     def _invalid(self, path: str, text: str) -> ComposeError:
         return ComposeError(
-            f"{where(self.file, path)}: invalid interpolation format {text!r}; "
+            f'{where(self.file, path)}: invalid interpolation format "{text}"; '
             "you may need to escape any $ with another $"
         )
 

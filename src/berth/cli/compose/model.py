@@ -162,7 +162,7 @@ def normalize_project_name(text: str) -> str:
 def check_project_name(name: str, source: str) -> str:
     if not _PROJECT_NAME.fullmatch(name):
         raise ComposeError(
-            f"{source}: {name!r} is not a valid project name: it must contain only characters "
+            f'{source}: "{name}" is not a valid project name: it must contain only characters '
             "from [a-z0-9_-] and start with [a-z0-9]"
         )
     return name

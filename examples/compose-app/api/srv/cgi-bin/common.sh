@@ -10,7 +10,8 @@ kv() {
     body=$(echo "$response" | sed '1,/^$/d')
 }
 
-json() { # STATUS JSON
+json() { # STATUS JSON, and a line of log on stderr (httpd passes it to the container's)
+    echo "$REQUEST_METHOD $SCRIPT_NAME${QUERY_STRING:+?$QUERY_STRING} -> $1" >&2
     printf 'Status: %s\r\nContent-Type: application/json\r\n\r\n%s\n' "$1" "$2"
     exit 0
 }
