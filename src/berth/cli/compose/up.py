@@ -170,7 +170,16 @@ def ensure_networks(ctx: Context, project: Project, names: list[str]) -> None:
                 f"network {network.name} declared as external, but could not be found"
             )
         say("Network", network.name, "Creating")
-        ctx.client.post("/networks/create", body=plan.network_body(project, key))
+        try:
+            ctx.client.post("/networks/create", body=plan.network_body(project, key))
+        except ApiError as e:
+            if e.status != 404:
+                raise
+            raise CliError(
+                f"Error response from daemon: {e.message} (POST /networks/create): this daemon "
+                "has no networks API, which compose needs for the project's networks",
+                1,
+            ) from e
         say("Network", network.name, "Created")
 
 
