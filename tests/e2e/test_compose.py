@@ -348,12 +348,34 @@ services:
 """
 
 
-def test_attached_up_prefixes_logs_and_ctrl_c_stops(daemon: Daemon, tmp_path: Path) -> None:
-    cwd = write_project(tmp_path / "attached", ATTACHED)
-    proc = subprocess.Popen(
-        [BERTH, "-H", daemon.url, "compose", "up"], cwd=cwd, stdin=subprocess.DEVNULL,
+def _popen(daemon: Daemon, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [BERTH, "-H", daemon.url, "compose", *args], cwd=cwd, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def test_logs_follow_ends_with_the_containers(daemon: Daemon, tmp_path: Path) -> None:
+    cwd = write_project(tmp_path / "follow", ATTACHED)
+    compose(daemon, "up", "-d", "--scale", "ticker=2", cwd=cwd)
+    follow = _popen(daemon, cwd, "logs", "-f", "--tail", "0")
+    try:
+        assert follow.stdout is not None
+        seen = {follow.stdout.readline()[:11] for _ in range(6)}
+        assert seen == {"ticker-1 | ", "ticker-2 | "}
+        compose(daemon, "down", cwd=cwd)
+        _, err = follow.communicate(timeout=60)
+        assert follow.returncode == 0, err
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
+        compose(daemon, "down", cwd=cwd, check=False)
+
+
+def test_attached_up_prefixes_logs_and_ctrl_c_stops(daemon: Daemon, tmp_path: Path) -> None:
+    cwd = write_project(tmp_path / "attached", ATTACHED)
+    proc = _popen(daemon, cwd, "up")
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline() == "Attaching to ticker-1\n"
@@ -362,8 +384,9 @@ def test_attached_up_prefixes_logs_and_ctrl_c_stops(daemon: Daemon, tmp_path: Pa
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130, err
         assert "Gracefully stopping..." in err
+        assert " Container attached-ticker-1  Stopped" in err
         state = inspect(daemon, "attached-ticker-1")["State"]
-        assert state["Status"] == "exited"
+        assert (state["Status"], state["ExitCode"]) == ("exited", 0)  # it took the SIGTERM
     finally:
         if proc.poll() is None:
             proc.kill()

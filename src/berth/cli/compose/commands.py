@@ -403,7 +403,8 @@ def compose_exec(ctx: Context, options: Options, argv: list[str]) -> int:
         if ops.number_of(c) == a.index
     ]
     if not running:
-        raise CliError(f"service {a.service!r} is not running container #{a.index}", 1)
+        which = "" if a.index == 1 else f" (container #{a.index})"
+        raise CliError(f'service "{a.service}" is not running{which}', 1)
     flags = ["-i"]
     if not a.no_tty and is_terminal(sys.stdin) and not a.detach:
         flags.append("-t")
