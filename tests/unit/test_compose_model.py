@@ -364,3 +364,28 @@ def test_the_example_app_loads_with_limits_and_healthchecks() -> None:
     assert project.services["web"].ports == (Port(80, "8080"),)
     assert project.services["api"].depends_on == {"kv": Dependency("service_healthy")}
     assert set(project.networks) == {"front", "back"}  # no service uses "default"
+
+
+def test_network_mode(tmp_path: Path) -> None:
+    from berth.cli.compose import plan
+
+    text = """
+    services:
+      app:
+        image: b
+        network_mode: none
+      sidecar:
+        image: b
+        network_mode: service:app
+    """
+    project = load(tmp_path, text)
+    app, sidecar = project.services["app"], project.services["sidecar"]
+    assert app.networks == {} and project.networks == {}  # no default network is made
+    assert sidecar.depends_on == {"app": Dependency()}
+    body = plan.create_body(project, sidecar, 1, "sha256:x")
+    assert body["HostConfig"]["NetworkMode"] == f"container:{project.name}-app-1"
+    assert "NetworkingConfig" not in body
+    assert plan.create_body(project, app, 1, "sha256:x")["HostConfig"]["NetworkMode"] == "none"
+    both = text.replace("network_mode: none", "network_mode: none\n        networks: [x]")
+    assert "services.app.network_mode: cannot be combined with networks" in error_of(tmp_path, both)
+    assert 'invalid network mode "vpn"' in error_of(tmp_path, text.replace("none", "vpn"))

@@ -82,6 +82,7 @@ class Service:
     expose: tuple[str, ...] = ()
     volumes: tuple[Mount, ...] = ()
     networks: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # key -> aliases
+    network_mode: str | None = None  # none, host, bridge, container:NAME or service:NAME
     depends_on: Mapping[str, Dependency] = field(default_factory=dict)
     healthcheck: Healthcheck | None = None
     restart: str = "no"

@@ -52,7 +52,7 @@ SERVICE_KEYS = frozenset({
     "mem_reservation", "memswap_limit", "cpus", "cpu_shares", "pids_limit", "scale", "labels",
     "container_name", "working_dir", "user", "hostname", "tty", "stdin_open", "init",
     "stop_signal", "stop_grace_period", "cap_add", "cap_drop", "read_only", "tmpfs",
-    "privileged", "extra_hosts", "shm_size", "sysctls", "pull_policy",
+    "privileged", "extra_hosts", "shm_size", "sysctls", "pull_policy", "network_mode",
 })  # fmt: skip
 NETWORK_KEYS = frozenset({"name", "driver", "external", "labels", "internal", "attachable"})
 VOLUME_KEYS = frozenset({"name", "driver", "external", "labels"})
@@ -215,8 +215,30 @@ def _networks(f: Fields, project: Mapping[str, Any]) -> dict[str, tuple[str, ...
     return result
 
 
+def _network_mode(f: Fields) -> str | None:
+    mode = f.string("network_mode")
+    if mode is None:
+        return None
+    if f.data.get("networks") is not None:
+        raise f.error("network_mode", "cannot be combined with networks")
+    kind, sep, target = mode.partition(":")
+    if not (mode in ("none", "host", "bridge", "default") or
+            (kind in ("container", "service") and sep and target)):  # fmt: skip
+        raise f.error("network_mode", f'invalid network mode "{mode}": none, host, bridge, '
+                      "container:NAME or service:NAME")  # fmt: skip
+    return mode
+
+
 def _depends_on(f: Fields) -> dict[str, Dependency]:
     value = f.get("depends_on", (list, dict))
+    mode = f.string("network_mode") or ""
+    if mode.startswith("service:"):  # sharing a service's network namespace needs it started
+        implied = {mode.removeprefix("service:"): Dependency()}
+        return {**implied, **_declared_depends_on(f, value)}
+    return _declared_depends_on(f, value)
+
+
+def _declared_depends_on(f: Fields, value: Any) -> dict[str, Dependency]:
     if value is None:
         return {}
     if isinstance(value, list):
@@ -386,6 +408,7 @@ def load_service(
     if pull_policy not in ("always", "never", "missing", "if_not_present", "build"):
         raise f.error("pull_policy", f'invalid pull policy "{pull_policy}"')
     stop_grace = f.duration("stop_grace_period")
+    network_mode = _network_mode(f)
     return Service(
         name=name,
         image=image or f"{project}-{name}",
@@ -396,7 +419,8 @@ def load_service(
         ports=_ports(f),
         expose=f.strings("expose"),
         volumes=_volumes(f, merged.document, working_dir),
-        networks=_networks(f, merged.document),
+        networks={} if network_mode else _networks(f, merged.document),
+        network_mode=network_mode,
         depends_on=_depends_on(f),
         healthcheck=_healthcheck(f),
         restart=_restart(f),

@@ -164,6 +164,18 @@ def _healthcheck(service: Service) -> dict[str, Any] | None:
     return body
 
 
+def network_mode(project: Project, service: Service, first_network: str | None) -> str:
+    """``HostConfig.NetworkMode``: the first network's name, or the file's ``network_mode``
+    with ``service:NAME`` as the container of that service it means."""
+    mode = service.network_mode
+    if mode is None:
+        return project.networks[first_network].name if first_network else "none"
+    if mode.startswith("service:"):
+        other = project.services[mode.removeprefix("service:")]
+        return f"container:{container_name(project, other, 1)}"
+    return mode
+
+
 def aliases(project: Project, service: Service, number: int, key: str) -> list[str]:
     names = [service.name, container_name(project, service, number)]
     return list(dict.fromkeys([*names, *service.networks.get(key, ())]))
@@ -195,7 +207,7 @@ def create_body(project: Project, service: Service, number: int, image_id: str) 
         "ShmSize": service.shm_size,
         "Sysctls": dict(service.sysctls) or None,
         "Init": service.init,
-        "NetworkMode": project.networks[first].name if first else "none",
+        "NetworkMode": network_mode(project, service, first),
     }
     body: dict[str, Any] = {
         "Image": service.image,

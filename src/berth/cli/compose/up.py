@@ -435,7 +435,12 @@ def down(
         remove_container(ctx, container, volumes)
     filters = plan.project_filter(project.name)
     networks = {n.name for n in project.networks.values() if not n.external}
-    listed = ctx.client.get("/networks", {"filters": filters}) or []
+    try:
+        listed = ctx.client.get("/networks", {"filters": filters}) or []
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        listed = []  # a daemon without the networks API has none of ours
     networks |= {str(n["Name"]) for n in listed}
     for name in sorted(networks):
         _remove("Network", name, f"/networks/{name}", ctx)
