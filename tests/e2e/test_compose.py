@@ -466,7 +466,9 @@ def test_project_without_networks(daemon: Daemon, tmp_path: Path) -> None:
         store = inspect(daemon, "nonet-store-1")
         assert (store["HostConfig"]["Memory"], store["HostConfig"]["PidsLimit"]) == (16 << 20, 16)
         assert store["Config"]["Labels"]["com.docker.compose.service"] == "store"
-        compose(daemon, "down", "-v", cwd=cwd)
+        # -p and no compose file: down finds the project by its labels
+        down = compose(daemon, "-p", "nonet", "down", "-v", "-t", "1", cwd=tmp_path)
+        assert " Volume nonet_data  Removed" in down.stderr
         assert project_objects(daemon, "nonet") == {"containers": [], "networks": [],
                                                     "volumes": []}  # fmt: skip
     finally:

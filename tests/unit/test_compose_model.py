@@ -125,6 +125,7 @@ def test_ports_short_and_long(tmp_path: Path) -> None:
           - "127.0.0.1:5353:53/udp"
           - 9000
           - "7000-7001:70-71"
+          - "6000-6009:60"
           - target: 443
             published: "8443"
             host_ip: 0.0.0.0
@@ -135,6 +136,7 @@ def test_ports_short_and_long(tmp_path: Path) -> None:
         Port(9000, ""),
         Port(70, "7000"),
         Port(71, "7001"),
+        Port(60, "6000-6009"),
         Port(443, "8443", "0.0.0.0"),
     )
 
@@ -322,6 +324,12 @@ def test_bad_documents(tmp_path: Path) -> None:
         tmp_path, "services:\n  a:\n    image: b\nsecrets: {}\n"
     )
     assert "no service is defined" in error_of(tmp_path, "x-extension: 1\nservices: {}\n")
+
+
+def test_an_empty_section_in_an_override_removes_nothing(tmp_path: Path) -> None:
+    base = write(tmp_path, "services:\n  web:\n    image: a\n")
+    override = write(tmp_path, "services:\nvolumes:\n", "override.yaml")
+    assert list(load_project([str(base), str(override)], environ={}).services) == ["web"]
 
 
 def test_merging_files_names_the_file_of_the_bad_value(tmp_path: Path) -> None:

@@ -222,7 +222,7 @@ def compose_down(ctx: Context, options: Options, argv: list[str]) -> int:
     p.add_argument("-t", "--timeout", type=int)
     a = p.parse_args(argv)
     project, from_labels = load(options, labels_fallback=True)
-    ops.down(ctx, project, a.volumes, a.rmi, a.remove_orphans, from_labels)
+    ops.down(ctx, project, a.volumes, a.rmi, a.remove_orphans, from_labels, a.timeout)
     return 0
 
 

@@ -262,6 +262,9 @@ class Merged:
     def add(self, file: str, document: dict[str, Any]) -> None:
         self.first_file = self.first_file or file
         for section, value in document.items():
+            if section in ("services", "networks", "volumes") and value is None:
+                self.document.setdefault(section, {})  # an empty section adds nothing
+                continue
             if section in ("services", "networks", "volumes") and isinstance(value, dict):
                 target = self.document.setdefault(section, {})
                 if not isinstance(target, dict):

@@ -107,7 +107,7 @@ def parse_port(text: str, error: Any) -> list[Port]:
     publishes = _port_range(published) if published else None
     if targets is None or (published and publishes is None):
         raise error(f'invalid port "{text}"')
-    if publishes is not None and len(publishes) not in (1, len(targets)):
+    if publishes is not None and len(targets) > 1 and len(publishes) not in (1, len(targets)):
         raise error(f'invalid port "{text}": the ranges differ in size')
     result = []
     for i, port in enumerate(targets):
@@ -115,8 +115,8 @@ def parse_port(text: str, error: Any) -> list[Port]:
             host = ""
         elif len(publishes) == 1 and len(targets) == 1:
             host = str(publishes[0])
-        elif len(publishes) == 1:
-            host = published  # several targets on one host range: the daemon picks
+        elif len(publishes) == 1 or len(targets) == 1:
+            host = published  # one port within a host range: the daemon picks
         else:
             host = str(publishes[i])
         result.append(Port(port, host, host_ip, protocol))

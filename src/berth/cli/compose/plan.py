@@ -201,7 +201,7 @@ def create_body(project: Project, service: Service, number: int, image_id: str) 
         "CapAdd": list(service.cap_add) or None,
         "CapDrop": list(service.cap_drop) or None,
         "ReadonlyRootfs": service.read_only or None,
-        "Tmpfs": {path: "" for path in service.tmpfs} or None,
+        "Tmpfs": dict(t.partition(":")[::2] for t in service.tmpfs) or None,
         "Privileged": service.privileged or None,
         "ExtraHosts": list(service.extra_hosts) or None,
         "ShmSize": service.shm_size,

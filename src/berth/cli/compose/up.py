@@ -249,11 +249,13 @@ def wait_for(ctx: Context, container: dict[str, Any], condition: str) -> None:
         time.sleep(POLL)
 
 
-def remove_container(ctx: Context, container: dict[str, Any], volumes: bool = False) -> None:
+def remove_container(
+    ctx: Context, container: dict[str, Any], volumes: bool = False, timeout: int | None = None
+) -> None:
     name = name_of(container)
     if container.get("State") in ("running", "restarting", "paused"):
         say("Container", name, "Stopping")
-        ctx.client.post(f"/containers/{container['Id']}/stop")
+        ctx.client.post(f"/containers/{container['Id']}/stop", {"t": timeout})
         say("Container", name, "Stopped")
     say("Container", name, "Removing")
     ctx.client.call("DELETE", f"/containers/{container['Id']}", {"force": True, "v": volumes})
@@ -416,6 +418,7 @@ def down(
     rmi: str | None = None,
     remove_orphans: bool = False,
     from_labels_only: bool = False,
+    timeout: int | None = None,
 ) -> None:
     """Stop and remove the project's containers, then networks (and volumes, images)."""
     containers = project_containers(ctx, project.name)
@@ -432,7 +435,7 @@ def down(
     doomed = mine + (orphans if remove_orphans else [])
     doomed.sort(key=lambda c: (-order.get(service_of(c), len(order)), -number_of(c)))
     for container in doomed:
-        remove_container(ctx, container, volumes)
+        remove_container(ctx, container, volumes, timeout)
     filters = plan.project_filter(project.name)
     networks = {n.name for n in project.networks.values() if not n.external}
     try:
