@@ -175,6 +175,15 @@ def check_up_wait_starts_in_dependency_order_with_limits(example: Daemon) -> Non
     assert set(networks) == {f"{PROJECT}_front", f"{PROJECT}_back"}
     assert "api" in networks[f"{PROJECT}_back"]["Aliases"]
     assert set(states["web"]["NetworkSettings"]["Networks"]) == {f"{PROJECT}_front"}
+    network = example.json("network", "inspect", f"{PROJECT}_front")[0]["Labels"]
+    assert network["com.docker.compose.network"] == "front"
+    assert network["com.docker.compose.project"] == PROJECT
+    volume = example.json("volume", "inspect", f"{PROJECT}_kvdata")[0]["Labels"]
+    assert volume["com.docker.compose.volume"] == "kvdata"
+    assert volume["com.docker.compose.project"] == PROJECT
+    # build: the service's image, tagged <project>-<service>
+    built = compose(example, "build", "-q", "web").stdout.split()[-1]
+    assert built == example.json("image", "inspect", f"{PROJECT}-web")[0]["Id"]
 
 
 def check_ps_prints_composes_table(example: Daemon) -> None:
@@ -350,6 +359,13 @@ def test_changed_config_recreates_and_same_config_does_not(daemon: Daemon, tmp_p
         doc = inspect(daemon, "hash-greeter-1")
         assert doc["Id"] != first
         assert "GREETING=bonjour" in doc["Config"]["Env"]
+        # the service renamed: the old container is an orphan, reported, then removed
+        (cwd / "compose.yaml").write_text(textwrap.dedent(CHANGING).replace("greeter", "host"))
+        renamed = compose(daemon, "up", "-d", cwd=cwd)
+        assert "Found orphan containers ([hash-greeter-1])" in renamed.stderr
+        compose(daemon, "up", "-d", "--remove-orphans", cwd=cwd)
+        names = daemon.docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
+        assert "hash-greeter-1" not in names and "hash-host-1" in names
     finally:
         compose(daemon, "down", cwd=cwd, check=False)
 
