@@ -479,6 +479,10 @@ def test_project_without_networks(daemon: Daemon, tmp_path: Path) -> None:
         assert compose(daemon, "exec", "-T", "store", "cat", "/data/flag", cwd=cwd).stdout == (
             "ready\n"
         )
+        again = compose(daemon, "up", "-d", "--wait", cwd=cwd)  # nothing changed: left alone
+        assert (
+            "Recreate" not in again.stderr and " Container nonet-store-1  Running" in again.stderr
+        )
         store = inspect(daemon, "nonet-store-1")
         assert (store["HostConfig"]["Memory"], store["HostConfig"]["PidsLimit"]) == (16 << 20, 16)
         assert store["Config"]["Labels"]["com.docker.compose.service"] == "store"

@@ -131,7 +131,7 @@ def ensure_images(
             build_service(ctx, project, service, [])
             current = image_id(ctx, service.image)
         elif current is None or service.pull_policy == "always":
-            if service.build is not None and no_build:
+            if service.build is not None and no_build and current is None:
                 raise ComposeError(
                     f'service "{name}" has no image {service.image} and --no-build was given'
                 )
