@@ -2,9 +2,10 @@
 
 The daemon is a fixture parameter: a private dockerd with bridge networking (tests/e2e/
 dockerd.py, ``networking=True``: user networks, the embedded DNS and published ports, all in
-its own network namespace) today; berthd joins the list once its networks are merged. The
-published ports are reached from inside the daemon's network namespace (nsenter), never from
-the host's. Busybox is loaded into the daemon from Berth's own store (nothing is pulled).
+its own network namespace), and conftest's private berthd (in a network namespace of its
+own too). The published ports are reached from inside the daemon's network namespace
+(nsenter), never from the host's. Busybox is loaded into dockerd from Berth's own store,
+made locally by berthd (nothing is pulled from a registry).
 
 Module scope: one daemon. The example app is built and brought up once, in one test that
 checks it step by step (ps, requests, logs and exec, scale, down and up again, down -v).
@@ -53,11 +54,6 @@ class Daemon:
     url: str  # unix://…
     netns: str  # /proc/<pid>/ns/net of the namespace its published ports live in
     docker: Callable[..., subprocess.CompletedProcess[str]]  # the docker CLI against it
-    networks: bool = True  # user networks, DNS and published ports
-
-    def needs_networks(self) -> None:
-        if not self.networks:
-            pytest.skip(f"{self.kind} has no networks yet")
 
     def json(self, *args: str) -> Any:
         proc = self.docker(*args)
@@ -76,11 +72,18 @@ def _load_busybox(docker: dockerd.Dockerd) -> None:
 
 @pytest.fixture(scope="module", params=["dockerd", "berthd"])
 def daemon(request: pytest.FixtureRequest) -> Iterator[Daemon]:
-    if request.param == "berthd":  # conftest's private berthd, busybox pulled
+    if request.param == "berthd":  # conftest's private berthd in its own netns, busybox pulled
         berthd = request.getfixturevalue("berthd")
-        # no networks until they are merged: the tests that need them skip
-        yield Daemon("berthd", berthd.url, "/proc/self/ns/net",
-                     lambda *a: berthd.docker(*a, check=False), networks=False)  # fmt: skip
+        # berthd removes its cgroup parent with the container that made it, if it is empty
+        # by then: a container made first and kept for the module holds it, so the parent
+        # is neither made nor left behind inside a test (the per-test leak check)
+        berthd.docker("run", "-d", "--name", "compose-tests-holder", "--network", "none",
+                      "busybox", "sleep", "86400")  # fmt: skip
+        try:
+            yield Daemon("berthd", berthd.url, f"/proc/{berthd.proc.pid}/ns/net",
+                         lambda *a: berthd.docker(*a, check=False))  # fmt: skip
+        finally:
+            berthd.docker("rm", "-f", "compose-tests-holder", check=False)
         return
     with dockerd.private_dockerd(networking=True) as docker:
         _load_busybox(docker)
@@ -267,7 +270,6 @@ def check_down_keeps_the_volume_and_down_v_leaves_nothing(example: Daemon) -> No
 def test_example_app(daemon: Daemon) -> None:
     """The example app's life, one check after another (one test: its healthchecks run a
     probe a second, which the per-test leak check would catch between tests)."""
-    daemon.needs_networks()
     up = compose(daemon, "up", "-d", "--wait")
     assert " Container compose-app-web-1  Started" in up.stderr
     try:
@@ -314,7 +316,6 @@ services:
 
 
 def test_depends_on_conditions(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.needs_networks()
     cwd = write_project(tmp_path / "order", ORDERING)
     try:
         compose(daemon, "up", "-d", cwd=cwd)
@@ -346,7 +347,6 @@ services:
 
 
 def test_changed_config_recreates_and_same_config_does_not(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.needs_networks()
     cwd = write_project(tmp_path / "hash", CHANGING)
     try:
         compose(daemon, "up", "-d", cwd=cwd)
@@ -386,7 +386,6 @@ def _popen(daemon: Daemon, cwd: Path, *args: str) -> subprocess.Popen[str]:
 
 
 def test_logs_follow_ends_with_the_containers(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.needs_networks()
     cwd = write_project(tmp_path / "follow", ATTACHED)
     compose(daemon, "up", "-d", "--scale", "ticker=2", cwd=cwd)
     follow = _popen(daemon, cwd, "logs", "-f", "--tail", "0")
@@ -405,7 +404,6 @@ def test_logs_follow_ends_with_the_containers(daemon: Daemon, tmp_path: Path) ->
 
 
 def test_attached_up_prefixes_logs_and_ctrl_c_stops(daemon: Daemon, tmp_path: Path) -> None:
-    daemon.needs_networks()
     cwd = write_project(tmp_path / "attached", ATTACHED)
     proc = _popen(daemon, cwd, "up")
     try:
@@ -468,7 +466,7 @@ volumes:
 
 
 def test_project_without_networks(daemon: Daemon, tmp_path: Path) -> None:
-    """What works on every daemon, networks or not: volumes, healthchecks, ordering, limits."""
+    """network_mode none: volumes, healthcheck-gated order, limits, -p down by labels."""
     cwd = write_project(tmp_path / "nonet", NO_NETWORK)
     try:
         compose(daemon, "up", "-d", "--wait", cwd=cwd)

@@ -196,8 +196,8 @@ def _attached(
         finally:
             client.close()
 
-    follower.start(ended)
-    try:
+    try:  # a line can be shown (and Ctrl-C typed) before start() returns
+        follower.start(ended)
         follower.wait()
     except KeyboardInterrupt:
         sys.stderr.write("Gracefully stopping... (press Ctrl+C again to force)\n")

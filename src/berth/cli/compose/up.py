@@ -118,7 +118,7 @@ def ensure_images(
     ctx: Context, project: Project, names: list[str], build: bool, no_build: bool
 ) -> dict[str, str]:
     """Service name -> the image id it will run (building and pulling what is needed)."""
-    from berth.cli.images import pull_image
+    from berth.cli.registry_client import pull_image
 
     ids: dict[str, str] = {}
     for name in names:
