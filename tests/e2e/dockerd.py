@@ -18,9 +18,10 @@ Rules (DESIGN.md, "Safety of tests"):
   test's unshare process dies, so no shim or container process can outlive the test.
 - No network: --bridge none, no iptables, no masquerading, no userland proxy; containers run
   with --network none. vfs storage driver, so image layers are plain directories (no mounts).
-  With ``networking`` (the network benchmark), user bridge networks get dockerd's iptables
-  rules, IP forwarding and userland proxy, all in the private network namespace, whose
-  loopback is raised.
+  With ``networking`` (the network benchmark; ``private_dockerd(networking=True)`` for the
+  compose tests), user bridge networks get dockerd's iptables rules, embedded DNS, IP
+  forwarding and userland proxy, all in the private network namespace, whose loopback is
+  raised; tests reach published ports from inside it (``netns_path``, e.g. with nsenter).
 - Container cgroups go under a parent named with the session's tag (leakcheck.tagged_name),
   removed at teardown.
 - Teardown, on success or failure: remove containers, SIGTERM the daemon (the namespace's init
@@ -245,6 +246,13 @@ class Dockerd:
                 )
             time.sleep(0.05)
 
+    @property
+    def netns_path(self) -> str:
+        """``/proc/<pid>/ns/net`` of the daemon's private network namespace (for nsenter)."""
+        pid = self._init_pid()
+        assert pid is not None, "the private dockerd is not running"
+        return f"/proc/{pid}/ns/net"
+
     def _init_pid(self) -> int | None:
         """The host pid of the pid namespace's init (unshare's only child)."""
         if self.process is None:
@@ -366,10 +374,10 @@ def _remove_cgroup_tree(name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def private_dockerd() -> Iterator[Dockerd]:
+def private_dockerd(networking: bool = False) -> Iterator[Dockerd]:
     """A started private dockerd, stopped and cleaned up on exit (see the module rules)."""
     home = Path(tempfile.mkdtemp(prefix="berth-dockerd-", dir="/tmp"))
-    daemon = Dockerd(home, leakcheck.tagged_name("test") + "-dockerd")
+    daemon = Dockerd(home, leakcheck.tagged_name("test") + "-dockerd", networking=networking)
     try:
         daemon.start()
         yield daemon

@@ -51,6 +51,7 @@ VERBS: dict[str, str] = {
         ("volume_create", "volume_ls", "volume_inspect", "volume_rm", "volume_prune"), "volumes"
     ),
     "registry": "registry",
+    "compose": "compose",
 }  # fmt: skip
 
 MANAGEMENT: dict[str, dict[str, list[str]]] = {
@@ -96,6 +97,7 @@ Common Commands:
   version     Show the Berth version information
   daemon      Start berthd in the foreground or in the background
   registry    Serve an OCI registry (berth registry serve --addr HOST:PORT --root DIR)
+  compose     Run a multi-container application from a compose file
 
 Other Commands:
   attach create kill load login logout pause rename restart rm rmi save start stop system
