@@ -110,3 +110,35 @@ def test_json_file_log_is_dockers_format(tmp_path: Path) -> None:
         ("stdout", "tail"),
     ]
     assert all(e["time"].endswith("Z") and list(e) == ["log", "stream", "time"] for e in entries)
+
+
+def test_an_abandoned_requests_error_is_not_raised_in_the_next_one() -> None:
+    """A request cancelled mid-exchange leaves its answer on the connection; the next request
+    must skip it, not raise its error (seen: a container's create failing with an exec's
+    "stdin is not open")."""
+    import asyncio
+
+    from berth.engine.supervisor_client import AsyncClient
+    from berth.errors import Conflict
+
+    stale = p.encode_error(1, Conflict("exec abc: stdin is not open"))
+    fresh = p.encode_result(2, {"answer": 42})
+
+    class Writer:
+        def write(self, data: bytes) -> None:
+            pass
+
+        async def drain(self) -> None:
+            pass
+
+    async def main() -> dict[str, object]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(stale + fresh)
+        client = AsyncClient("/nonexistent")
+        client._seq = 1
+        return await client._exchange(reader, Writer(), p.List())  # type: ignore[arg-type]
+
+    assert asyncio.run(main()) == {"answer": 42}
+    assert p.decode_reply(stale, 2)["seq"] == 1  # returned to be skipped
+    with pytest.raises(Conflict, match="stdin is not open"):
+        p.decode_reply(stale, 1)

@@ -290,7 +290,7 @@ class AsyncClient:
             line = await reader.readline()
             if not line:
                 raise Unavailable(f"supervisor at {self.socket_path} closed the connection")
-            body = p.decode_reply(line)
+            body = p.decode_reply(line, seq)  # answers to abandoned requests are skipped
             if body.get("seq") == seq:
                 result: dict[str, Any] = body.get("result") or {}
                 return result
@@ -301,11 +301,18 @@ class AsyncClient:
                 self._conn = await self._open()
             try:
                 return await self._exchange(*self._conn, req)
-            except (Unavailable, OSError):
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    conn[1].close()
+            except BerthError as e:
+                if isinstance(e, Unavailable):
+                    self._drop()
                 raise
+            except BaseException:  # OSError, or cancelled mid-exchange: its answer is pending
+                self._drop()
+                raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn[1].close()
 
     async def create(
         self,

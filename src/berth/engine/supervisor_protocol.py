@@ -350,14 +350,16 @@ def encode_exec_exit(exec_id: str, exit_code: int) -> bytes:
     return _line({"v": VERSION, "event": "exec_exit", "exec_id": exec_id, "exit_code": exit_code})
 
 
-def decode_reply(line: bytes) -> dict[str, Any]:
-    """One answer or event line as a dict; raises the supervisor's error for a failed request."""
+def decode_reply(line: bytes, seq: int | None = None) -> dict[str, Any]:
+    """One answer or event line as a dict; raises the supervisor's error for a failed request
+    (with ``seq``: only if the answer is to that request; an older one is returned as is, for
+    the caller to skip)."""
     try:
         body = jsonio.loads(line)
     except ValueError as exc:
         raise BerthError(f"supervisor answer: not JSON: {exc}") from None
     if not isinstance(body, dict) or body.get("v") != VERSION:
         raise BerthError(f"supervisor answer: unexpected {line[:200]!r}")
-    if body.get("ok") is False:
+    if body.get("ok") is False and (seq is None or body.get("seq") == seq):
         raise BerthError.from_json(body.get("error") or {})
     return body
