@@ -306,3 +306,23 @@ def test_rename(berthd: Daemon) -> None:
     finally:
         client.close()
     berthd.docker("rm", "rn-py", "rn-other")
+
+
+def test_cgroup_parent_goes_when_the_last_container_goes_in_any_order(berthd: Daemon) -> None:
+    """Two containers at once, the first one made removed first: once neither runs, the
+    ``--cgroup-parent`` dirs are gone too (the runtime alone keeps a parent it found busy)."""
+    first = berthd.docker("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    second = berthd.docker("run", "-d", "busybox", "sleep", "60").stdout.strip()
+    pid = int(berthd.docker("inspect", "-f", "{{.State.Pid}}", second).stdout)
+    with open(f"/proc/{pid}/cgroup", encoding="ascii") as f:
+        memory = next(line for line in f if ":memory:" in line or line.startswith("0::"))
+    parent_dir = (
+        "/sys/fs/cgroup/"
+        + ("memory" if ":memory:" in memory else "unified")
+        + os.path.dirname(memory.strip().split(":", 2)[2])
+    )
+    assert os.path.isdir(parent_dir), parent_dir
+    berthd.docker("rm", "-f", first)
+    assert os.path.isdir(parent_dir)  # the second still runs there
+    berthd.docker("rm", "-f", second)
+    assert not os.path.exists(parent_dir), parent_dir

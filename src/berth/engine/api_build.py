@@ -453,28 +453,31 @@ async def _run(
             log.info("req %s: the client went away (%s); cancelling the build", rid, why)
             runner.cancel()
 
-    async with state.image_lock.shared():
-        task = asyncio.ensure_future(asyncio.to_thread(work))
-        try:
-            while True:
-                try:
-                    item = await asyncio.wait_for(queue.get(), CLIENT_POLL)
-                except TimeoutError:
-                    if request.transport is None or request.transport.is_closing():
-                        _cancel("connection closed")
-                    continue
-                if item is _DONE:
-                    break
-                if isinstance(item, tuple):
-                    await send(progress.started(item[1]))
-                elif isinstance(item, builder.BuildEvent) and not gone:
-                    await send(progress.event(item))
-        finally:
-            if not task.done():
-                runner.cancel()
-                await asyncio.wait([task])
-            if networks is not None:
-                await networks.settled()
+    # The cgroup parent stays while the steps make cgroups under it.
+    hold = manager.cgroup_parent_held() if manager is not None else contextlib.nullcontext()
+    with hold:
+        async with state.image_lock.shared():
+            task = asyncio.ensure_future(asyncio.to_thread(work))
+            try:
+                while True:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), CLIENT_POLL)
+                    except TimeoutError:
+                        if request.transport is None or request.transport.is_closing():
+                            _cancel("connection closed")
+                        continue
+                    if item is _DONE:
+                        break
+                    if isinstance(item, tuple):
+                        await send(progress.started(item[1]))
+                    elif isinstance(item, builder.BuildEvent) and not gone:
+                        await send(progress.event(item))
+            finally:
+                if not task.done():
+                    runner.cancel()
+                    await asyncio.wait([task])
+                if networks is not None:
+                    await networks.settled()
         try:
             image = task.result()
         except Exception as e:  # the stream has started: the error is its last line

@@ -47,7 +47,7 @@ import logging
 import os
 import shutil
 import signal as signals
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +154,7 @@ class ContainerManager:
         # names of containers being created (their records come when create ends): creates
         # prepare side by side, each holding the names lock only to pick and reserve a name
         self.reserved_names: dict[str, str] = {}
+        self.starting = 0  # starts and builds under the cgroup parent (cgroup_parent_held)
         self._watcher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subscribed = asyncio.Event()
@@ -225,6 +226,24 @@ class ContainerManager:
         await self.networks.retired()  # released veths still being deleted
         await self.sup.close()
         await asyncio.to_thread(self._remove_cgroup_parent)
+
+    @contextlib.contextmanager
+    def cgroup_parent_held(self) -> Iterator[None]:
+        """While a start or a build makes cgroups under ``--cgroup-parent``, it stays."""
+        self.starting += 1
+        try:
+            yield
+        finally:
+            self.starting -= 1
+            self._remove_cgroup_parent_if_idle()
+
+    def _remove_cgroup_parent_if_idle(self) -> None:
+        """With no container running and no start or build under way, the
+        ``--cgroup-parent`` dirs go (the runtime makes them again when needed): on the loop,
+        so no start slips in between the check and the rmdirs (well under a millisecond)."""
+        if self.starting or any(r.has_process for r in self.records.values()):
+            return
+        self._remove_cgroup_parent()
 
     def _remove_cgroup_parent(self) -> None:
         try:
@@ -535,13 +554,14 @@ class ContainerManager:
             await self._start_failed(rec, live, e)
             raise type(e)(f"failed to set up container networking: {e.message}") from None
         try:
-            info = await self.sup.create(
-                rec.id,
-                self.bundle(rec.id),
-                rec.log_path,
-                start=True,
-                stdin=bool(rec.config.get("OpenStdin")),
-            )
+            with self.cgroup_parent_held():
+                info = await self.sup.create(
+                    rec.id,
+                    self.bundle(rec.id),
+                    rec.log_path,
+                    start=True,
+                    stdin=bool(rec.config.get("OpenStdin")),
+                )
         except BerthError as e:
             message = await self._start_failed(rec, live, e)
             raise InvalidArgument(message) from None
@@ -756,6 +776,7 @@ class ContainerManager:
                     await asyncio.to_thread(self.volumes.remove_if_unused, name)
         self.live.pop(rec.id, None)
         self.emit(rec, "destroy")
+        self._remove_cgroup_parent_if_idle()
         await live.notify()
         # Waiters (``run --rm``) are answered; the caller of rm returns once its veths are gone.
         await self.networks.retired(container=rec.id)
