@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidArgument, NotFound
-from berth.image import archive, base
+from berth.image import archive, base, export
 from berth.image.store import Image, ImageStore
 from berth.spec import image as spec
 
@@ -400,7 +400,7 @@ def test_busybox_round_trip_unpacks_the_same_tree(store: ImageStore, other: Imag
 
 def exported(store: ImageStore, key: str) -> dict[str, tarfile.TarInfo | bytes]:
     buf = io.BytesIO()
-    archive.export_container(store, key, buf)
+    export.export_container(store, key, buf)
     buf.seek(0)
     out: dict[str, tarfile.TarInfo | bytes] = {}
     with tarfile.open(fileobj=buf) as tar:
@@ -421,7 +421,7 @@ def test_export_container_copy_mode(store: ImageStore) -> None:
     assert "keep/new" not in got and "etc/base" not in got and "keep/a" not in got
     assert isinstance(got["keep"], tarfile.TarInfo) and got["keep"].isdir()
     with pytest.raises(InvalidArgument, match="not a container's"):
-        archive.export_container(store, store.unpack(image) or "", io.BytesIO())
+        export.export_container(store, store.unpack(image) or "", io.BytesIO())
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="overlay whiteouts are device nodes (root)")

@@ -10,7 +10,8 @@ library (the init is cloned from this process, with the library already loaded),
 every container init and every orphan of theirs; execs are forked from it the same way
 (``runtime.execute.spawn``) and reaped by it. Beside this module: ``supervisor_logs`` (the
 json-file writer), ``supervisor_table`` (``Entry``, ``ExecEntry``, ``Conn``, exit statuses),
-``supervisor_io`` (a new process's pipes or terminal, stdin writes, resize) and
+``supervisor_io`` (a new process's pipes or terminal, stdin writes, resize),
+``supervisor_output`` (reading the output to the log or an exec's client, backpressure) and
 ``supervisor_process`` (detaching, signal dispositions, rlimits), each with its own rules.
 
 Rules:
@@ -36,8 +37,8 @@ Rules:
   would survive clone and execve otherwise).
 - An exec's output goes only to the connection that started it with ``attach`` (dropped
   once that connection is gone), its exit after the last of its output; its exit code stays
-  for ``exec_state`` (the last ``ENDED_EXECS_KEPT`` per container). While that connection's
-  unsent output is above ``EXEC_OUTPUT_HIGH``, its execs' output is not read (backpressure).
+  for ``exec_state`` (the last ``ENDED_EXECS_KEPT`` per container). A connection that does not
+  read holds up the output of its execs only (backpressure, ``supervisor_output``).
 - Requests run one at a time; ``create``, ``start`` and ``exec`` block the loop for as long as the
   runtime takes (milliseconds). Errors are answered as ``berth.errors`` kinds; an unexpected
   exception is logged with its traceback and answered as an internal error, never fatal.
@@ -59,9 +60,10 @@ from collections.abc import Callable
 from berth.engine import supervisor_execs as execs
 from berth.engine import supervisor_handoff as handing
 from berth.engine import supervisor_protocol as p
-from berth.engine.supervisor_io import ChildIO, close_stdin, pump_stdin, read_output, resize
+from berth.engine.supervisor_io import ChildIO, close_stdin, pump_stdin, resize
 from berth.engine.supervisor_io import write_stdin as write_stdin_to
 from berth.engine.supervisor_logs import JsonFileLog, now
+from berth.engine.supervisor_output import OutputPump
 from berth.engine.supervisor_process import (
     _is_child,
     _raise_nofile,
@@ -100,7 +102,6 @@ LOCK = "supervisor.lock"  # flock'ed for the supervisor's life; holds its pid
 MAX_REQUEST = 1 << 20
 DELETE_TIMEOUT = 10.0
 ENDED_EXECS_KEPT = 32  # per container, for exec_state after the engine lost the connection
-EXEC_OUTPUT_HIGH = 1 << 20  # unsent bytes to one connection above which its execs wait
 
 
 # --------------------------------------------------------------------------- the supervisor
@@ -130,6 +131,7 @@ class Supervisor:
         self.restarting = False
         self.st = store.Store(self.root)
         self.sel = selectors.DefaultSelector()
+        self.output = OutputPump(self.sel, self._send)
         self.table: dict[str, Entry] = {}
         self.by_pid: dict[int, Entry] = {}
         self.exec_by_pid: dict[int, ExecEntry] = {}
@@ -201,7 +203,7 @@ class Supervisor:
     def close(self) -> None:
         """Stop serving; leave every container running (their inits are reparented)."""
         for e in self.table.values():
-            self._drain(e)
+            self.output.drain(e)
             if e.log is not None:  # no one will read the rest of a partial line
                 for stream in ("stdout", "stderr"):
                     e.log.flush(stream)
@@ -233,7 +235,7 @@ class Supervisor:
         through inherited fds and ``supervisor.handoff.json``. Clients are disconnected."""
         containers: dict[str, Any] = {}
         for e in self.table.values():
-            self._drain(e)
+            self.output.drain(e)
             if e.pidfd >= 0:
                 self.sel.unregister(e.pidfd)
                 os.close(e.pidfd)  # reopened by the new image
@@ -311,7 +313,7 @@ class Supervisor:
             return
         execs = handing.take_container(e, handed)
         for holder in (e, *execs):
-            self._watch_streams(holder)
+            self.output.watch(holder)
             if holder.stdin_w >= 0:
                 pump_stdin(self.sel, holder)
         for x in execs:  # their clients were disconnected: output dropped
@@ -374,7 +376,7 @@ class Supervisor:
             self.sel.unregister(e.pidfd)
             os.close(e.pidfd)
             e.pidfd = -1
-        self._drain(e)
+        self.output.drain(e)
         if e.log is not None:
             for stream in ("stdout", "stderr"):
                 e.log.flush(stream)
@@ -403,73 +405,10 @@ class Supervisor:
             log.warning("container %s: cannot read its OOM count: %s", e.id, exc)
             return False
 
-    # -- the containers' and execs' output
-    def _pipe_cb(self, e: Stdin, fd: int) -> Callable[[int], None]:
-        def on_readable(_mask: int) -> None:
-            self._read_pipe(e, fd)
-
-        return on_readable
-
-    def _watch_streams(self, e: Stdin) -> None:
-        for fd in e.streams:
-            self.sel.register(fd, selectors.EVENT_READ, self._pipe_cb(e, fd))
-
-    def _read_pipe(self, e: Stdin, fd: int) -> int:
-        """Read what is there: the byte count, 0 if nothing now, -1 once the pipe is closed
-        (then it is closed here too, its partial line flushed). A container's output goes to
-        its log, an exec's to the connection that started it (if it is still there)."""
-        stream = e.streams[fd]
-        data = read_output(fd)
-        if data:
-            if isinstance(e, ExecEntry):
-                if e.conn is not None:
-                    self._send(e.conn, p.encode_exec_output(e.id, stream, data))
-                    if len(e.conn.outbuf) > EXEC_OUTPUT_HIGH and not e.paused:
-                        self._pause(e)
-            elif isinstance(e, Entry) and e.log is not None:
-                e.log.feed(stream, data)
-                if fd == e.console:  # a terminal's output is not in lines (a prompt): as is
-                    e.log.flush(stream)
-            return len(data)
-        if data is not None:
-            return 0
-        if isinstance(e, Entry) and e.log is not None:
-            e.log.flush(stream)
-        self._unwatch(e, fd)
-        os.close(fd)
-        del e.streams[fd]
-        if fd == e.console:
-            e.console = -1
-        return -1
-
-    def _drain(self, e: Stdin) -> None:
-        for fd in list(e.streams):
-            for _ in range(1024):  # at most 64 MiB now; the rest when the loop comes back
-                if self._read_pipe(e, fd) <= 0:
-                    break
-
-    def _unwatch(self, e: Stdin, fd: int) -> None:
-        if not (isinstance(e, ExecEntry) and e.paused):
-            self.sel.unregister(fd)
-
-    def _pause(self, x: ExecEntry) -> None:
-        """Stop reading an exec's output until its connection has sent what it holds."""
-        assert x.conn is not None
-        for fd in x.streams:
-            self.sel.unregister(fd)
-        x.paused = True
-        x.conn.paused.append(x)
-
-    def _resume(self, conn: Conn) -> None:
-        for x in conn.paused:
-            if x.paused:
-                x.paused = False
-                self._watch_streams(x)
-        conn.paused = []
-
+    # -- the containers' and execs' fds
     def _release_fds(self, e: Stdin) -> None:
         for fd in list(e.streams):
-            self._unwatch(e, fd)
+            self.output.unwatch(e, fd)
             os.close(fd)
         e.streams.clear()
         e.console = -1  # it was one of the streams
@@ -564,8 +503,7 @@ class Supervisor:
             return
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbuf else 0)
         self.sel.modify(conn.sock, events, self._conn_cb(conn))
-        if conn.paused and len(conn.outbuf) <= EXEC_OUTPUT_HIGH // 2:
-            self._resume(conn)
+        self.output.sent(conn)
 
     def _flush_blocking(self, conn: Conn) -> None:
         if conn.closed or not conn.outbuf:
@@ -590,7 +528,7 @@ class Supervisor:
             for x in e.execs.values():
                 if x.conn is conn:
                     x.conn = None  # its output is dropped from now on; exec_state has its exit
-        self._resume(conn)
+        self.output.resume(conn)
 
     # -- requests
     def _dispatch(self, conn: Conn, seq: int, req: p.Request) -> dict[str, Any] | None:
@@ -700,7 +638,7 @@ class Supervisor:
         e = Entry(req.id, created.record, meta, adopted=False)
         e.log = log_file
         io.started(e)
-        self._watch_streams(e)
+        self.output.watch(e)
         self.table[req.id] = e
         self.by_pid[e.pid] = e
         if req.start:
@@ -727,14 +665,14 @@ class Supervisor:
         """Start an exec; answer its pid once it runs."""
         e = self._entry(req.id)
         x = execs.start(self.st, e, req, conn)
-        self._watch_streams(x)
+        self.output.watch(x)
         e.execs[x.id] = x
         self.exec_by_pid[x.pid] = x
         return {"pid": x.pid}
 
     def _exec_exited(self, x: ExecEntry, status: int) -> None:
         """Its output to its connection first, then its exit; keep a few ended ones."""
-        self._drain(x)
+        self.output.drain(x)
         self._release_fds(x)
         x.exit_code = exit_code_of(status)
         log.info("exec %s: exited %d", x.id, x.exit_code)

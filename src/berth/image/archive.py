@@ -1,5 +1,5 @@
 """Images on and off a machine with no registry: ``docker save`` tarballs and OCI image
-layouts, both directions, and a container's filesystem as a tar.
+layouts, both directions (a container's filesystem as a tar, ``docker export``, is ``export``).
 
 What ``load`` reads (a tar stream, plain or gzip, or a directory):
 - ``docker save`` before Docker 25 and podman's docker-archive: ``manifest.json`` (``Config``,
@@ -38,8 +38,6 @@ Rules:
   (``busybox:latest``), or the id of an image that came without a name.
 - A layout directory is written blob by blob (tmp + fsync + rename) and ``index.json`` last, so
   a reader never sees an index naming a blob that is not there.
-- ``export_container`` walks the snapshot dirs in user space, never mounts: top-most wins,
-  overlay whiteouts (0:0 character devices) hide, an opaque directory hides what is below it.
 - Imports ``berth.spec``, ``berth.errors`` and this package only; stdlib only (zstd layers are
   read through ``layers.ZstdReader``, which imports ``zstandard`` when one is seen).
 """
@@ -47,7 +45,6 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import io
 import json
@@ -56,14 +53,13 @@ import os
 import platform
 import posixpath
 import shutil
-import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Sequence
 from typing import Any, BinaryIO, Literal, cast
 
-from berth.errors import InvalidArgument, NotFound, Unsupported
+from berth.errors import InvalidArgument, NotFound
 from berth.image import digest as digests
 from berth.image import layers, reference
 from berth.image.content import Info
@@ -87,10 +83,6 @@ _CHUNK = 1 << 20
 _MAX_LINKS = 16
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_OVERLAY_XATTR_PREFIX = "trusted.overlay."
-_OPAQUE_XATTR = "trusted.overlay.opaque"
-_UNMERGEABLE_XATTRS = ("trusted.overlay.redirect", "trusted.overlay.metacopy")
-_XATTR_PAX = "SCHILY.xattr."
 
 
 # --------------------------------------------------------------------------- load
@@ -724,111 +716,3 @@ def _existing_index(root: str) -> list[spec.Descriptor]:
             return list(spec.Index.from_json(json.loads(f.read()), "index.json").manifests)
     except ValueError as e:
         raise InvalidArgument(f"save: {root}/index.json is not valid JSON: {e}") from None
-
-
-# --------------------------------------------------------------------------- export
-
-
-def export_container(store: ImageStore, container_key: str, out: BinaryIO) -> None:
-    """``docker export``: the container's filesystem as a tar stream, as its processes see it
-    (its image's layers with its own changes on top), read from the snapshot dirs."""
-    info = store.snapshots.stat(container_key)
-    if info.kind != "active":
-        raise InvalidArgument(f"snapshot {container_key!r} is not a container's")
-    layers = [info.path]
-    if store.snapshots.mode == "overlay":
-        layers.extend(store.snapshots.lowers(info.parent))
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        _Exporter(tar).walk("", layers)
-    log.info("exported container snapshot %s", container_key)
-
-
-class _Exporter:
-    def __init__(self, tar: tarfile.TarFile) -> None:
-        self.tar = tar
-        self.links: dict[tuple[int, int], str] = {}
-
-    def walk(self, rel: str, layers: list[str]) -> None:
-        """Emit the directory ``rel`` merged from ``layers`` (top first; in each one ``rel``
-        is a directory, the first being where it is visible from)."""
-        found: dict[str, tuple[int, os.stat_result]] = {}
-        seen: set[str] = set()
-        for k, root in enumerate(layers):
-            directory = os.path.join(root, rel)
-            for name in os.listdir(directory):
-                if name in seen:
-                    continue
-                seen.add(name)
-                st = os.lstat(os.path.join(directory, name))
-                if not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0):  # a whiteout hides
-                    found[name] = (k, st)
-            if _xattr(directory, _OPAQUE_XATTR) == b"y":
-                break
-        for name in sorted(found):
-            k, st = found[name]
-            arc = posixpath.join(rel, name)
-            path = os.path.join(layers[k], arc)
-            self.entry(path, arc, st)
-            if stat.S_ISDIR(st.st_mode):
-                below = [layers[k]]
-                for root in layers[k + 1 :]:
-                    try:
-                        lst = os.lstat(os.path.join(root, arc))
-                    except FileNotFoundError:
-                        continue
-                    if not stat.S_ISDIR(lst.st_mode):
-                        break  # a file or whiteout there hides everything further down
-                    below.append(root)
-                self.walk(arc, below)
-
-    def entry(self, path: str, arc: str, st: os.stat_result) -> None:
-        mode = st.st_mode
-        if stat.S_ISSOCK(mode):
-            return
-        info = tarfile.TarInfo(arc)
-        info.mode = stat.S_IMODE(mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = int(st.st_mtime)
-        if stat.S_ISREG(mode) and st.st_nlink > 1:
-            first = self.links.get((st.st_dev, st.st_ino))
-            if first is not None:
-                info.type, info.linkname = tarfile.LNKTYPE, first
-                self.tar.addfile(info)
-                return
-            self.links[(st.st_dev, st.st_ino)] = arc
-        info.pax_headers = {
-            _XATTR_PAX + key: val.decode("utf-8", "surrogateescape")
-            for key, val in _xattrs(path).items()
-        }
-        if stat.S_ISREG(mode):
-            info.type, info.size = tarfile.REGTYPE, st.st_size
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            with os.fdopen(fd, "rb") as f:
-                self.tar.addfile(info, f)
-            return
-        layers.set_special_type(info, path, st)
-        self.tar.addfile(info)
-
-
-def _xattr(path: str, key: str) -> bytes | None:
-    try:
-        return os.getxattr(path, key, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
-            return None
-        raise
-
-
-def _xattrs(path: str) -> dict[str, bytes]:
-    """The xattrs of a file as content: overlay's own are dropped; ones that mean overlay
-    keeps the file elsewhere (redirect_dir, metacopy) cannot be merged here."""
-    found: dict[str, bytes] = {}
-    for key in sorted(os.listxattr(path, follow_symlinks=False)):
-        if key.startswith(_UNMERGEABLE_XATTRS):
-            raise Unsupported(
-                f"export of {path}: xattr {key} (overlay redirect_dir/metacopy) is not supported"
-            )
-        if not key.startswith(_OVERLAY_XATTR_PREFIX):
-            found[key] = os.getxattr(path, key, follow_symlinks=False)
-    return found

@@ -5,13 +5,8 @@ Layout under the root the caller hands in::
     <root>/content/       the ContentStore: manifests, configs and layers, by digest
     <root>/snapshots/     the Snapshotter: one committed snapshot per chain id, one active
                           snapshot per container (overlay; copy when overlay is unavailable)
-    <root>/images.json    the references database (below)
+    <root>/images.json    the references database (``store_db``: why one file, its rules)
     <root>/lock           flock'd around every read-modify-write of images.json
-
-Why one ``images.json`` and not one file per image: a tag moves a reference from one image to
-another, a removal drops references and a record together, and resolving a short id or
-listing needs every record anyway. One file makes each of those one atomic rename (never a
-half-moved tag), and the file stays small (a few hundred bytes per image).
 
 Rules:
 - An image is identified as Docker does, by its id: the digest of its config. Its record holds
@@ -39,13 +34,11 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
-import fcntl
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 from berth.errors import Conflict, InvalidArgument, NotFound
@@ -54,12 +47,12 @@ from berth.image import reference
 from berth.image.content import ContentStore
 from berth.image.layers import Whiteouts, apply_layer
 from berth.image.snapshots import Mode, Mount, Snapshotter, chain_id
+from berth.image.store_db import Db, DbFile
 from berth.spec import image as spec
 from berth.spec.value import field, replace, value
 
 log = logging.getLogger(__name__)
 
-DB_VERSION = 1
 _HEX = frozenset("0123456789abcdef")
 _CHUNK = 1 << 20
 InUse = Callable[[str], bool]
@@ -219,24 +212,6 @@ def _no_such_image(text: str) -> NotFound:
     return NotFound(f"No such image: {shown}")
 
 
-class _Db:
-    """The decoded images.json: records by id, references -> manifest digest."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.images: dict[str, dict[str, str]] = data.get("images", {})
-        self.refs: dict[str, str] = data.get("refs", {})
-
-    def to_json(self) -> dict[str, Any]:
-        return {"version": DB_VERSION, "images": self.images, "refs": self.refs}
-
-    def id_of_manifest(self) -> dict[str, str]:
-        return {rec["manifest"]: image_id for image_id, rec in self.images.items()}
-
-    def refs_of(self, image_id: str) -> builtins.list[str]:
-        manifest = self.images[image_id]["manifest"]
-        return sorted(r for r, m in self.refs.items() if m == manifest)
-
-
 class ImageStore:
     """Images under ``root``; see the module docstring."""
 
@@ -246,56 +221,10 @@ class ImageStore:
         self.content = ContentStore(os.path.join(self.root, "content"))
         mode: Mode = snapshot_mode or ("overlay" if overlay_available() else "copy")
         self.snapshots = Snapshotter(os.path.join(self.root, "snapshots"), mode)
-        self.db_path = os.path.join(self.root, "images.json")
-        self._lock_path = os.path.join(self.root, "lock")
+        self._db = DbFile(self.root)
+        self.db_path = self._db.path
         self._configs: dict[str, spec.ImageConfig] = {}
         self._manifests: dict[str, spec.Manifest] = {}
-
-    # -- the database
-
-    def _read(self) -> _Db:
-        try:
-            with open(self.db_path, "rb") as f:
-                data = json.loads(f.read())
-        except FileNotFoundError:
-            return _Db({})
-        except ValueError as e:
-            raise InvalidArgument(f"{self.db_path}: not valid JSON: {e}") from e
-        if not isinstance(data, dict) or data.get("version") != DB_VERSION:
-            raise InvalidArgument(f"{self.db_path}: expected version {DB_VERSION}")
-        return _Db(data)
-
-    def _write(self, db: _Db) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".images-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(db.to_json(), indent=1, sort_keys=True).encode())
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, self.db_path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[_Db]:
-        """The database, locked against other writers; written back if the block succeeds."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            db = self._read()
-            before = json.dumps(db.to_json(), sort_keys=True)
-            yield db
-            if json.dumps(db.to_json(), sort_keys=True) != before:
-                self._write(db)
-        finally:
-            os.close(fd)  # releases the lock
 
     # -- documents
 
@@ -313,7 +242,7 @@ class ImageStore:
             self._configs[image_id] = found
         return found
 
-    def _image(self, db: _Db, image_id: str) -> Image:
+    def _image(self, db: Db, image_id: str) -> Image:
         rec = db.images[image_id]
         manifest = self._manifest(rec["manifest"])
         config = self._config(image_id)
@@ -371,7 +300,7 @@ class ImageStore:
                 raise InvalidArgument(f"refusing to create a tag with a digest reference: {ref}")
         self.content.put_bytes(config_bytes, config_digest)
         self.content.put_bytes(manifest_bytes, manifest_digest)
-        with self._locked() as db:
+        with self._db.locked() as db:
             old = db.images.get(config_digest)
             if old is not None and old["manifest"] != manifest_digest:
                 for name, target in db.refs.items():
@@ -406,7 +335,7 @@ class ImageStore:
         )
         return self.add_image(encode(manifest.to_json()), config_bytes, [ref] if ref else [])
 
-    def _find(self, db: _Db, text: str) -> str:
+    def _find(self, db: Db, text: str) -> str:
         """The id ``text`` names, by Docker's rules: an id (``sha256:<hex>`` or its hex), a
         reference (``name``, ``name:tag``, ``name@digest``), else an unambiguous id prefix."""
         if not isinstance(text, str) or not text:
@@ -440,7 +369,7 @@ class ImageStore:
         raise _no_such_image(text)
 
     def resolve(self, ref_or_id: str) -> Image:
-        db = self._read()
+        db = self._db.read()
         return self._image(db, self._find(db, ref_or_id))
 
     def get(self, ref_or_id: str) -> Image | None:
@@ -455,7 +384,7 @@ class ImageStore:
         target = reference.parse(new_ref)
         if target.digest:
             raise InvalidArgument(f"refusing to create a tag with a digest reference: {new_ref}")
-        with self._locked() as db:
+        with self._db.locked() as db:
             image_id = self._find(db, image_ref_or_id)
             db.refs[str(target)] = db.images[image_id]["manifest"]
             db.images[image_id]["last_tag_time"] = now_rfc3339()
@@ -467,7 +396,7 @@ class ImageStore:
         """Remove one reference; the id of the image it named. The image stays (dangling if
         that was its last reference): ``remove`` is what deletes images."""
         parsed = reference.parse(ref)
-        with self._locked() as db:
+        with self._db.locked() as db:
             manifest = db.refs.pop(str(parsed), None)
             if manifest is None:
                 raise _no_such_image(ref)
@@ -479,7 +408,7 @@ class ImageStore:
 
     def list(self, dangling: bool | None = None) -> builtins.list[ImageSummary]:
         """Every image, newest first; ``dangling`` True/False keeps only (un)tagged ones."""
-        db = self._read()
+        db = self._db.read()
         images = [self._image(db, i) for i in db.images]
         counts = _blob_counts(images, self.content)
         rows = []
@@ -509,7 +438,7 @@ class ImageStore:
         """``docker image inspect``'s document."""
         image = self.resolve(ref_or_id)
         config = image.config
-        last = self._read().images[image.id].get("last_tag_time", "")
+        last = self._db.read().images[image.id].get("last_tag_time", "")
         comment = config.history[-1].comment if config.history else ""
         return {
             "Id": image.id,
@@ -568,7 +497,7 @@ class ImageStore:
         """``docker rmi``: ``[{"Untagged": ref}, …, {"Deleted": id}]`` as the API answers."""
         used = in_use or (lambda _id: False)
         out: builtins.list[dict[str, str]] = []
-        with self._locked() as db:
+        with self._db.locked() as db:
             image_id = self._find(db, ref_or_id)
             refs = db.refs_of(image_id)
             named = self._named_reference(db, ref_or_id, refs)
@@ -601,7 +530,7 @@ class ImageStore:
         return out
 
     @staticmethod
-    def _named_reference(db: _Db, text: str, refs: builtins.list[str]) -> str | None:
+    def _named_reference(db: Db, text: str, refs: builtins.list[str]) -> str | None:
         """The stored reference ``text`` names, if it names one (rather than an id)."""
         if digests.is_digest(text):
             return None
@@ -616,7 +545,7 @@ class ImageStore:
         used = in_use or (lambda _id: False)
         deleted: builtins.list[str] = []
         untagged: builtins.list[str] = []
-        with self._locked() as db:
+        with self._db.locked() as db:
             for image_id in sorted(db.images):
                 refs = db.refs_of(image_id)
                 if (dangling_only and refs) or used(image_id):
@@ -631,7 +560,7 @@ class ImageStore:
 
     def gc(self) -> GcReport:
         """Delete blobs and committed snapshots no image (or container snapshot) needs."""
-        with self._locked() as db:
+        with self._db.locked() as db:
             keep: set[str] = set()
             chains: set[str] = set()
             for image_id, rec in db.images.items():
@@ -673,7 +602,7 @@ class ImageStore:
     def disk_usage(self) -> DiskUsage:
         """``docker system df -v`` for images: a blob used by several images is shared, and
         counted once in the total."""
-        db = self._read()
+        db = self._db.read()
         images = [self._image(db, i) for i in sorted(db.images)]
         counts = _blob_counts(images, self.content)
         sizes: dict[str, int] = {}
