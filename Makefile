@@ -54,6 +54,8 @@ test: lint
 bench: install
 	$(PY) bench/runtime_bench.py
 	$(PY) bench/engine_bench.py
+	$(PY) bench/network_bench.py
+	$(PY) bench/registry_bench.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
