@@ -21,6 +21,8 @@ What a snapshot holds, and so what counts as a leak when it is new at the end:
   caught by their cgroup instead);
 - self: the test process's own namespaces (a test that unshared or setns'ed the test process
   itself) and namespace file descriptors it holds open.
+- devices: the type and mode of the host's /dev/null, /dev/zero … (a chmod through a bind
+  mount or a tool writing its output to /dev/null as root would change them for everyone).
 """
 
 from __future__ import annotations
@@ -245,11 +247,28 @@ class Snapshot:
     processes: dict[tuple[int, int], tuple[ProcStat, str]] = field(default_factory=dict)
     own_namespaces: dict[str, str] = field(default_factory=dict)
     ns_fds: frozenset[tuple[int, str]] = frozenset()
+    device_modes: dict[str, int] = field(default_factory=dict)
+
+
+# Host device nodes whose mode a stray chmod would change for every process on the machine
+# (seen once: /dev/null left 0755, which broke runc's user-namespace containers).
+DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty")
+
+
+def device_modes(paths: Iterable[str] = DEVICES) -> dict[str, int]:
+    """Each device node's type and mode bits (``st_mode``), or -1 when it is not there."""
+    modes = {}
+    for path in paths:
+        try:
+            modes[path] = os.stat(path).st_mode
+        except OSError:
+            modes[path] = -1
+    return modes
 
 
 @dataclass(frozen=True, order=True)
 class Leak:
-    kind: str  # mount | netns | cgroup | interface | process | namespace | fd
+    kind: str  # mount | netns | cgroup | interface | process | namespace | fd | device
     what: str
 
     def __str__(self) -> str:
@@ -275,6 +294,10 @@ def diff(before: Snapshot, after: Snapshot) -> list[Leak]:
             leaks.append(Leak("namespace", f"the test process moved from {old} to {link}"))
     for fd, link in sorted(after.ns_fds - before.ns_fds):
         leaks.append(Leak("fd", f"the test process holds fd {fd} open on {link}"))
+    for path, mode in sorted(after.device_modes.items()):
+        old = before.device_modes.get(path)
+        if old is not None and old != mode:
+            leaks.append(Leak("device", f"{path} changed from mode {old:o} to {mode:o}"))
     return sorted(leaks)
 
 
@@ -393,6 +416,7 @@ class Checker:
             processes=scan_processes(self.root_pid, self.marker, self.proc),
             own_namespaces=own_namespaces(base),
             ns_fds=namespace_fds(base),
+            device_modes=device_modes(),
         )
 
     def leaks_since(self, before: Snapshot, grace: float = 0.0) -> list[Leak]:

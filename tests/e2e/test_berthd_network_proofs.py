@@ -147,3 +147,20 @@ def test_restart_keeps_published_ports_then_removal_leaves_nothing() -> None:
         d.docker("network", "rm", "front")
         assert not _published_rules(d)
         _nothing_left(d)
+
+
+def test_network_mtu_option(berthd: Daemon) -> None:
+    """``-o com.docker.network.driver.mtu=N`` sizes both ends of every veth on the network; a
+    bad number is refused at create."""
+    bad = berthd.docker("network", "create", "-o", "com.docker.network.driver.mtu=big", "mtu-x",
+                        check=False)  # fmt: skip
+    assert bad.returncode != 0 and "invalid MTU number" in bad.stderr
+    berthd.docker("network", "create", "-o", "com.docker.network.driver.mtu=9000", "jumbo")
+    try:
+        out = berthd.docker("run", "--rm", "--network", "jumbo", "busybox",
+                            "cat", "/sys/class/net/eth0/mtu")  # fmt: skip
+        assert out.stdout.strip() == "9000"
+        plain = berthd.docker("run", "--rm", "busybox", "cat", "/sys/class/net/eth0/mtu")
+        assert plain.stdout.strip() == "1500"
+    finally:
+        berthd.docker("network", "rm", "jumbo")

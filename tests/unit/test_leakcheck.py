@@ -478,3 +478,16 @@ def test_clean_inner_run_passes(tmp_path: Path) -> None:
     text = result.stdout + result.stderr
     assert result.returncode == 0, text
     assert "berth leak check" not in text
+
+
+def test_a_changed_device_mode_is_a_leak(tmp_path: Path) -> None:
+    node = tmp_path / "null"
+    node.write_text("")
+    node.chmod(0o666)
+    before = leakcheck.Snapshot(device_modes=leakcheck.device_modes([str(node)]))
+    node.chmod(0o755)
+    after = leakcheck.Snapshot(device_modes=leakcheck.device_modes([str(node)]))
+    leaks = leakcheck.diff(before, after)
+    assert [leak.kind for leak in leaks] == ["device"]
+    assert "100666 to 100755" in leaks[0].what
+    assert leakcheck.diff(after, after) == []

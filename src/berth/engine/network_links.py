@@ -133,9 +133,11 @@ def add_endpoint(
     prefix_len: int,
     mac: str,
     gateway: str | None,
+    mtu: int = 0,
 ) -> None:
     """A veth pair: ``host_if`` on ``bridge`` in ``host``, ``ifname`` (``mac``, ``ip``) in
-    the namespace pinned at ``pin``, with a default route via ``gateway`` when given."""
+    the namespace pinned at ``pin``, with a default route via ``gateway`` when given; both
+    ends with ``mtu`` when given (the bridge follows its ports' smallest)."""
     fd = os.open(pin, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with route_socket(host) as ipr:
@@ -143,12 +145,11 @@ def add_endpoint(
             if master is None:
                 raise BerthError(f"bridge {bridge} does not exist")
             try:
-                ipr.link(
-                    "add",
-                    ifname=host_if,
-                    kind="veth",
-                    peer={"ifname": ifname, "net_ns_fd": fd, "address": mac},
-                )
+                inside: dict[str, object] = {"ifname": ifname, "net_ns_fd": fd, "address": mac}
+                sized: dict[str, int] = {}
+                if mtu:
+                    inside["mtu"] = sized["mtu"] = mtu
+                ipr.link("add", ifname=host_if, kind="veth", peer=inside, **sized)
             except NetlinkError as e:
                 raise _failed(f"veth {host_if}", e) from None
             try:

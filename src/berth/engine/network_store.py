@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
+MTU_OPTION = "com.docker.network.driver.mtu"  # the veths' MTU (0 or unset: the kernel's 1500)
 DEFAULT_BRIDGE = "berth0"
 PREDEFINED = ("bridge", "host", "none")
 DRIVER_OF_PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
@@ -86,6 +87,10 @@ class Network:
     @property
     def masquerade(self) -> bool:
         return self.options.get(MASQUERADE_OPTION, "true").lower() not in ("false", "0")
+
+    @property
+    def mtu(self) -> int:
+        return mtu_of(self.options)
 
     @property
     def prefix_len(self) -> int:
@@ -329,3 +334,15 @@ def mac_of(ip: str) -> str:
     """Docker's MAC for an IPv4 address: 02:42 and the address's four bytes."""
     parts = [int(x) for x in ip.split(".")]
     return "02:42:" + ":".join(f"{b:02x}" for b in parts)
+
+
+def mtu_of(options: dict[str, str]) -> int:
+    """The ``com.docker.network.driver.mtu`` option, checked (68 to 65535; 0: the default)."""
+    text = options.get(MTU_OPTION, "0").strip() or "0"
+    try:
+        mtu = int(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid MTU number: {text!r}") from None
+    if mtu and not 68 <= mtu <= 65535:
+        raise InvalidArgument(f"invalid MTU number: {mtu} (68 to 65535)")
+    return mtu

@@ -278,6 +278,7 @@ class NetworkManager:
         async with self.lock:
             if any(n.name == name for n in self.networks.values()):
                 raise Conflict(f"network with name {name} already exists")
+            ipam.mtu_of(options)
             bridge_name = options.get(ipam.BRIDGE_NAME_OPTION, "")
             if len(bridge_name) > 15 or "/" in bridge_name or " " in bridge_name:
                 raise InvalidArgument(
@@ -592,6 +593,7 @@ class NetworkManager:
                 prefix_len=ep.prefix_len,
                 mac=ep.mac,
                 gateway=None if (net.internal or not route) else net.gateway,
+                mtu=net.mtu,
             )
         )
 

@@ -106,6 +106,7 @@ class World:
     async def stop(self, rec: Record) -> None:
         rec.state.update(Running=False, Status="exited")
         await self.m.release(rec.id)
+        await self.m.retired(container=rec.id)  # its veths are deleted in the background
 
     def ip(self, rec: Record, network: str) -> str:
         return str(self.m.settings(rec)["Networks"][network]["IPAddress"])
