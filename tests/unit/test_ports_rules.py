@@ -183,14 +183,17 @@ def test_the_table_is_rendered_from_the_desired_state() -> None:
     rules = [
         DnatRule("tcp", "0.0.0.0", 8080, "172.18.0.2", 80),
         DnatRule("udp", "10.0.0.1", 53, "172.18.0.2", 53),
-        DnatRule("tcp", "127.0.0.1", 8081, "172.18.0.2", 81),  # the proxy's alone
-        DnatRule("tcp", "::", 8082, "172.18.0.2", 82),  # the proxy's alone
+        DnatRule("tcp", "127.0.0.1", 8081, "172.18.0.2", 81),  # loopback: DNAT too
+        DnatRule("tcp", "::", 8082, "172.18.0.2", 82),  # IPv6: the proxy's alone
     ]
     text = render([NET3, NET1, NET2], rules)
     lines = [line.strip() for line in text.splitlines()]
     assert "ip saddr != 172.18.0.2 tcp dport 8080 dnat to 172.18.0.2:80" in lines
     assert "ip saddr != 172.18.0.2 ip daddr 10.0.0.1 udp dport 53 dnat to 172.18.0.2:53" in lines
-    assert not any(":81" in line or ":82" in line for line in lines)
+    assert "ip saddr != 172.18.0.2 ip daddr 127.0.0.1 tcp dport 8081 dnat to 172.18.0.2:81" in lines
+    assert not any(":82" in line for line in lines)
+    assert "fib daddr type local jump publish" in lines  # output: loopback included
+    assert 'ip saddr 127.0.0.0/8 oifname "br-one" masquerade' in lines
     assert 'ip saddr 172.18.0.0/16 oifname != "br-one" masquerade' in lines
     assert not any("172.19.0.0/16 oifname !=" in line for line in lines)  # masquerade off
     assert not any("172.20.0.0/16 oifname !=" in line for line in lines)  # internal

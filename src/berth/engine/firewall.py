@@ -12,9 +12,13 @@ Rules:
   a published port through the host); forwarding between two berth bridges dropped, but for
   connections to published ports (``ct status dnat``); an internal network's traffic never
   leaves its bridge. Per published binding: DNAT to the container for traffic to the host's
-  addresses, in prerouting (``fib daddr type local``) and output (locally made connections to
-  non-loopback local addresses). Loopback, and a container reaching its own published port,
-  are the userland proxy's (``portproxy``).
+  addresses, in prerouting (``fib daddr type local``) and output (locally made connections,
+  loopback ones included: each berth bridge gets ``route_localnet=1``, a setting of that
+  interface alone, as podman's and dockerd's bridges without their proxy, and what leaves a
+  bridge from 127.0.0.0/8 is masqueraded to the bridge's address). The kernel then carries
+  published-port traffic from the host at the speed of the bridge; the userland proxy
+  (``portproxy``) keeps holding the ports and serves what DNAT cannot: a container reaching
+  its own published port, and IPv6.
 - ``nft`` runs as an asyncio subprocess, never blocking the loop; with ``netns_path`` it runs
   under ``nsenter --net=PATH`` (tests). Changes are serialized by a lock. A failed change
   raises ``Unavailable`` with nft's words and leaves the desired state as it was, so the
@@ -31,6 +35,7 @@ import re
 import shutil
 from dataclasses import dataclass
 
+from berth.engine import netns
 from berth.engine.network_hooks import NetworkView
 from berth.errors import InvalidArgument, Unavailable
 
@@ -82,13 +87,12 @@ def _proto(p: str) -> str:
 
 
 def dnat_applies(rule: DnatRule) -> bool:
-    """Whether a binding gets a DNAT rule: IPv4 host addresses other than loopback ones (those
-    are served by the proxy alone)."""
+    """Whether a binding gets a DNAT rule: IPv4 host addresses (IPv6 ones are the proxy's)."""
     try:
         addr = ipaddress.ip_address(rule.host_ip)
     except ValueError:
         return False
-    return addr.version == 4 and not addr.is_loopback
+    return addr.version == 4
 
 
 def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE) -> str:
@@ -120,6 +124,7 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
         elif n.masquerade:
             postrouting.append(f"ip saddr {subnet} oifname != {br} masquerade")
         postrouting.append(f"ct status dnat ip saddr {subnet} oifname {br} masquerade")
+        postrouting.append(f"ip saddr 127.0.0.0/8 oifname {br} masquerade")
         others = [b for b in bridges if b != br]
         if others:
             forward_isolation.append(f"iifname {br} oifname {{ {', '.join(others)} }} drop")
@@ -144,7 +149,7 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
         chain(
             "output",
             nat.format("output", "-100"),
-            ["ip daddr != 127.0.0.0/8 fib daddr type local jump publish"],
+            ["fib daddr type local jump publish"],
         ),
         chain("postrouting", nat.format("postrouting", "srcnat"), postrouting),
         chain("forward", "type filter hook forward priority filter; policy accept;", forward),
@@ -170,6 +175,7 @@ class Firewall:
         return render(list(self._networks.values()), rules, self.table)
 
     async def set_network(self, network: NetworkView) -> None:
+        await asyncio.to_thread(self._route_localnet, network.bridge)
         async with self._lock:
             before = self._networks.get(network.id)
             self._networks[network.id] = network
@@ -181,6 +187,25 @@ class Firewall:
                 else:
                     self._networks[network.id] = before
                 raise
+
+    def _route_localnet(self, bridge: str) -> None:
+        """Let DNAT-ed loopback traffic leave by this bridge (its own setting, no other's)."""
+        _ifname(bridge)  # checked: it goes into a path
+        path = f"/proc/sys/net/ipv4/conf/{bridge}/route_localnet"
+
+        def write() -> None:
+            with open(path, "w", encoding="ascii") as f:
+                f.write("1\n")
+
+        try:
+            if self.netns_path is None:
+                write()
+            else:
+                netns.run_in(self.netns_path, write)
+        except OSError as e:
+            log.warning(
+                "bridge %s: route_localnet: %s (loopback goes through the proxy)", bridge, e
+            )
 
     async def remove_network(self, network_id: str) -> None:
         """Forget a network; the state changes even when nft fails (the next change applies)."""

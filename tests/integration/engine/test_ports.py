@@ -282,7 +282,7 @@ def test_a_published_tcp_port_answers_by_proxy_and_by_dnat(topo: Topo) -> None:
             for view in (BR1, BR2):
                 await pub.network_added(view)
             await pub.sandbox_ready(sb)
-            # loopback of H: the proxy (its upstream leaves from H's br1 address)
+            # loopback of H: output DNAT, masqueraded to H's br1 address (route_localnet)
             assert await _in_thread(_tcp, topo.host, "127.0.0.1", 18080) == "peer=10.201.1.1\nhello"
             # another local address of H, from H: output DNAT, the source kept
             assert (
@@ -353,14 +353,21 @@ def test_udp_and_publish_all_take_ephemeral_ports(topo: Topo) -> None:
                 "PublicPort": by_key["81/tcp"].host_port,
                 "Type": "tcp",
             } in rows
-            # a loopback-only binding gets no DNAT rule: the proxy serves it
+            # a loopback-only binding's DNAT rule matches that address alone
             table = await _ruleset(topo)
-            assert "dnat to 10.201.1.2:81" not in table
+            loopback_rule = f"ip daddr 127.0.0.1 tcp dport {by_key['81/tcp'].host_port} dnat"
+            assert loopback_rule in table
             assert f"udp dport {udp_port} dnat to 10.201.1.2:80" in table
-            await asyncio.sleep(1.6)  # UDP flows idle past udp_idle are closed
+            # the container itself through the host's address: the proxy's UDP flow, closed
+            # once idle past udp_idle
+            assert await _in_thread(_udp, topo.c1, "10.201.1.1", udp_port) == (
+                "peer=10.201.1.1 ping"
+            )
             listener = next(
                 x for x in pub._published[sb.container_id].listeners if x.target.proto == "udp"
             )
+            assert listener.flow_count == 1  # type: ignore[attr-defined]
+            await asyncio.sleep(1.6)
             assert listener.flow_count == 0  # type: ignore[attr-defined]
         finally:
             await pub.close()
@@ -523,10 +530,11 @@ def test_a_daemon_restart_keeps_the_rules_until_the_new_one_takes_over(topo: Top
         await old.sandbox_ready(sb)
         record = old.ports_of(sb.container_id).inspect_json()  # what the container's record keeps
         await old.detach()  # berthd stops; the container runs on
-        with pytest.raises(ConnectionRefusedError):  # the proxy went with berthd
-            await _in_thread(_tcp, topo.host, "127.0.0.1", 18085)
+        # the proxy went with berthd, but DNAT still holds, loopback included
+        seen = await _in_thread(_tcp, topo.host, "127.0.0.1", 18085)
+        assert seen == "peer=10.201.1.1\nhello"
         seen = await _in_thread(_tcp, topo.outside, "10.201.9.1", 18085)
-        assert seen == "peer=10.201.9.2\nhello"  # DNAT still holds
+        assert seen == "peer=10.201.9.2\nhello"
 
         new = _publisher(topo)  # the next berthd re-announces, with the port now taken by 18086
         moved = topo.sandbox(
