@@ -14,6 +14,7 @@ import json
 import signal
 import socket
 import subprocess
+import time
 from typing import Any
 
 from test_berthd_containers import own_berthd
@@ -164,3 +165,28 @@ def test_network_mtu_option(berthd: Daemon) -> None:
         assert plain.stdout.strip() == "1500"
     finally:
         berthd.docker("network", "rm", "jumbo")
+
+
+def test_stats_count_a_containers_network_io(berthd: Daemon) -> None:
+    cid = berthd.docker(
+        "run",
+        "-d",
+        "busybox",
+        "sh",
+        "-c",
+        "ping -c 3 -i 0.2 $(ip route | awk '/default/ {print $3}'); sleep 30",
+    )
+    cid_text = cid.stdout.strip()  # fmt: skip
+    try:
+        time.sleep(1)
+        net_io = berthd.docker("stats", "--no-stream", "--format", "{{.NetIO}}", cid_text).stdout
+        assert net_io.strip() != "0B / 0B", net_io
+        none = berthd.docker("run", "-d", "--network", "none", "busybox", "sleep", "30")
+        try:
+            quiet = berthd.docker("stats", "--no-stream", "--format", "{{.NetIO}}",
+                                  none.stdout.strip()).stdout  # fmt: skip
+            assert quiet.strip() == "0B / 0B"
+        finally:
+            berthd.docker("rm", "-f", none.stdout.strip())
+    finally:
+        berthd.docker("rm", "-f", cid_text)

@@ -42,7 +42,10 @@ def _sampler(m: ContainerManager, rec: Record) -> Sampler:
             return None
         return resources.live_cgroup(m.supervisor_root, rec.id)
 
-    return Sampler(rec.name, rec.id, cgroup)
+    def pid() -> int:
+        return int(rec.state.get("Pid") or 0) if rec.has_process else 0
+
+    return Sampler(rec.name, rec.id, cgroup, pid=pid)
 
 
 async def stats(request: web.Request) -> web.StreamResponse:

@@ -4,7 +4,9 @@ Rules (what the docker CLI 28 and docker-py 7 read; moby's ``types.StatsJSON``):
 - A frame is ``read``/``preread`` (RFC 3339, Go's zero time when unset), ``pids_stats``,
   ``blkio_stats``, ``num_procs`` (0 on Linux), ``storage_stats`` ({}), ``cpu_stats``,
   ``precpu_stats`` (the previous frame's ``cpu_stats``; zeros on the first), ``memory_stats``,
-  ``name`` ("/name") and ``id``. ``networks`` is left out: containers have no networking yet.
+  ``name`` ("/name") and ``id``; ``networks`` (per interface of the container's network
+  namespace but lo: rx/tx bytes, packets, errors, dropped, from its init's /proc/<pid>/net/dev)
+  when it has any, as dockerd leaves it out for ``--network none``.
 - ``cpu_stats.system_cpu_usage`` is dockerd's: the first seven fields of /proc/stat's ``cpu``
   line (user .. softirq) in nanoseconds; ``online_cpus`` the number of ``cpuN`` lines.
   ``percpu_usage``, ``memory_stats.max_usage`` and ``failcnt`` exist only on cgroup v1 and are
@@ -152,6 +154,29 @@ def pids_stats(sample: cgroups_stats.DetailedStats) -> dict[str, Any]:
     return out
 
 
+NET_DEV_FIELDS = {  # dockerd's names -> the column of /proc/net/dev after the interface
+    "rx_bytes": 0, "rx_packets": 1, "rx_errors": 2, "rx_dropped": 3,
+    "tx_bytes": 8, "tx_packets": 9, "tx_errors": 10, "tx_dropped": 11,
+}  # fmt: skip
+
+
+def network_stats(path: str) -> dict[str, dict[str, int]]:
+    """Each interface of a /proc/<pid>/net/dev but lo, in dockerd's ``networks`` form ({} when
+    unreadable: the process is gone)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        name, columns = name.strip(), rest.split()
+        if name and name != "lo" and len(columns) >= 16:
+            out[name] = {key: int(columns[i]) for key, i in NET_DEV_FIELDS.items()}
+    return out
+
+
 # --------------------------------------------------------------------------- the sampler
 
 
@@ -166,10 +191,12 @@ class Sampler:
         cid: str,
         cgroup: Callable[[], Cgroup | None],
         proc: str = "/proc",
+        pid: Callable[[], int] = lambda: 0,
     ) -> None:
         self.name = name
         self.id = cid
         self._cgroup = cgroup
+        self._pid = pid
         self._proc = proc
         self._machine = machine_memory(proc)
         self._previous_cpu = zero_cpu()
@@ -198,5 +225,8 @@ class Sampler:
             "name": self.name,
             "id": self.id,
         }
+        pid = self._pid()
+        if pid > 0 and (networks := network_stats(f"{self._proc}/{pid}/net/dev")):
+            doc["networks"] = networks
         self._previous_cpu, self._previous_read = cpu, read
         return doc
