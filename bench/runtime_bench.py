@@ -27,7 +27,7 @@ What it measures (every runtime gets the same busybox bundle, from ``runc spec``
    SUnreclaim + KernelStack + PageTables + VmallocUsed + Percpu (the kernel memory
    MemAvailable cannot hand out: host memory minus the processes' own pages, read without
    their noise); per-cpu pages, Percpu (populated pages: it grows only when the allocator has
-   no populated free space left, so it reads 0 in most rounds); per-cpu allocations, from
+   no populated free space left, so it depends on what ran before); per-cpu allocations, from
    debugfs's percpu_stats (what the containers actually allocated; see
    ``percpu_allocated_kb``). Then PSS (/proc/<pid>/smaps_rollup) of the container processes
    and of any helper processes the runtime leaves per container (ancestors of a container
@@ -862,8 +862,9 @@ NOTES = [
     "+ Percpu, the part MemAvailable cannot hand out. "
     "Host memory: deltas of MemTotal - MemAvailable, kernel memory included; other work on "
     "the machine shows in the min..max.",
-    "Per-cpu: Percpu of /proc/meminfo counts populated pages, which grow only when the "
-    "allocator has no populated free space left (so mostly 0); per-cpu allocations are the "
+    "Per-cpu: Percpu of /proc/meminfo counts populated pages, which grow in whole pages "
+    "only when the allocator has no populated free space left, so a round's delta depends on "
+    "what ran before it (0 when it reuses space others freed); per-cpu allocations are the "
     "allocated bytes from debugfs's percpu_stats (mounted in a throwaway mount namespace), "
     "over all possible CPUs.",
 ]
