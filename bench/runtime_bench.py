@@ -301,6 +301,15 @@ def percpu_allocated_kb(mountpoint: str) -> int | None:
     return used * possible_cpus() // 1024
 
 
+def unified_cgroup(pid: int) -> str | None:
+    """The process's cgroup in the unified (cgroup2) hierarchy: the ``0::`` line's path."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return None
+
+
 def possible_cpus() -> int:
     """The number of possible CPUs ("0-1,4-5" -> 4): one per-cpu unit each."""
     with open("/sys/devices/system/cpu/possible") as f:
@@ -329,6 +338,7 @@ class ManyResult:
     container_procs: int = 0
     helper_procs: int = 0
     helper_pss_kb: int = 0
+    own_unified: int = 0  # containers whose unified (cgroup2) cgroup is not the caller's
     left: list[str] = field(default_factory=list)
 
 
@@ -627,6 +637,8 @@ class Bench:
         result.container_pss_kb = sum(common.pss_kb(p) or 0 for p in container)
         result.helper_procs = len(helpers)
         result.helper_pss_kb = sum(common.pss_kb(p) or 0 for p in helpers)
+        ours_unified = unified_cgroup(os.getpid())
+        result.own_unified = sum(1 for p in pids if unified_cgroup(p) != ours_unified)
 
     # ---- teardown and leak checks
 
@@ -836,6 +848,7 @@ MANY_ROWS: list[tuple[str, Callable[[ManyResult], str]]] = [
         "unreclaimable kernel memory per container, MB",
         lambda r: spread([k / 1024 for k in r.unavailable_kb], "{:.2f}"),
     ),
+    ("in a unified (cgroup2) cgroup of their own", lambda r: f"{r.own_unified} of {r.count}"),
     ("container processes per container", lambda r: f"{r.container_procs / r.count:.2f}"),
     ("their PSS per container, MB", lambda r: mb(r.container_pss_kb / r.count)),
     ("helper processes per container", lambda r: f"{r.helper_procs / r.count:.2f}"),
