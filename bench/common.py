@@ -218,17 +218,27 @@ def host_used_kb(samples: int = 1, interval: float = 0.1) -> int:
     return int(statistics.median(readings))
 
 
-def kernel_kb(samples: int = 1, interval: float = 0.1) -> int:
-    """The kernel's own memory that containers cost: Slab + KernelStack + PageTables (the
-    median of ``samples`` readings). Page cache and other processes' pages are not in it, so
-    it moves far less than MemAvailable while other work runs."""
+def meminfo_sum_kb(keys: Sequence[str], samples: int = 1, interval: float = 0.1) -> int:
+    """The sum of /proc/meminfo's ``keys`` (a key the kernel lacks counts 0): the median of
+    ``samples`` readings ``interval`` seconds apart."""
     readings = []
     for i in range(samples):
         if i:
             time.sleep(interval)
         info = meminfo_kb()
-        readings.append(info["Slab"] + info["KernelStack"] + info["PageTables"])
+        readings.append(sum(info.get(k, 0) for k in keys))
     return int(statistics.median(readings))
+
+
+KERNEL_KEYS = ("Slab", "KernelStack", "PageTables")
+KERNEL_UNAVAILABLE_KEYS = ("SUnreclaim", "KernelStack", "PageTables", "VmallocUsed", "Percpu")
+
+
+def kernel_kb(samples: int = 1, interval: float = 0.1) -> int:
+    """The kernel's own memory that containers cost: Slab + KernelStack + PageTables (the
+    median of ``samples`` readings). Page cache and other processes' pages are not in it, so
+    it moves far less than MemAvailable while other work runs."""
+    return meminfo_sum_kb(KERNEL_KEYS, samples, interval)
 
 
 def kernel_unavailable_kb(samples: int = 1, interval: float = 0.1) -> int:
@@ -236,14 +246,7 @@ def kernel_unavailable_kb(samples: int = 1, interval: float = 0.1) -> int:
     SUnreclaim + KernelStack + PageTables + VmallocUsed + Percpu (the median of ``samples``
     readings). Reclaimable slab (dentries, inodes) is in MemAvailable already, so subtracting
     all of Slab from a MemAvailable delta would take it off twice."""
-    readings = []
-    for i in range(samples):
-        if i:
-            time.sleep(interval)
-        info = meminfo_kb()
-        keys = ("SUnreclaim", "KernelStack", "PageTables", "VmallocUsed", "Percpu")
-        readings.append(sum(info.get(k, 0) for k in keys))
-    return int(statistics.median(readings))
+    return meminfo_sum_kb(KERNEL_UNAVAILABLE_KEYS, samples, interval)
 
 
 def pss_kb(pid: int) -> int | None:

@@ -18,29 +18,38 @@ What it measures (every runtime gets the same busybox bundle, from ``runc spec``
    own: the process a ``create`` leaves waiting for ``start`` (``runc init``, crun's forked
    child), its VmHWM and PSS from /proc.
 3. ``--count`` detached ``sleep 600`` containers, one runtime at a time, in ``--rounds``
-   rounds (median and min..max reported: other work on the machine moves host memory): the
-   time to ``run -d`` them all; kernel memory per container (the delta of Slab + KernelStack
-   + PageTables over the round, divided by the count: steadier than the next one); host memory
-   per container, ((MemTotal - MemAvailable) after
-   minus before) / count, each reading the median over a second after a ``--settle`` pause;
-   PSS (/proc/<pid>/smaps_rollup) of the container processes and of any helper processes
-   the runtime leaves per container (ancestors of a container process, or processes
-   carrying this run's environment marker; runc and crun leave none); the time to kill and
-   delete them all; host memory after teardown minus before (noise, or a leak); and a check
-   that no state, cgroup, process or mount is left.
+   rounds; within a round the runtimes take turns, their order rotating, so the machine's
+   drift hits all alike (median and min..max reported: other work on the machine moves host
+   memory). Per round: the time to ``run -d`` them all; then, divided by the count, deltas of
+   /proc/meminfo over the round: host memory, (MemTotal - MemAvailable), each reading the
+   median over a second after a ``--settle`` pause (what the target is about; also the
+   noisiest); kernel memory, Slab + KernelStack + PageTables; unreclaimable kernel memory,
+   SUnreclaim + KernelStack + PageTables + VmallocUsed + Percpu (the kernel memory
+   MemAvailable cannot hand out: host memory minus the processes' own pages, read without
+   their noise); per-cpu pages, Percpu (populated pages: it grows only when the allocator has
+   no populated free space left, so it depends on what ran before); per-cpu allocations, from
+   debugfs's percpu_stats (what the containers actually allocated; see
+   ``percpu_allocated_kb``). Then PSS (/proc/<pid>/smaps_rollup) of the container processes
+   and of any helper processes the runtime leaves per container (ancestors of a container
+   process, or processes carrying this run's environment marker; runc and crun leave none);
+   the time to kill and delete them all; host memory after teardown minus before (noise, or
+   a leak); and a check that no state, cgroup, process or mount is left.
 
 crun refuses this machine's hybrid cgroup layout, so every crun call runs in one worker
 process started once under ``unshare --mount --propagation private``; the worker unmounts
 /sys/fs/cgroup/unified in that private namespace only (it checks it is not in the host's
-namespace first) and times crun from there with the same code as the other runtimes.
+namespace first) and times crun from there with the same code as the other runtimes. There
+crun's containers get no cgroup in the unified hierarchy (``0::/``), while runc's and
+berth's each get one; so "berth (as crun runs)" (``berth-crunenv``) is berth-runtime run by
+the same worker, in exactly crun's environment: its cgroup detection sees a v1-only host.
 
 A runtime that fails is reported with its error text and skipped for the rest of that case;
 the others go on. On any exit -- failure, Ctrl-C, SIGTERM -- every container made is killed
 and deleted, the temp dirs are removed, and leftover cgroups, processes and mounts are looked
 for, removed and reported (exit status 1 if any remained).
 
-Usage: .venv/bin/python bench/runtime_bench.py [--runtimes runc,crun,berth] [--runs 50]
-       [--count 200] [--markdown docs/benchmarks.md]
+Usage: .venv/bin/python bench/runtime_bench.py [--runtimes runc,crun,berth,berth-crunenv]
+       [--runs 50] [--count 200] [--rounds 5] [--markdown docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,7 +77,9 @@ from common import Call, Spawner, median
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_BERTH = REPO / ".venv" / "bin" / "berth-runtime"
-ALL_RUNTIMES = ("runc", "crun", "berth")
+ALL_RUNTIMES = ("runc", "crun", "berth", "berth-crunenv")
+IN_WORKER = ("crun", "berth-crunenv")  # run where the worker hid the cgroup2 mount
+LABELS = {"berth-crunenv": "berth (as crun runs)"}  # report headings; others: the name
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED = "/sys/fs/cgroup/unified"
 MARKER_VAR = "BERTH_BENCH_RUN"  # in the environment of every runtime CLI this run starts
@@ -94,9 +105,14 @@ class Runtime:
     path: str
     root: str  # --root state dir
     runner: Runner
+    in_worker: bool  # run by the worker, in a mount namespace without the cgroup2 mount
     live: set[str] = field(default_factory=set)  # ids that may exist (added before create)
     errors: dict[str, str] = field(default_factory=dict)  # case -> first error text
     version: str = "?"
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self.name, self.name)
 
     def argv(self, *args: str) -> list[str]:
         return [self.path, "--root", self.root, *args]
@@ -107,14 +123,22 @@ class Runtime:
 
 class WorkerRunner:
     """Runs commands in a worker process in a private mount namespace without the cgroup2
-    mount (started once, so unshare is never part of a timing); JSON lines over pipes."""
+    mount (started once, so unshare is never part of a timing); JSON lines over pipes.
+    ``runtime`` with its ``root`` (and each (path, root) of ``also``) are the runtimes whose
+    containers named ``prefix``... the worker deletes when it exits."""
 
-    def __init__(self, scratch: str, crun: str, root: str, prefix: str) -> None:
+    def __init__(
+        self,
+        scratch: str,
+        runtime: str,
+        root: str,
+        prefix: str,
+        also: Sequence[tuple[str, str]] = (),
+    ) -> None:
         config = {
             "host_mntns": os.readlink("/proc/self/ns/mnt"),
             "scratch": scratch,
-            "crun": crun,
-            "root": root,
+            "runtimes": [[runtime, root], *map(list, also)],
             "prefix": prefix,
         }
         cmd = ["unshare", "--mount", "--propagation", "private"]
@@ -126,7 +150,7 @@ class WorkerRunner:
         hello = self._request(None)
         if not hello.get("ready"):
             self.close()
-            raise RuntimeError(f"crun worker did not start: {hello.get('error', hello)}")
+            raise RuntimeError(f"the worker did not start: {hello.get('error', hello)}")
 
     @property
     def pid(self) -> int:
@@ -157,7 +181,7 @@ class WorkerRunner:
             raise interrupted
         if not line:
             self.gone = True
-            return {"error": "the crun worker process has exited"}
+            return {"error": "the worker process has exited"}
         reply: dict[str, Any] = json.loads(line)
         return reply
 
@@ -190,7 +214,7 @@ class WorkerRunner:
 
 
 def worker_main(config_json: str) -> int:
-    """The crun side: runs in the private mount namespace that ``unshare`` made."""
+    """The worker side: runs in the private mount namespace that ``unshare`` made."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     config = json.loads(config_json)
 
@@ -207,7 +231,7 @@ def worker_main(config_json: str) -> int:
             send({"error": f"umount {UNIFIED}: {done.stderr.strip()}"})
             return 1
     spawner = Spawner(config["scratch"])
-    crun, root, prefix = config["crun"], config["root"], config["prefix"]
+    prefix = config["prefix"]
     send({"ready": True})
     try:
         for line in sys.stdin:
@@ -218,12 +242,14 @@ def worker_main(config_json: str) -> int:
                 send({"removed": sweep_hidden_unified(prefix)})
     finally:
         removed = []
-        listing = spawner.run([crun, "--root", root, "list", "-q"], 30)
-        for cid in listing.stdout.split():
-            if cid.startswith(prefix):
-                spawner.run([crun, "--root", root, "kill", cid, "KILL"], 30)
-                spawner.run([crun, "--root", root, "delete", "-f", cid], 30)
-                removed.append(f"crun container {cid} (deleted by the worker on exit)")
+        for path, root in config["runtimes"]:
+            listing = spawner.run([path, "--root", root, "list", "-q"], 30)
+            for cid in listing.stdout.split():
+                if cid.startswith(prefix):
+                    spawner.run([path, "--root", root, "kill", cid, "KILL"], 30)
+                    spawner.run([path, "--root", root, "delete", "-f", cid], 30)
+                    name = os.path.basename(path)
+                    removed.append(f"{name} container {cid} (deleted by the worker on exit)")
         removed += sweep_hidden_unified(prefix)
         spawner.close()
         with contextlib.suppress(BrokenPipeError):
@@ -245,6 +271,52 @@ def sweep_hidden_unified(prefix: str) -> list[str]:
     return removed
 
 
+# --------------------------------------------------------------------------- per-cpu memory
+
+
+def percpu_allocated_kb(mountpoint: str) -> int | None:
+    """The per-cpu allocator's allocated bytes (over all possible CPUs), in KB, from
+    debugfs's percpu_stats; None where it cannot be read. debugfs is mounted at the empty
+    directory ``mountpoint`` in a throwaway private mount namespace, so the host's mount
+    table never changes. Meminfo's Percpu counts *populated pages*, which grow only when no
+    populated free space is left, so it reads 0 for most rounds; this counts what was
+    allocated: per chunk, its size (the first chunk's is a constant that cancels out in a
+    delta) minus its free bytes, times the number of units (possible CPUs)."""
+    script = f"mount -t debugfs none {shlex.quote(mountpoint)} && cat {mountpoint}/percpu_stats"
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return None
+    unit_size, used, first, chunks = 0, 0, False, 0
+    for line in done.stdout.splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "unit_size":
+            unit_size = int(value)
+        elif key.startswith("Chunk"):
+            first, chunks = "First" in line, chunks + 1
+        elif key == "free_bytes":
+            used += (0 if first else unit_size) - int(value)
+    if not unit_size or not chunks:
+        return None
+    return used * possible_cpus() // 1024
+
+
+def unified_cgroup(pid: int) -> str | None:
+    """The process's cgroup in the unified (cgroup2) hierarchy: the ``0::`` line's path."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    return None
+
+
+def possible_cpus() -> int:
+    """The number of possible CPUs ("0-1,4-5" -> 4): one per-cpu unit each."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spans = [span.split("-") for span in f.read().strip().split(",")]
+    return sum(int(span[-1]) - int(span[0]) + 1 for span in spans)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -256,6 +328,9 @@ class ManyResult:
     run_ms: list[float] = field(default_factory=list)  # every `run -d`
     host_kb: list[float] = field(default_factory=list)  # per container, per round
     kernel_kb: list[float] = field(default_factory=list)  # slab + stacks + page tables, same
+    percpu_kb: list[float] = field(default_factory=list)  # Percpu of /proc/meminfo, same
+    percpu_alloc_kb: list[float] = field(default_factory=list)  # percpu_allocated_kb, same
+    unavailable_kb: list[float] = field(default_factory=list)  # kernel_unavailable_kb, same
     teardown_s: list[float] = field(default_factory=list)
     round_change_kb: list[int] = field(default_factory=list)  # after teardown - before
     count: int = 0  # containers in the first round
@@ -263,6 +338,7 @@ class ManyResult:
     container_procs: int = 0
     helper_procs: int = 0
     helper_pss_kb: int = 0
+    own_unified: int = 0  # containers whose unified (cgroup2) cgroup is not the caller's
     left: list[str] = field(default_factory=list)
 
 
@@ -312,6 +388,8 @@ class Bench:
         self.swept: list[str] = []  # crun's leftovers under the hidden unified dir, removed
         self.bundle_true = os.path.join(self.tmp, "bundles", "true")
         self.bundle_sleep = os.path.join(self.tmp, "bundles", "sleep")
+        self.debugfs_dir = os.path.join(self.tmp, "debugfs")  # mounted in throwaway namespaces
+        os.makedirs(self.debugfs_dir)
         os.environ[MARKER_VAR] = self.prefix
 
     # ---- setup
@@ -324,24 +402,26 @@ class Bench:
         build_bundle(self.bundle_sleep, ["sleep", "600"], runc)
         os.makedirs(os.path.join(self.tmp, "scratch-main"))
         self.spawner = Spawner(os.path.join(self.tmp, "scratch-main"))
+        found: dict[str, tuple[str, str]] = {}  # name -> (path, root)
         for name in self.args.runtimes:
             root = os.path.join(self.tmp, f"root-{name}")
             os.makedirs(root)
-            path = self.args.berth_runtime if name == "berth" else common.which(name)
+            path = self.args.berth_runtime if name.startswith("berth") else common.which(name)
             if path is None or not os.access(path, os.X_OK):
                 self.fail(name, "setup", f"{name}: executable not found ({path or 'not on PATH'})")
                 continue
-            runner: Runner = self.spawner
-            if name == "crun":
-                scratch = os.path.join(self.tmp, "scratch-crun")
-                os.makedirs(scratch)
-                try:
-                    self.worker = WorkerRunner(scratch, path, root, self.prefix)
-                except RuntimeError as exc:
-                    self.fail(name, "setup", str(exc))
-                    continue
-                runner = self.worker
-            rt = Runtime(name, path, root, runner)
+            found[name] = (path, root)
+        in_worker = [found[name] for name in IN_WORKER if name in found]
+        if in_worker:
+            try:
+                self.worker = self.start_worker(in_worker)
+            except RuntimeError as exc:
+                for name in IN_WORKER:
+                    if found.pop(name, None):
+                        self.fail(name, "setup", str(exc))
+        for name, (path, root) in found.items():
+            runner: Runner = self.worker if name in IN_WORKER and self.worker else self.spawner
+            rt = Runtime(name, path, root, runner, name in IN_WORKER)
             version = runner.run([path, "--version"], self.args.timeout)
             rt.version = (
                 version.stdout.strip().splitlines()[0]
@@ -480,19 +560,26 @@ class Bench:
 
         self.interleaved("peak RSS", "rss", RSS_RUNS, body)
 
-    def bench_many(self, rt: Runtime) -> None:
-        """``--rounds`` rounds of start all / measure / tear down; a round's reading after
-        teardown is the next round's baseline."""
-        self.progress(f"{rt.name}: {self.args.count} detached sleep containers")
-        result = self.many[rt.name] = ManyResult()
+    def bench_many(self) -> None:
+        """``--rounds`` rounds; in each, every runtime in turn (the order rotating) starts
+        ``--count`` containers, is measured and tears them down, so drift of the machine's
+        memory over the run hits every runtime alike. The host-memory reading after one
+        teardown is the baseline of the next round."""
+        for rt in self.runtimes:
+            self.many[rt.name] = ManyResult()
         before_kb = self.host_used_kb()
         for n in range(self.args.rounds):
-            if "many" in rt.errors:
-                break
-            before_kb = self.many_round(rt, n, before_kb, result)
+            for rt in rotate(self.active("many"), n):
+                self.progress(
+                    f"{rt.label}: {self.args.count} detached sleep containers, round {n + 1}"
+                )
+                before_kb = self.many_round(rt, n, before_kb, self.many[rt.name])
 
     def many_round(self, rt: Runtime, n: int, before_kb: int, result: ManyResult) -> int:
         kernel_before = common.kernel_kb(samples=5)
+        percpu_before = common.meminfo_sum_kb(["Percpu"], samples=5)
+        unavailable_before = common.kernel_unavailable_kb(samples=5)
+        alloc_before = percpu_allocated_kb(self.debugfs_dir)
         ids = [self.cid(rt, f"many{n}", i) for i in range(self.args.count)]
         before_pids = set(common.process_table())
         try:
@@ -504,6 +591,13 @@ class Bench:
             result.start_all_s.append(time.perf_counter() - start)
             result.host_kb.append((self.host_used_kb() - before_kb) / len(ids))
             result.kernel_kb.append((common.kernel_kb(samples=5) - kernel_before) / len(ids))
+            percpu = common.meminfo_sum_kb(["Percpu"], samples=5) - percpu_before
+            result.percpu_kb.append(percpu / len(ids))
+            unavailable = common.kernel_unavailable_kb(samples=5) - unavailable_before
+            result.unavailable_kb.append(unavailable / len(ids))
+            alloc_after = percpu_allocated_kb(self.debugfs_dir)
+            if alloc_before is not None and alloc_after is not None:
+                result.percpu_alloc_kb.append((alloc_after - alloc_before) / len(ids))
             if n == 0:
                 self.count_processes(rt, ids, before_pids, result)
         except CaseFailed as exc:
@@ -516,7 +610,7 @@ class Bench:
         after_kb = self.host_used_kb()
         result.round_change_kb.append(after_kb - before_kb)
         result.left += self.find_leftovers(f"{self.prefix}-{rt.name}-")
-        if rt.name == "crun" and self.worker is not None:
+        if rt.in_worker and self.worker is not None:
             self.swept += self.worker.sweep()
         return after_kb
 
@@ -543,17 +637,18 @@ class Bench:
         result.container_pss_kb = sum(common.pss_kb(p) or 0 for p in container)
         result.helper_procs = len(helpers)
         result.helper_pss_kb = sum(common.pss_kb(p) or 0 for p in helpers)
+        ours_unified = unified_cgroup(os.getpid())
+        result.own_unified = sum(1 for p in pids if unified_cgroup(p) != ours_unified)
 
     # ---- teardown and leak checks
 
     def teardown(self, rt: Runtime) -> None:
         """Kill and delete every container of ``rt`` that may exist; record what fails."""
-        if rt.name == "crun" and self.worker is not None and not self.worker.alive():
+        if rt.in_worker and self.worker is not None and not self.worker.alive():
             self.worker.close()
-            self.worker = self.restart_worker(rt)
-            if self.worker is None:
-                return
-            rt.runner = self.worker
+            self.worker = self.restart_worker()
+        if rt.in_worker and self.worker is None:
+            return
         for cid in sorted(rt.live):
             rt.call("kill", cid, "KILL", timeout=self.args.timeout)
             delete = rt.call("delete", "-f", cid, timeout=self.args.timeout)
@@ -608,15 +703,26 @@ class Bench:
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def restart_worker(self, rt: Runtime) -> WorkerRunner | None:
-        self.fail("crun", "worker", "the crun worker died; starting another one to clean up")
-        scratch = os.path.join(self.tmp, f"scratch-crun-{time.monotonic_ns()}")
+    def start_worker(self, runtimes: list[tuple[str, str]]) -> WorkerRunner:
+        """The worker for these (path, root) runtimes; it deletes their containers on exit."""
+        scratch = os.path.join(self.tmp, f"scratch-worker-{time.monotonic_ns()}")
         os.makedirs(scratch)
+        (path, root), *also = runtimes
+        return WorkerRunner(scratch, path, root, self.prefix, also)
+
+    def restart_worker(self) -> WorkerRunner | None:
+        self.fail("worker", "worker", "the worker died; starting another one to clean up")
+        runtimes = [rt for rt in self.runtimes if rt.in_worker]
         try:
-            return WorkerRunner(scratch, rt.path, rt.root, self.prefix)
+            worker = self.start_worker([(rt.path, rt.root) for rt in runtimes])
         except RuntimeError as exc:
-            self.left.append(f"crun containers not deleted: {exc}")
+            self.left.append(
+                f"containers of {', '.join(rt.name for rt in runtimes)} not deleted: {exc}"
+            )
             return None
+        for rt in runtimes:
+            rt.runner = worker
+        return worker
 
     def force_clean(self) -> None:
         for pid in self.process_leftovers(self.prefix):
@@ -633,8 +739,7 @@ class Bench:
         self.bench_run()
         self.bench_lifecycle()
         self.bench_rss()
-        for rt in self.runtimes:
-            self.bench_many(rt)
+        self.bench_many()
         if self.worker is not None:
             self.swept += self.worker.sweep()
 
@@ -645,18 +750,19 @@ class Bench:
 def report(bench: Bench, markdown: bool) -> str:
     args, runtimes = bench.args, bench.runtimes
     names = [rt.name for rt in runtimes]
+    labels = [rt.label for rt in runtimes]
     bases = [b for b in ("runc", "crun") if b in names]
     tables = []
 
     rows = []
     for case in LATENCY_CASES:
-        for name in names:
+        for name, label in zip(names, labels, strict=True):
             values = bench.latency.get((case, name))
             if not values:
-                rows.append([case, name, "failed", "-", "0"] + ["-"] * len(bases))
+                rows.append([case, label, "failed", "-", "0"] + ["-"] * len(bases))
                 continue
             med = median(values)
-            row = [case, name, f"{med:.1f}", f"{common.p90(values):.1f}", str(len(values))]
+            row = [case, label, f"{med:.1f}", f"{common.p90(values):.1f}", str(len(values))]
             for base in bases:
                 row.append(
                     f"{med / median(bench.latency[(case, base)]):.2f}"
@@ -675,7 +781,7 @@ def report(bench: Bench, markdown: bool) -> str:
             [label] + [mb(median(v)) if (v := bench.rss[n].get(key)) else "-" for n in names]
             for key, label in RSS_METRICS
         ]
-        tables.append(common.Table(title, ["metric", *names], rows))
+        tables.append(common.Table(title, ["metric", *labels], rows))
 
     if bench.many:
         results = [bench.many.get(n, ManyResult()) for n in names]
@@ -683,10 +789,11 @@ def report(bench: Bench, markdown: bool) -> str:
         rows.insert(0, ["rounds completed"] + [str(len(r.start_all_s)) for r in results])
         rows.append(["left behind"] + [summarize(r.left) for r in results])
         title = (
-            f"{args.count} detached `sleep 600` containers (`run -d`), one runtime at a time; "
-            f"median (min..max) of {args.rounds} round{'s' if args.rounds > 1 else ''}"
+            f"{args.count} detached `sleep 600` containers (`run -d`), one runtime at a time, "
+            f"runtimes taking turns in each round; median (min..max) of {args.rounds} "
+            f"round{'s' if args.rounds > 1 else ''}"
         )
-        tables.append(common.Table(title, ["metric", *names], rows))
+        tables.append(common.Table(title, ["metric", *labels], rows))
 
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     command = shlex.join(["python", os.path.relpath(__file__, Path.cwd()), *sys.argv[1:]])
@@ -732,6 +839,16 @@ MANY_ROWS: list[tuple[str, Callable[[ManyResult], str]]] = [
         "kernel memory per container, MB",
         lambda r: spread([k / 1024 for k in r.kernel_kb], "{:.2f}"),
     ),
+    ("per-cpu pages (Percpu) per container, KB", lambda r: spread(r.percpu_kb, "{:.1f}")),
+    (
+        "per-cpu allocations per container, KB",
+        lambda r: spread(r.percpu_alloc_kb, "{:.1f}"),
+    ),
+    (
+        "unreclaimable kernel memory per container, MB",
+        lambda r: spread([k / 1024 for k in r.unavailable_kb], "{:.2f}"),
+    ),
+    ("in a unified (cgroup2) cgroup of their own", lambda r: f"{r.own_unified} of {r.count}"),
     ("container processes per container", lambda r: f"{r.container_procs / r.count:.2f}"),
     ("their PSS per container, MB", lambda r: mb(r.container_pss_kb / r.count)),
     ("helper processes per container", lambda r: f"{r.helper_procs / r.count:.2f}"),
@@ -743,16 +860,26 @@ MANY_ROWS: list[tuple[str, Callable[[ManyResult], str]]] = [
     ),
 ]
 NOTES = [
-    "Latency: from posix_spawn of the runtime CLI to its exit; crun is timed inside its "
-    "worker's mount namespace, so unshare is not in its numbers.",
+    "Latency: from posix_spawn of the runtime CLI to its exit; crun and berth (as crun runs) "
+    "are timed inside their worker's mount namespace, so unshare is not in their numbers.",
+    "berth (as crun runs): berth-runtime in crun's environment, the worker's mount namespace "
+    "without the cgroup2 mount, where its containers, like crun's, get v1 cgroups only "
+    "(`0::/` in /proc/<pid>/cgroup); runc's and berth's also get one in the unified "
+    "hierarchy.",
     "Peak RSS: GNU time's ru_maxrss, the maximum over the CLI and the descendants it reaped "
     "(a foreground `run` includes the container process, e.g. runc init before its exec), "
     "not a sum. Created-state process: the helper waiting in the container for `start`.",
     "Kernel memory: deltas of Slab + KernelStack + PageTables from /proc/meminfo, the kernel "
     "objects a container costs (namespaces, cgroups, mounts, its task), steadier than host "
-    "memory. "
+    "memory. Unreclaimable kernel memory: SUnreclaim + KernelStack + PageTables + VmallocUsed "
+    "+ Percpu, the part MemAvailable cannot hand out. "
     "Host memory: deltas of MemTotal - MemAvailable, kernel memory included; other work on "
     "the machine shows in the min..max.",
+    "Per-cpu: Percpu of /proc/meminfo counts populated pages, which grow in whole pages "
+    "only when the allocator has no populated free space left, so a round's delta depends on "
+    "what ran before it (0 when it reuses space others freed); per-cpu allocations are the "
+    "allocated bytes from debugfs's percpu_stats (mounted in a throwaway mount namespace), "
+    "over all possible CPUs.",
 ]
 
 
@@ -790,7 +917,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runtimes", default=",".join(ALL_RUNTIMES), help="comma-separated")
     parser.add_argument("--runs", type=int, default=50, help="runs per latency case")
     parser.add_argument("--count", type=int, default=200, help="detached containers")
-    parser.add_argument("--rounds", type=int, default=3, help="of the detached containers")
+    parser.add_argument("--rounds", type=int, default=5, help="of the detached containers")
     parser.add_argument("--markdown", metavar="FILE", help="write the report section here")
     parser.add_argument("--berth-runtime", default=str(DEFAULT_BERTH), help="its path")
     parser.add_argument("--timeout", type=float, default=30.0, help="per runtime call, s")
