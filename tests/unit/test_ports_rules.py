@@ -183,10 +183,14 @@ def test_the_table_is_rendered_from_the_desired_state() -> None:
     rules = [
         DnatRule("tcp", "0.0.0.0", 8080, "172.18.0.2", 80),
         DnatRule("udp", "10.0.0.1", 53, "172.18.0.2", 53),
-        DnatRule("tcp", "127.0.0.1", 8081, "172.18.0.2", 81),  # loopback: DNAT too
+        DnatRule("tcp", "127.0.0.1", 8081, "172.18.0.2", 81),  # loopback: DNAT without proxy
         DnatRule("tcp", "::", 8082, "172.18.0.2", 82),  # IPv6: the proxy's alone
     ]
-    text = render([NET3, NET1, NET2], rules)
+    proxied = [line.strip() for line in render([NET1], rules).splitlines()]  # the default
+    assert not any(":81" in line for line in proxied)  # loopback: the userland proxy's
+    assert "ip daddr != 127.0.0.0/8 fib daddr type local jump publish" in proxied
+    assert not any("127.0.0.0/8 oifname" in line for line in proxied)
+    text = render([NET3, NET1, NET2], rules, userland_proxy=False)
     lines = [line.strip() for line in text.splitlines()]
     assert "ip saddr != 172.18.0.2 tcp dport 8080 dnat to 172.18.0.2:80" in lines
     assert "ip saddr != 172.18.0.2 ip daddr 10.0.0.1 udp dport 53 dnat to 172.18.0.2:53" in lines

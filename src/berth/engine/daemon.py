@@ -2,7 +2,7 @@
 
     berthd [--data-root DIR] [--host unix:///run/berth/berth.sock] [--cgroup-parent NAME]
            [--ip-forward=true|false] [--registry-addr 127.0.0.1:5000]
-           [--insecure-registry HOST[:PORT]|CIDR ...] [--debug]
+           [--insecure-registry HOST[:PORT]|CIDR ...] [--userland-proxy=true|false] [--debug]
 
 Rules:
 - One daemon per data root: the pid file (``Paths.pid_file``) is flock'ed for the daemon's
@@ -134,6 +134,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]|CIDR",
         help="a registry to reach over plain http (loopback ones always are)",
     )
+    p.add_argument(
+        "--userland-proxy",
+        nargs="?",
+        const="true",
+        default="true",
+        choices=("true", "false"),
+        help="serve published ports on the host's loopback by a proxy (default true, as"
+        " dockerd); false: by DNAT (route_localnet on berth's bridges)",
+    )
     p.add_argument("-D", "--debug", action="store_true", help="log every request")
     return p
 
@@ -212,6 +221,7 @@ async def serve(
     ip_forward: bool = True,
     registry_addr: str | None = None,
     insecure_registries: tuple[str, ...] = (),
+    userland_proxy: bool = True,
 ) -> None:
     """Run the daemon until ``stop`` is set (SIGTERM/SIGINT set it)."""
     paths.make()
@@ -234,7 +244,7 @@ async def serve(
         # What rides on the networks (the embedded DNS, port rules) registers in
         # ``networks.hooks`` here, before ``containers.open()`` (which opens the networks).
         networks = NetworkManager(paths, state.events, ip_forward=ip_forward)
-        services = NetworkServices(networks, paths.containers)
+        services = NetworkServices(networks, paths.containers, userland_proxy=userland_proxy)
         containers = ContainerManager(
             paths,
             state.images,
@@ -336,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 debug=args.debug,
                 cgroup_parent=args.cgroup_parent,
                 ip_forward=args.ip_forward == "true",
+                userland_proxy=args.userland_proxy == "true",
                 registry_addr=args.registry_addr,
                 insecure_registries=insecure,
             )

@@ -12,13 +12,14 @@ Rules:
   a published port through the host); forwarding between two berth bridges dropped, but for
   connections to published ports (``ct status dnat``); an internal network's traffic never
   leaves its bridge. Per published binding: DNAT to the container for traffic to the host's
-  addresses, in prerouting (``fib daddr type local``) and output (locally made connections,
-  loopback ones included: each berth bridge gets ``route_localnet=1``, a setting of that
-  interface alone, as podman's and dockerd's bridges without their proxy, and what leaves a
-  bridge from 127.0.0.0/8 is masqueraded to the bridge's address). The kernel then carries
-  published-port traffic from the host at the speed of the bridge; the userland proxy
-  (``portproxy``) keeps holding the ports and serves what DNAT cannot: a container reaching
-  its own published port, and IPv6.
+  addresses, in prerouting (``fib daddr type local``) and output (locally made connections).
+  Connections to the host's loopback are the userland proxy's (``portproxy``) by default, as
+  dockerd's ``--userland-proxy``; with ``userland_proxy=False`` they are DNAT-ed too: each berth
+  bridge gets ``route_localnet=1`` (a setting of that interface alone, as dockerd's and
+  podman's proxy-less bridges) and what leaves a bridge from 127.0.0.0/8 is masqueraded to
+  the bridge's address, so loopback traffic moves at the bridge's speed. Either way the proxy
+  holds the ports and serves what DNAT cannot: a container reaching its own published port,
+  and IPv6.
 - ``nft`` runs as an asyncio subprocess, never blocking the loop; with ``netns_path`` it runs
   under ``nsenter --net=PATH`` (tests). Changes are serialized by a lock. A failed change
   raises ``Unavailable`` with nft's words and leaves the desired state as it was, so the
@@ -86,24 +87,32 @@ def _proto(p: str) -> str:
     return p
 
 
-def dnat_applies(rule: DnatRule) -> bool:
-    """Whether a binding gets a DNAT rule: IPv4 host addresses (IPv6 ones are the proxy's)."""
+def dnat_applies(rule: DnatRule, loopback: bool = False) -> bool:
+    """Whether a binding gets a DNAT rule: IPv4 host addresses, loopback ones only when
+    ``loopback`` (else they are the proxy's, as IPv6 ones always are)."""
     try:
         addr = ipaddress.ip_address(rule.host_ip)
     except ValueError:
         return False
-    return addr.version == 4
+    return addr.version == 4 and (loopback or not addr.is_loopback)
 
 
-def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE) -> str:
-    """The whole table for a desired state ("" when there is nothing to hold)."""
+def render(
+    networks: list[NetworkView],
+    dnat: list[DnatRule],
+    table: str = TABLE,
+    userland_proxy: bool = True,
+) -> str:
+    """The whole table for a desired state ("" when there is nothing to hold); without the
+    userland proxy, loopback connections are DNAT-ed too."""
+    loopback = not userland_proxy
     if not networks and not dnat:
         return ""
     nets = sorted(networks, key=lambda n: n.bridge)
     bridges = [_ifname(n.bridge) for n in nets]
     publish: list[str] = []
     for r in sorted(dnat, key=lambda r: (r.proto, r.host_port, r.host_ip)):
-        if not dnat_applies(r):
+        if not dnat_applies(r, loopback):
             continue
         match = "" if r.host_ip == "0.0.0.0" else f"ip daddr {_ipv4(r.host_ip)} "
         container = _ipv4(r.container_ip)
@@ -124,7 +133,8 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
         elif n.masquerade:
             postrouting.append(f"ip saddr {subnet} oifname != {br} masquerade")
         postrouting.append(f"ct status dnat ip saddr {subnet} oifname {br} masquerade")
-        postrouting.append(f"ip saddr 127.0.0.0/8 oifname {br} masquerade")
+        if loopback:
+            postrouting.append(f"ip saddr 127.0.0.0/8 oifname {br} masquerade")
         others = [b for b in bridges if b != br]
         if others:
             forward_isolation.append(f"iifname {br} oifname {{ {', '.join(others)} }} drop")
@@ -149,7 +159,7 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
         chain(
             "output",
             nat.format("output", "-100"),
-            ["fib daddr type local jump publish"],
+            [f"{'' if loopback else 'ip daddr != 127.0.0.0/8 '}fib daddr type local jump publish"],
         ),
         chain("postrouting", nat.format("postrouting", "srcnat"), postrouting),
         chain("forward", "type filter hook forward priority filter; policy accept;", forward),
@@ -160,8 +170,15 @@ def render(networks: list[NetworkView], dnat: list[DnatRule], table: str = TABLE
 class Firewall:
     """The desired state and the one table that mirrors it."""
 
-    def __init__(self, netns_path: str | None = None, table: str = TABLE, nft: str = "nft") -> None:
+    def __init__(
+        self,
+        netns_path: str | None = None,
+        table: str = TABLE,
+        nft: str = "nft",
+        userland_proxy: bool = True,
+    ) -> None:
         self.netns_path = netns_path
+        self.userland_proxy = userland_proxy
         self.table = table
         self.nft = nft
         self._networks: dict[str, NetworkView] = {}
@@ -172,10 +189,11 @@ class Firewall:
 
     def render(self) -> str:
         rules = [r for rs in self._dnat.values() for r in rs]
-        return render(list(self._networks.values()), rules, self.table)
+        return render(list(self._networks.values()), rules, self.table, self.userland_proxy)
 
     async def set_network(self, network: NetworkView) -> None:
-        await asyncio.to_thread(self._route_localnet, network.bridge)
+        if not self.userland_proxy:
+            await asyncio.to_thread(self._route_localnet, network.bridge)
         async with self._lock:
             before = self._networks.get(network.id)
             self._networks[network.id] = network

@@ -77,9 +77,13 @@ class _PortsFile:
 
 class NetworkServices:
     def __init__(
-        self, networks: NetworkManager, containers_dir: str, firewall: Firewall | None = None
+        self,
+        networks: NetworkManager,
+        containers_dir: str,
+        firewall: Firewall | None = None,
+        userland_proxy: bool = True,
     ) -> None:
-        self.publisher = PortPublisher(firewall or Firewall())
+        self.publisher = PortPublisher(firewall or Firewall(userland_proxy=userland_proxy))
         self.dns = embedded_dns.EmbeddedDNS(networks.lookup)
         self._ports_file = _PortsFile(containers_dir, self.publisher)
         networks.hooks.extend([self.publisher, self._ports_file, self.dns])

@@ -253,8 +253,10 @@ async def _ruleset(topo: Topo) -> str:
 
 
 def _publisher(topo: Topo, firewall: Firewall | None = None) -> PortPublisher:
+    # without the userland proxy for loopback (berthd --userland-proxy=false): the DNAT paths are
+    # what these tests prove; the e2e tests use berthd's default, the proxy
     return PortPublisher(
-        firewall or Firewall(topo.host),
+        firewall or Firewall(topo.host, userland_proxy=False),
         socket_factory=topo.factory,
         allocator=PortAllocator(EPHEMERAL),
         udp_idle=1.0,
