@@ -1,4 +1,4 @@
-"""Helpers shared by the hooks, exec, console and verbs suites (imported, not a conftest).
+"""Helpers shared by the cross-runtime suites (imported, not a conftest).
 
 Rules: nothing here starts a container by itself; the ``runtime`` fixture of conftest.py stays
 the only owner of container ids, so its teardown force-deletes and leak-checks every one. What
@@ -20,6 +20,27 @@ from pathlib import Path
 from typing import Any
 
 BUSYBOX = "/bin/busybox"
+
+
+def ok(proc: Any) -> str:
+    """A runtime command's stdout, after checking it exited 0 (its output in the message)."""
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+    return str(proc.stdout)
+
+
+def sections(text: str) -> dict[str, str]:
+    """Split probe output written as ``@@name`` header lines followed by content."""
+    parts: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            name = line[2:].strip()
+            parts[name] = ""
+        else:
+            parts[name] = parts.get(name, "") + line + "\n"
+    return parts
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 3.0, step: float = 0.01) -> bool:

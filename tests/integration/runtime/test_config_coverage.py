@@ -24,33 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_extra import proc_status, runtime_cmd, wait_for, writable
+from helpers_extra import ok, proc_status, runtime_cmd, sections, wait_for, writable
 
 import leakcheck
 
 pytestmark = pytest.mark.root
 
 MiB = 1024 * 1024
-
-
-def _ok(proc: Any) -> str:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-    return str(proc.stdout)
-
-
-def _sections(text: str) -> dict[str, str]:
-    """Split probe output written as ``@@name`` header lines followed by content."""
-    parts: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            parts[name] = ""
-        else:
-            parts[name] = parts.get(name, "") + line + "\n"
-    return parts
 
 
 def _set_namespace(config: dict[str, Any], kind: str, path: str | None = None) -> None:
@@ -102,7 +82,7 @@ def test_joins_a_network_namespace_by_path(runtime, bundle):
             "stat -L -c %i /proc/self/ns/net; readlink /proc/self/ns/net",
             lambda c: _set_namespace(c, "network", path),
         )
-        out = _ok(runtime.run(b, runtime.new_id())).split()
+        out = ok(runtime.run(b, runtime.new_id())).split()
         assert out == [str(inode), f"net:[{inode}]"], out
 
 
@@ -127,7 +107,7 @@ def test_no_pivot_runs_with_the_rootfs_as_root(runtime, bundle):
     b.config["process"]["args"][-1] += f"; test -e {b.path} && echo HOST; true"
     b.write()
     (b.rootfs / "berth-marker").write_text("inside the rootfs\n")
-    out = _ok(runtime.run(b, runtime.new_id(), extra=["--no-pivot"])).splitlines()
+    out = ok(runtime.run(b, runtime.new_id(), extra=["--no-pivot"])).splitlines()
     assert out == ["inside the rootfs", str(b.rootfs.stat().st_ino)], out
 
 
@@ -143,7 +123,7 @@ def test_root_readonly(runtime, bundle, readonly):
         assert "Read-only file system" in proc.stderr, proc.stderr
         assert not (b.rootfs / "probe-file").exists()
     else:
-        assert _ok(proc).split() == ["WROTE"]
+        assert ok(proc).split() == ["WROTE"]
         assert (b.rootfs / "probe-file").read_text() == "hi\n"
 
 
@@ -177,7 +157,7 @@ def test_configured_and_default_devices_exist(runtime, bundle):
     paths = ["/dev/fuse", *DEFAULT_DEVICES]
     # %t/%T: major/minor in hex; %a: permission bits in octal
     b = bundle(["stat", "-c", "%n|%F|%t:%T|%a|%u|%g", *paths], edit)
-    out = _ok(runtime.run(b, runtime.new_id()))
+    out = ok(runtime.run(b, runtime.new_id()))
     rows = {line.split("|")[0]: line.split("|")[1:] for line in out.splitlines()}
     assert rows["/dev/fuse"] == ["character special file", "a:e5", "600", "0", "0"], rows
     for path, (major, minor) in DEFAULT_DEVICES.items():
@@ -205,7 +185,7 @@ def test_namespaced_sysctls_are_seen_inside(runtime, bundle):
         config["linux"]["sysctl"] = wanted
 
     b = bundle(["cat", "/proc/sys/kernel/shmmax", "/proc/sys/net/ipv4/ip_forward"], edit)
-    out = _ok(runtime.run(b, runtime.new_id())).split()
+    out = ok(runtime.run(b, runtime.new_id())).split()
     assert out == [wanted["kernel.shmmax"], wanted["net.ipv4.ip_forward"]], out
     assert {k: _host_sysctl(k) for k in keys} == before  # the host's own values are untouched
 
@@ -250,11 +230,11 @@ def test_home_is_the_users_from_passwd_unless_given(runtime, bundle, uid, env_ho
 
     b = bundle.sh('echo "$HOME"; sleep 30', edit)
     cid = runtime.new_id()
-    _ok(runtime.run(b, cid, detach=True))
+    ok(runtime.run(b, cid, detach=True))
     assert wait_for(lambda: runtime.output(cid)[0].strip() != ""), runtime.output(cid)
     assert runtime.output(cid)[0].split() == [expected]
     execd = runtime("exec", "--user", f"{uid}:{uid}", cid, "sh", "-c", 'echo "$HOME"')
-    assert _ok(execd).split() == [expected]
+    assert ok(execd).split() == [expected]
 
 
 @pytest.mark.parametrize("nnp", [False, True], ids=["nnp-off", "nnp-on"])
@@ -264,7 +244,7 @@ def test_oom_score_adj_and_no_new_privileges(runtime, bundle, nnp):
         config["process"]["noNewPrivileges"] = nnp
 
     b = bundle.sh("grep ^NoNewPrivs: /proc/self/status; cat /proc/self/oom_score_adj", edit)
-    lines = _ok(runtime.run(b, runtime.new_id())).splitlines()
+    lines = ok(runtime.run(b, runtime.new_id())).splitlines()
     assert lines == [f"NoNewPrivs:\t{int(nnp)}", "500"], lines
 
 
@@ -283,7 +263,7 @@ def test_hostname_and_domainname(runtime, bundle, request):
         config["domainname"] = "berth.example"
 
     b = bundle.sh("hostname; cat /proc/sys/kernel/domainname", edit)
-    out = _ok(runtime.run(b, runtime.new_id())).split()
+    out = ok(runtime.run(b, runtime.new_id())).split()
     assert out == [b.config["hostname"], "berth.example"], out
     assert Path("/proc/sys/kernel/domainname").read_text().strip() != "berth.example"
 
@@ -308,7 +288,7 @@ def test_rlimit_above_the_hard_limit(runtime, bundle):
         assert "operation not permitted" in proc.stderr.lower(), proc.stderr
         return
     # berth-runtime (DESIGN.md): clamp to the hard limit, and say so
-    assert _ok(proc).split() == [str(hard), str(hard)]
+    assert ok(proc).split() == [str(hard), str(hard)]
     assert "RLIMIT_NOFILE" in proc.stderr and "clamp" in proc.stderr, proc.stderr
 
 
@@ -317,7 +297,7 @@ def test_rlimit_above_the_hard_limit(runtime, bundle):
 
 def test_pid_file_holds_the_init_host_pid(runtime, bundle):
     cid = runtime.new_id()
-    _ok(runtime.create(bundle(["sleep", "30"]), cid))
+    ok(runtime.create(bundle(["sleep", "30"]), cid))
     pid = int(runtime.pid_file(cid).read_text().strip())
     assert pid == runtime.state(cid)["pid"]
     assert os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
@@ -401,7 +381,7 @@ def test_custom_masked_and_readonly_paths(runtime, bundle):
     (b.rootfs / "berth-masked-file").write_text("secret\n")
     (b.rootfs / "berth-ro-dir").mkdir()
     proc = runtime.run(b, runtime.new_id())
-    out = _sections(_ok(proc))
+    out = sections(ok(proc))
     assert out["dir"] == "", out  # a masked directory is empty
     assert out["file"].split() == ["0"], out  # a masked file reads empty
     assert "WROTE" not in out["ro"], out
@@ -421,7 +401,7 @@ def test_annotations_appear_in_state(runtime, bundle):
         config["annotations"] = annotations
 
     cid = runtime.new_id()
-    _ok(runtime.create(bundle(["sleep", "30"], edit), cid))
+    ok(runtime.create(bundle(["sleep", "30"], edit), cid))
     assert runtime.state(cid).get("annotations") == annotations
 
 
@@ -460,7 +440,7 @@ def test_memory_reservation_and_cpu_shares_reach_the_cgroup(runtime, bundle):
         resources["cpu"] = {"shares": shares}
 
     cid = runtime.new_id()
-    _ok(runtime.create(bundle(["sleep", "30"], edit), cid))
+    ok(runtime.create(bundle(["sleep", "30"], edit), cid))
     dirs = _cgroup_dirs(runtime.state(cid)["pid"])
     if "memory" in dirs:  # cgroup v1 (hybrid hosts)
         memory = (dirs["memory"] / "memory.soft_limit_in_bytes").read_text().strip()
@@ -491,7 +471,7 @@ def test_absolute_cgroups_path_and_cpuset(runtime, bundle):
     roots = [Path(m.mount_point) for m in mounts if m.fstype in ("cgroup", "cgroup2")]
     b = bundle.sh("grep -E '^(Cpus|Mems)_allowed_list' /proc/self/status; exec sleep 30", edit)
     try:
-        _ok(runtime.run(b, cid, detach=True))
+        ok(runtime.run(b, cid, detach=True))
         assert wait_for(lambda: runtime.output(cid)[0].count("\n") >= 2), runtime.output(cid)
         allowed = dict(line.split(":\t") for line in runtime.output(cid)[0].splitlines())
         assert allowed == {"Cpus_allowed_list": "0", "Mems_allowed_list": "0"}, allowed
@@ -525,7 +505,7 @@ def test_user_namespace_root_is_an_unprivileged_host_uid(runtime, bundle):
 
     b = bundle.sh("id -u; id -g; exec sleep 30", edit, rootfs_owner=(host_base, host_base))
     cid = runtime.new_id()
-    _ok(runtime.run(b, cid, detach=True))
+    ok(runtime.run(b, cid, detach=True))
     assert wait_for(lambda: len(runtime.output(cid)[0].split()) >= 2), runtime.output(cid)
     assert runtime.output(cid)[0].split() == ["0", "0"]
     status = proc_status(runtime.state(cid)["pid"])

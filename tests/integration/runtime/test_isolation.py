@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_extra import ok, sections
 
 pytestmark = pytest.mark.root
 
@@ -46,29 +47,9 @@ def _status(text: str) -> dict[str, str]:
     return fields
 
 
-def _sections(text: str) -> dict[str, str]:
-    """Split probe output written as ``@@name`` header lines followed by content."""
-    parts: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            parts[name] = ""
-        else:
-            parts[name] = parts.get(name, "") + line + "\n"
-    return parts
-
-
-def _ok(proc: Any) -> str:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-    return str(proc.stdout)
-
-
 def test_pid1_is_the_container_process(runtime, bundle):
     proc = runtime.run(bundle(["cat", "/proc/self/status"]), runtime.new_id())
-    status = _status(_ok(proc))
+    status = _status(ok(proc))
     assert status["Name"] == "cat"
     assert status["Pid"] == "1"
     assert status["PPid"] == "0"
@@ -80,7 +61,7 @@ def test_ps_shows_only_the_container_processes(runtime, bundle):
         "sleep 30 & until read c < /proc/$!/comm && [ $c = sleep ]; do :; done; "
         f"ps -o pid,comm; test -e /proc/{os.getpid()} && echo HOST; kill $!"
     )
-    out = _ok(runtime.run(bundle.sh(script), runtime.new_id()))
+    out = ok(runtime.run(bundle.sh(script), runtime.new_id()))
     assert "HOST" not in out
     rows = [line.split(None, 1) for line in out.splitlines()[1:] if line.strip()]
     commands = sorted(comm.strip() for _pid, comm in rows)
@@ -93,7 +74,7 @@ def test_host_mounts_and_interfaces_are_invisible(runtime, bundle):
         "echo @@mounts; cat /proc/mounts; echo @@netdev; cat /proc/net/dev; "
         "echo @@iplink; ip -o link"
     )
-    out = _sections(_ok(runtime.run(b, runtime.new_id())))
+    out = sections(ok(runtime.run(b, runtime.new_id())))
 
     # every mount point is the root or one the config asks for (mounts, masked and
     # read-only paths, the cgroup hierarchies under /sys/fs/cgroup)
@@ -112,7 +93,7 @@ def test_host_mounts_and_interfaces_are_invisible(runtime, bundle):
 
 def test_hostname_is_the_configs(runtime, bundle):
     b = bundle.sh("hostname; cat /proc/sys/kernel/hostname")
-    out = _ok(runtime.run(b, runtime.new_id()))
+    out = ok(runtime.run(b, runtime.new_id()))
     assert out.split() == [b.config["hostname"]] * 2
     assert os.uname().nodename != b.config["hostname"]
 
@@ -129,7 +110,7 @@ def test_masked_paths_are_masked(runtime, bundle):
     script += "echo @@mounts; cat /proc/mounts"
     b.config["process"]["args"] = ["sh", "-c", script]
     b.write()
-    out = _sections(_ok(runtime.run(b, runtime.new_id())))
+    out = sections(ok(runtime.run(b, runtime.new_id())))
     for p in files:  # a masked file is /dev/null: a char device 1:3 that reads empty
         assert out[p].split("\n")[:2] == ["character special file 1:3", "0"], (p, out[p])
     for p in dirs:  # a masked directory is an empty (read-only) tmpfs
@@ -160,7 +141,7 @@ def test_readonly_paths_refuse_writes(runtime, bundle):
     b.config["process"]["args"] = ["sh", "-c", script]
     b.write()
     proc = runtime.run(b, runtime.new_id())
-    out = _sections(_ok(proc))
+    out = sections(ok(proc))
     for p in probes:
         assert "OPENED" not in out[p], p
         assert f"can't create {p}: Read-only file system" in proc.stderr, proc.stderr
@@ -186,7 +167,7 @@ def test_dropped_capabilities_are_gone(runtime, bundle, caps):
 
     b = bundle(["cat", "/proc/self/status"], edit)
     configured = b.config["process"]["capabilities"]
-    status = _status(_ok(runtime.run(b, runtime.new_id())))
+    status = _status(ok(runtime.run(b, runtime.new_id())))
     assert int(status["CapBnd"], 16) == _mask(configured["bounding"])
     assert int(status["CapEff"], 16) == _mask(configured["effective"])
     assert int(status["CapPrm"], 16) == _mask(configured["permitted"])
@@ -214,7 +195,7 @@ def test_seccomp_blocks_what_the_profile_blocks(runtime, bundle):
     assert "Operation not permitted" in blocked.stderr, blocked.stderr
     # control: the same probe without the profile makes the directory
     free = runtime.run(bundle.sh(script, writable), runtime.new_id())
-    assert "MADE" in _ok(free)
+    assert "MADE" in ok(free)
 
 
 def test_process_user_cwd_env_and_rlimits(runtime, bundle):
@@ -229,7 +210,7 @@ def test_process_user_cwd_env_and_rlimits(runtime, bundle):
         "id -u; id -g; grep Groups: /proc/self/status; pwd; "
         'echo "$GREETING"; ulimit -n; ulimit -Hn; umask; env'
     )
-    out = _ok(runtime.run(bundle.sh(script, edit), runtime.new_id())).splitlines()
+    out = ok(runtime.run(bundle.sh(script, edit), runtime.new_id())).splitlines()
     assert out[:8] == [
         "1234",
         "2345",
@@ -259,7 +240,7 @@ def test_user_namespace_shows_the_mapping(runtime, bundle):
         edit,
         rootfs_owner=(host_base, host_base),
     )
-    out = _sections(_ok(runtime.run(b, runtime.new_id())))
+    out = sections(ok(runtime.run(b, runtime.new_id())))
     assert out["uid"].split() == ["0", str(host_base), "65536"]
     assert out["gid"].split() == ["0", str(host_base), "65536"]
     assert out["id"].split() == ["0", "0"]  # root inside, host_base outside

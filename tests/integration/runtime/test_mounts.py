@@ -15,28 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers_extra import ok, sections
 
 pytestmark = pytest.mark.root
-
-
-def _ok(proc: Any) -> str:
-    assert proc.returncode == 0, (
-        f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    )
-    return str(proc.stdout)
-
-
-def _sections(text: str) -> dict[str, str]:
-    """Split probe output written as ``@@name`` header lines followed by content."""
-    parts: dict[str, str] = {}
-    name = ""
-    for line in text.splitlines():
-        if line.startswith("@@"):
-            name = line[2:].strip()
-            parts[name] = ""
-        else:
-            parts[name] = parts.get(name, "") + line + "\n"
-    return parts
 
 
 class MountEntry:
@@ -96,7 +77,7 @@ def test_bind_mount_options_and_read_only_remount(runtime, bundle, rt_workdir):
         _add_mounts(ro, rw),
     )
     proc = runtime.run(b, runtime.new_id())
-    out = _sections(_ok(proc))
+    out = sections(ok(proc))
     assert out["read"] == "from the host\n", out
     assert "WROTE" not in out["write"], out
     assert "Read-only file system" in proc.stderr, proc.stderr
@@ -121,7 +102,7 @@ def test_rbind_brings_the_submounts_and_bind_does_not(runtime, bundle):
             {**common, "destination": "/mnt/b", "options": ["bind", "ro"]},
         ),
     )
-    mounts = _mountinfo(_ok(runtime.run(b, runtime.new_id())))
+    mounts = _mountinfo(ok(runtime.run(b, runtime.new_id())))
     inside_r = sorted(p.removeprefix("/mnt/r") for p in mounts if p.startswith("/mnt/r/"))
     assert inside_r == [p.removeprefix("/sys/fs/cgroup") for p in below], sorted(mounts)
     assert not [p for p in mounts if p.startswith("/mnt/b/")], sorted(mounts)
@@ -142,7 +123,7 @@ def test_tmpfs_data_and_flags(runtime, bundle):
         "echo @@mountinfo; cat /proc/self/mountinfo",
         _add_mounts(tmpfs),
     )
-    out = _sections(_ok(runtime.run(b, runtime.new_id())))
+    out = sections(ok(runtime.run(b, runtime.new_id())))
     assert out["stat"].split() == ["1770"], out
     assert "No space left on device" in out["fill"], out  # 2 MiB does not fit in size=1m
     assert "RAN" not in out["exec"], out
@@ -157,7 +138,7 @@ def test_default_spec_filesystems(runtime, bundle):
     """runc's default config mounts proc, a tmpfs /dev, devpts, shm, mqueue, sysfs (read-only
     without a user namespace) and cgroup: each is there with its type."""
     b = bundle(["cat", "/proc/self/mountinfo"])
-    mounts = _mountinfo(_ok(runtime.run(b, runtime.new_id())))
+    mounts = _mountinfo(ok(runtime.run(b, runtime.new_id())))
     for m in b.config["mounts"]:
         entry = mounts.get(m["destination"])
         assert entry is not None, (m, sorted(mounts))
@@ -189,7 +170,7 @@ def test_mount_propagation_option_and_rootfs_propagation(runtime, bundle, propag
         "options": [propagation],
     }
     b = bundle.sh("cat /proc/self/mountinfo", _add_mounts(tmpfs, propagation=propagation))
-    mounts = _mountinfo(_ok(runtime.run(b, runtime.new_id())))
+    mounts = _mountinfo(ok(runtime.run(b, runtime.new_id())))
     assert mounts["/mnt/prop"].shared == (propagation == "shared"), mounts["/mnt/prop"].optional
     if runtime.name == "runc" and propagation == "shared":
         pytest.xfail("runc 1.1.5 (Debian) leaves / in no peer group with rootfsPropagation shared")
@@ -207,7 +188,7 @@ def test_cgroup_namespace_shows_the_containers_cgroup_as_the_root(runtime, bundl
 
     cid = runtime.new_id()
     b = bundle(["sh", "-c", "cat /proc/self/cgroup; readlink /proc/self/ns/cgroup"], edit)
-    lines = _ok(runtime.run(b, cid)).splitlines()
+    lines = ok(runtime.run(b, cid)).splitlines()
     *memberships, link = lines
     assert link != Path("/proc/self/ns/cgroup").readlink().as_posix(), lines
     # every hierarchy the container was put in is its own root; none names the host's path
@@ -229,7 +210,7 @@ def test_session_keyring_is_named_after_the_container(runtime, bundle, new_keyri
 
     cid = runtime.new_id()
     extra = [] if new_keyring else ["--no-new-keyring"]
-    out = _ok(runtime.run(bundle(["cat", "/proc/keys"], unmask), cid, extra=extra))
+    out = ok(runtime.run(bundle(["cat", "/proc/keys"], unmask), cid, extra=extra))
     names = [line.split()[8].rstrip(":") for line in out.splitlines() if " keyring " in line]
     assert (f"_ses.{cid}" in names) == new_keyring, names
 
@@ -271,8 +252,8 @@ def test_exec_joins_the_keyring_named_after_the_container(runtime, bundle):
         masked[:] = [p for p in masked if p != "/proc/keys"]
 
     cid = runtime.new_id()
-    _ok(runtime.run(bundle(["sleep", "30"], unmask), cid, detach=True))
-    keys = _ok(runtime("exec", "--user", "1000:1000", cid, "cat", "/proc/keys"))
+    ok(runtime.run(bundle(["sleep", "30"], unmask), cid, detach=True))
+    keys = ok(runtime("exec", "--user", "1000:1000", cid, "cat", "/proc/keys"))
     owners = [line.split()[5] for line in keys.splitlines() if line.endswith(f" _ses.{cid}: empty")]
     assert owners == ["0"], keys
 
@@ -286,7 +267,7 @@ def test_debug_adds_debug_records_to_the_log(runtime, bundle, rt_workdir, debug)
     b = bundle(["true"])
     flags = ["--debug"] if debug else []
     args = ["--log", str(log), "--log-format", "json", *flags, "run", "--bundle", str(b.path)]
-    _ok(runtime(*args, cid))
+    ok(runtime(*args, cid))
     text = log.read_text() if log.exists() else ""
     levels = {json.loads(line)["level"] for line in text.splitlines() if line.strip()}
     assert ("debug" in levels) == debug, text
