@@ -154,17 +154,24 @@ def ensure_images(
 # ------------------------------------------------------------------ networks and volumes
 
 
+def _exists(ctx: Context, path: str) -> bool:
+    """Whether the daemon has the object at ``path`` (a GET answered 404: no)."""
+    try:
+        ctx.client.get(path)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return False
+    return True
+
+
 def ensure_networks(ctx: Context, project: Project, names: list[str]) -> None:
     used = {key for name in names for key in project.services[name].networks}
     for key, network in project.networks.items():
         if key not in used:
             continue
-        try:
-            ctx.client.get(f"/networks/{network.name}")
+        if _exists(ctx, f"/networks/{network.name}"):
             continue
-        except ApiError as e:
-            if e.status != 404:
-                raise
         if network.external:
             raise ComposeError(
                 f"network {network.name} declared as external, but could not be found"
@@ -193,12 +200,8 @@ def ensure_volumes(ctx: Context, project: Project, names: list[str]) -> None:
     for key, volume in project.volumes.items():
         if key not in used:
             continue
-        try:
-            ctx.client.get(f"/volumes/{volume.name}")
+        if _exists(ctx, f"/volumes/{volume.name}"):
             continue
-        except ApiError as e:
-            if e.status != 404:
-                raise
         if volume.external:
             raise ComposeError(f'external volume "{volume.name}" not found')
         say("Volume", f'"{volume.name}"', "Creating")
