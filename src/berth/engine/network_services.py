@@ -5,7 +5,8 @@ Rules:
 - Hook order: ports first (a taken port fails a start before any name is served), then the
   record of the ports, then the DNS; teardown runs in reverse (``network_hooks``).
 - A running container's published ports are kept in ``<container dir>/ports.json`` (inspect's
-  ``NetworkSettings.Ports`` form), written when its sandbox is ready and deleted when it goes:
+  ``NetworkSettings.Ports`` form; no file when it publishes none), written when its sandbox is
+  ready and deleted when it goes:
   at daemon start ``restore`` hands them to the publisher before the networks re-announce the
   running sandboxes, so a restart of berthd does not move a container's "any port" bindings.
 - ``start`` once the containers are open (a stale table from a dead daemon is dropped there);
@@ -51,11 +52,13 @@ class _PortsFile:
     async def sandbox_ready(self, sandbox: SandboxView) -> None:
         from berth.runtime import store as runtime_store
 
+        published = self.publisher.ports_of(sandbox.container_id)
+        if not published.bindings:  # most containers: no file to write on their start path
+            await self.sandbox_gone(sandbox)  # connect/disconnect may have taken the last one
+            return
         if not os.path.isdir(os.path.dirname(self._path(sandbox.container_id))):
             return  # a build step's sandbox (``network_build``): no container, no ports
-
-        ports = self.publisher.ports_of(sandbox.container_id).inspect_json()
-        data = json.dumps(ports, separators=(",", ":")).encode() + b"\n"
+        data = json.dumps(published.inspect_json(), separators=(",", ":")).encode() + b"\n"
         runtime_store.write_atomically(self._path(sandbox.container_id), data, 0o600, durable=False)
 
     async def sandbox_gone(self, sandbox: SandboxView) -> None:
