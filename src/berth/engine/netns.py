@@ -95,14 +95,6 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def is_pinned(path: str) -> bool:
-    """Whether ``path`` holds a network namespace (and not the empty file under it)."""
-    try:
-        return os.stat(path).st_dev != os.stat(os.path.dirname(path) or ".").st_dev
-    except OSError:
-        return False
-
-
 def run_in(path: str, work: Callable[[], T]) -> T:
     """``work()`` inside the namespace pinned at ``path``, on a thread of its own."""
 
