@@ -38,6 +38,13 @@ What it measures (``--runs`` runs, peers interleaved with their order rotating e
    DNAT, berthd's own.
 4. The limit: ``tcpbench`` server and client as two host processes on the host's loopback
    (an ephemeral port).
+5. The kernel's own path (bench/kernel_path.py): two namespaces joined by veths on a Linux
+   bridge that the bench makes itself, at the kernel's defaults, with no engine and no
+   firewall rule -- the ceiling of every engine's default bridge network, measured with them.
+6. berthd on a second network ``benchnet-big`` made with ``-o io.berth.network.big_tcp=true``
+   (BIG TCP on its veths: 192 KiB packets instead of 64 KiB; off by default, see
+   src/berth/engine/network_links.py for what it costs traffic leaving the host), container
+   to container only.
 
 Reported: median throughput (Gbit/s) and latency (µs, the median of the runs' medians),
 and each as a ratio to the loopback limit (throughput: peer / loopback; latency: peer /
@@ -73,11 +80,15 @@ import common
 import engine_peers
 from common import Spawner, median
 from engine_peers import Peer, PeerFailed
+from kernel_path import KernelPath
 
 MARKDOWN_KEY = "network-bench"
 MARKER_VAR = "BERTH_BENCH_RUN"
 ALL_PEERS = ("berthd", "dockerd", "podman")
 NETWORK = "benchnet"
+BIG_TCP_NETWORK = "benchnet-big"
+BIG_TCP = "berthd (BIG TCP network)"
+KERNEL = "kernel veth + bridge, no engine"
 SERVER_PORT = 5201  # inside the server container
 HERE = Path(__file__).resolve().parent
 RAISE_LO_AND_EXEC = 'ip link set lo up && exec "$@"'
@@ -128,6 +139,8 @@ class Bench:
         self.c2c: dict[str, Tcp] = defaultdict(Tcp)
         self.published: dict[str, Tcp] = defaultdict(Tcp)
         self.loopback = Tcp()
+        self.kernel = Tcp()
+        self.kernel_path: KernelPath | None = None
         self.host_ports: dict[str, int] = {}
         self.server_ip: dict[str, str] = {}
         self.errors: list[tuple[str, str, str]] = []
@@ -145,6 +158,11 @@ class Bench:
         (self.tmp / "docker-config" / "config.json").write_text("{}\n")
         self.spawner = Spawner(str(self.tmp / "scratch"), self.env)
         self.compile_tool()
+        self.kernel_path = KernelPath(self.tool, self.env)
+        try:
+            self.kernel_path.start()
+        except (subprocess.SubprocessError, OSError) as exc:
+            self.fail(KERNEL, "setup", str(exc))
         image_tar = self.tmp / "busybox.tar"
         berthd = engine_peers.Berthd(self.tmp / "b", f"{self.prefix}-berthd", self.env)
         berthd.wrapper = [engine_peers.UNSHARE, "--net", "--", "sh", "-c", RAISE_LO_AND_EXEC,
@@ -306,25 +324,35 @@ class Bench:
 
         self.interleaved("run --rm", body)
 
-    def start_servers(self) -> None:
+    def start_pair(self, name: str, network: str, tag: str, publish: list[str]) -> str:
+        """A ``tcpbench serve`` container and a client container on ``network``; the
+        server's address."""
+        peer = self.peers[name]
         mount = ["-v", f"{self.tool}:/tcpbench:ro"]
+        args = [*self.run_args(name)[2:], "--network", network, *mount]
+        self.call(peer.cli("run", "-d", "--name", f"{self.prefix}-{tag}srv", *args, *publish,
+                           "busybox", "/tcpbench", "serve", str(SERVER_PORT)))  # fmt: skip
+        self.call(peer.cli("run", "-d", "--name", f"{self.prefix}-{tag}cli", *args,
+                           "busybox", "sleep", "3600"))  # fmt: skip
+        fmt = f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}'
+        return self.call(peer.cli("inspect", "-f", fmt, f"{self.prefix}-{tag}srv")).stdout.strip()
+
+    def start_servers(self) -> None:
         for n, name in enumerate(list(self.peers)):
-            peer = self.peers[name]
             host_port = 15201 + n
             try:
-                self.call(peer.cli("run", "-d", "--name", f"{self.prefix}-srv",
-                                   *self.run_args(name), *mount, "-p",
-                                   f"{host_port}:{SERVER_PORT}", "busybox", "/tcpbench",
-                                   "serve", str(SERVER_PORT)))  # fmt: skip
-                self.call(peer.cli("run", "-d", "--name", f"{self.prefix}-cli",
-                                   *self.run_args(name), *mount, "busybox", "sleep",
-                                   "3600"))  # fmt: skip
-                fmt = f'{{{{(index .NetworkSettings.Networks "{NETWORK}").IPAddress}}}}'
-                ip = self.call(peer.cli("inspect", "-f", fmt, f"{self.prefix}-srv")).stdout
-                self.server_ip[name] = ip.strip()
+                publish = ["-p", f"{host_port}:{SERVER_PORT}"]
+                self.server_ip[name] = self.start_pair(name, NETWORK, "", publish)
                 self.host_ports[name] = host_port
             except CaseFailed as exc:
                 self.fail(name, "TCP", str(exc))
+        if "berthd" in self.server_ip:
+            try:
+                big = ["-o", "io.berth.network.big_tcp=true"]
+                self.call(self.peers["berthd"].cli("network", "create", *big, BIG_TCP_NETWORK))
+                self.server_ip[BIG_TCP] = self.start_pair("berthd", BIG_TCP_NETWORK, "big", [])
+            except CaseFailed as exc:
+                self.fail(BIG_TCP, "TCP", str(exc))
 
     def bench_tcp(self) -> None:
         secs, trips = str(self.args.seconds), str(self.args.round_trips)
@@ -337,21 +365,31 @@ class Bench:
                 peer, ip, port = self.peers[name], self.server_ip[name], self.host_ports[name]
                 exec_argv = peer.cli("exec", f"{self.prefix}-cli", "/tcpbench")
                 try:
-                    out = self.call([*exec_argv, "tput", ip, str(SERVER_PORT), secs]).stdout
-                    self.c2c[name].gbits.append(parse_tput(out))
-                    out = self.call([*exec_argv, "lat", ip, str(SERVER_PORT), trips]).stdout
-                    self.c2c[name].rtt_us.append(parse_lat(out))
+                    self.measure(self.c2c[name], exec_argv, ip, str(SERVER_PORT))
+                    if name == "berthd" and BIG_TCP in self.server_ip:
+                        big_exec = peer.cli("exec", f"{self.prefix}-bigcli", "/tcpbench")
+                        big_ip = self.server_ip[BIG_TCP]
+                        self.measure(self.c2c[BIG_TCP], big_exec, big_ip, str(SERVER_PORT))
                     out = self.in_netns(name, [tool, "tput", "127.0.0.1", str(port), secs])
                     self.published[name].gbits.append(parse_tput(out))
                     out = self.in_netns(name, [tool, "lat", "127.0.0.1", str(port), trips])
                     self.published[name].rtt_us.append(parse_lat(out))
                 except (CaseFailed, ValueError, OSError) as exc:
                     self.fail(name, "TCP", str(exc))
-            loop_port = str(self.loopback_port)
-            out = self.call([tool, "tput", "127.0.0.1", loop_port, secs]).stdout
-            self.loopback.gbits.append(parse_tput(out))
-            out = self.call([tool, "lat", "127.0.0.1", loop_port, trips]).stdout
-            self.loopback.rtt_us.append(parse_lat(out))
+            self.measure(self.loopback, [tool], "127.0.0.1", str(self.loopback_port))
+            kernel = self.kernel_path
+            if kernel is not None and "setup" not in self.failed[KERNEL]:
+                try:
+                    self.measure(self.kernel, kernel.client(), kernel.server_ip, str(SERVER_PORT))
+                except (CaseFailed, ValueError) as exc:
+                    self.fail(KERNEL, "TCP", str(exc))
+
+    def measure(self, into: Tcp, tool_argv: list[str], ip: str, port: str) -> None:
+        """One throughput and one latency measurement of ``tool_argv`` (tcpbench) to ip:port."""
+        out = self.call([*tool_argv, "tput", ip, port, str(self.args.seconds)]).stdout
+        into.gbits.append(parse_tput(out))
+        out = self.call([*tool_argv, "lat", ip, port, str(self.args.round_trips)]).stdout
+        into.rtt_us.append(parse_lat(out))
 
     # ---- clean-up
 
@@ -361,6 +399,8 @@ class Bench:
         if self.loopback_server is not None:
             self.loopback_server.kill()
             self.loopback_server.wait()
+        if self.kernel_path is not None:
+            self.kernel_path.close()
         for name in list(self.peers):
             self.stop_peer(name)
         if self.spawner is not None:
@@ -410,14 +450,19 @@ def report(b: Bench, markdown: bool) -> str:
     loop_rtt = median(b.loopback.rtt_us) if b.loopback.rtt_us else 0.0
     tcp_rows = [["host loopback (the limit)", f"{loop_gbits:.2f}", "1.00", f"{loop_rtt:.1f}",
                  "1.00"]]  # fmt: skip
+
+    def row(label: str, r: Tcp | None) -> None:
+        if r is None or not r.gbits:
+            return
+        gbits, rtt = median(r.gbits), median(r.rtt_us) if r.rtt_us else 0.0
+        tcp_rows.append([label, f"{gbits:.2f}", _ratio(gbits, loop_gbits),
+                         f"{rtt:.1f}" if rtt else "-", _ratio(rtt, loop_rtt)])  # fmt: skip
+
+    row(f"{KERNEL}: container to container", b.kernel)
     for name in peers:
-        for path, results in (("container to container", b.c2c), ("published port", b.published)):
-            r = results.get(name)
-            if r is None or not r.gbits:
-                continue
-            gbits, rtt = median(r.gbits), median(r.rtt_us) if r.rtt_us else 0.0
-            tcp_rows.append([f"{name}: {path}", f"{gbits:.2f}", _ratio(gbits, loop_gbits),
-                             f"{rtt:.1f}" if rtt else "-", _ratio(rtt, loop_rtt)])  # fmt: skip
+        row(f"{name}: container to container", b.c2c.get(name))
+        row(f"{name}: published port", b.published.get(name))
+    row(f"{BIG_TCP}: container to container", b.c2c.get(BIG_TCP))
     tables.append(common.Table(
         "TCP throughput (Gbit/s) and round-trip latency (µs, 64 bytes), medians",
         ["path", "throughput", "x loopback", "latency", "x loopback"], tcp_rows,
@@ -437,6 +482,13 @@ def report(b: Bench, markdown: bool) -> str:
                        "(target 80%): " + ("met" if share >= 0.8 else "NOT met"))  # fmt: skip
     else:
         targets.append("container-to-container throughput: no berthd number (see above)")
+    if b.kernel.gbits and loop_gbits:
+        targets.append(f"the kernel's own veth + bridge path (no engine): "
+                       f"{median(b.kernel.gbits) / loop_gbits:.0%} of loopback")  # fmt: skip
+    big = b.c2c.get(BIG_TCP)
+    if big is not None and big.gbits and loop_gbits:
+        targets.append(f"berthd with BIG TCP on the network (opt-in): "
+                       f"{median(big.gbits) / loop_gbits:.0%} of loopback")  # fmt: skip
     errors = [f"{peer}, {case}: {text}" for peer, case, text in b.errors]
     sections = [("Targets", targets), ("Errors", errors), ("Left behind", b.left)]
     return common.render("Network benchmark", info, tables, sections, markdown)

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
 MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
 MTU_OPTION = "com.docker.network.driver.mtu"  # the veths' MTU (0 or unset: the kernel's 1500)
+BIG_TCP_OPTION = "io.berth.network.big_tcp"  # true: BIG TCP on the veths (network_links)
 DEFAULT_BRIDGE = "berth0"
 PREDEFINED = ("bridge", "host", "none")
 DRIVER_OF_PREDEFINED = {"bridge": "bridge", "host": "host", "none": "null"}
@@ -91,6 +92,10 @@ class Network:
     @property
     def mtu(self) -> int:
         return mtu_of(self.options)
+
+    @property
+    def big_tcp(self) -> bool:
+        return big_tcp_of(self.options)
 
     @property
     def prefix_len(self) -> int:
@@ -346,3 +351,11 @@ def mtu_of(options: dict[str, str]) -> int:
     if mtu and not 68 <= mtu <= 65535:
         raise InvalidArgument(f"invalid MTU number: {mtu} (68 to 65535)")
     return mtu
+
+
+def big_tcp_of(options: dict[str, str]) -> bool:
+    """The ``io.berth.network.big_tcp`` option, checked (true or false; unset: false)."""
+    text = options.get(BIG_TCP_OPTION, "false").strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise InvalidArgument(f"invalid value for {BIG_TCP_OPTION}: {text!r} (true or false)")
+    return text in ("true", "1")

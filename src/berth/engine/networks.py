@@ -279,6 +279,7 @@ class NetworkManager:
             if any(n.name == name for n in self.networks.values()):
                 raise Conflict(f"network with name {name} already exists")
             ipam.mtu_of(options)
+            ipam.big_tcp_of(options)
             bridge_name = options.get(ipam.BRIDGE_NAME_OPTION, "")
             if len(bridge_name) > 15 or "/" in bridge_name or " " in bridge_name:
                 raise InvalidArgument(
@@ -594,6 +595,7 @@ class NetworkManager:
                 mac=ep.mac,
                 gateway=None if (net.internal or not route) else net.gateway,
                 mtu=net.mtu,
+                big_tcp=net.big_tcp,
             )
         )
 

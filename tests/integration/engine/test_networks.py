@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -286,6 +287,48 @@ def test_internal_network_has_no_default_route_and_a_bridge_name_option(
         await w.m.disconnect("out", "ob")  # the default route goes with it: int is internal
         assert sorted(await _names(w.m.pin(b.id))) == ["eth1", "lo"]
         assert not await asyncio.to_thread(_has_default_route, w.m.pin(b.id))
+        await w.stop(a)
+        await w.stop(b)
+        assert await w.veths() == []
+
+    asyncio.run(main())
+
+
+def _gso_ipv4_max_size(namespace: str, ifname: str) -> int:
+    """IFLA_GSO_IPV4_MAX_SIZE of ``ifname``, read by RTM_GETLINK (pyroute2 has no name for it)."""
+    sock = netns.socket_in(namespace, socket.AF_NETLINK, socket.SOCK_RAW)
+    with sock:
+        index = netns.run_in(namespace, lambda: socket.if_nametoindex(ifname))
+        body = struct.pack("=BxHiII", 0, 0, index, 0, 0)
+        sock.send(struct.pack("=IHHII", 16 + len(body), 18, 1, 1, 0) + body)  # RTM_GETLINK
+        reply = sock.recv(65536)
+    offset = 16 + 16  # nlmsghdr, ifinfomsg
+    while offset + 4 <= len(reply):
+        length, kind = struct.unpack_from("=HH", reply, offset)
+        if kind == 63:
+            return int(struct.unpack_from("=I", reply, offset + 4)[0])
+        offset += (length + 3) & ~3
+    raise AssertionError(f"no IFLA_GSO_IPV4_MAX_SIZE for {ifname}")
+
+
+def test_big_tcp_option_sizes_both_veth_ends_of_that_network_only(
+    tmp_path: Path, host: str
+) -> None:
+    async def main() -> None:
+        w = World(tmp_path, host)
+        await w.m.open()
+        with pytest.raises(InvalidArgument, match=r"io\.berth\.network\.big_tcp: 'yes'"):
+            await w.m.create({"Name": "bad", "Options": {"io.berth.network.big_tcp": "yes"}})
+        await w.m.create({"Name": "big", "Options": {"io.berth.network.big_tcp": "true"}})
+        await w.m.create({"Name": "plain"})
+        a, b = w.container("ba", "big"), w.container("pb", "plain")
+        await w.start(a)
+        await w.start(b)
+        size = await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(a.id), "eth0")
+        assert size == links.BIG_TCP_SIZE
+        ends = {n: await asyncio.to_thread(_gso_ipv4_max_size, host, n) for n in await w.veths()}
+        assert sorted(ends.values()) == [65536, links.BIG_TCP_SIZE]
+        assert await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(b.id), "eth0") == 65536
         await w.stop(a)
         await w.stop(b)
         assert await w.veths() == []
