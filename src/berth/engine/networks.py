@@ -12,7 +12,11 @@ Rules:
   (``attach``): a namespace pinned at ``<run>/netns/<id>`` (the spec joins that path, fixed at
   create), lo up, one veth pair per network (``veth<7 hex>`` on the bridge, ``eth<n>`` inside
   with Docker's MAC and the address IPAM gives, default route via the first network's
-  gateway unless it is internal), then the hooks' ``sandbox_ready``. ``release`` undoes it all
+  gateway unless it is internal), then the hooks' ``sandbox_ready``. A "none" container's
+  namespace is the runtime's (``Sandbox.runtime_netns``: no pin, no netlink work at its start);
+  a container that joins it (``container:<id>``, whose spec names the target's pin path) pins
+  it then from the target's init (``/proc/<pid>/ns/net``), and the pin goes with the target's
+  release. ``SandboxKey`` shows the path that reaches the namespace. ``release`` undoes it all
   (hooks' ``sandbox_gone`` first) at the container's exit, after a failed start and at removal;
   it is idempotent. A failure in ``attach`` releases what it made before it raises.
 - A released veth is deleted in the background (``_retire``: the kernel's delete waits out RCU
@@ -153,7 +157,7 @@ class NetworkManager:
         return SandboxView(
             container_id=sandbox.container_id,
             container_name=rec.name.lstrip("/") if rec else "",
-            netns_path=self.pin(sandbox.container_id),
+            netns_path=self.pin(sandbox.container_id) if sandbox.pinned else "",
             endpoints=tuple(endpoints),
             config=dict(rec.config) if rec else {},
             host_config=dict(rec.host_config) if rec else {},
@@ -393,7 +397,7 @@ class NetworkManager:
                 "Container cannot be connected to network endpoints: "
                 + ", ".join(sorted(endpoints_config))
             )
-        sandbox = Sandbox(cid, mode)
+        sandbox = Sandbox(cid, mode, runtime_netns=mode == "none")
         if mode in ("host", "none"):
             if endpoints_config and next(iter(endpoints_config)) not in (mode, ""):
                 raise InvalidArgument(
@@ -450,7 +454,7 @@ class NetworkManager:
 
     def spec_namespace(self, sandbox: Sandbox) -> str | None:
         """The namespace path the spec joins (None: the runtime's default for the mode)."""
-        if sandbox.own_netns:
+        if sandbox.pinned:
             return self.pin(sandbox.container_id)
         if sandbox.joined:
             return self.pin(sandbox.joined)
@@ -509,11 +513,7 @@ class NetworkManager:
         directory = self.paths.container(rec.id)
         async with self.lock:
             if sandbox.joined:
-                if not self._running(sandbox.joined):
-                    raise Conflict(
-                        "cannot join network namespace of a non running container:"
-                        f" {sandbox.joined}"
-                    )
+                await self._pin_joined(sandbox.joined)
                 return
             if not sandbox.own_netns:
                 await asyncio.to_thread(self.write_files, sandbox, directory, rec.to_json())
@@ -529,6 +529,27 @@ class NetworkManager:
             if net is not None:
                 self._emit("connect", net, container=rec.id)
 
+    async def _pin_joined(self, target_id: str) -> None:
+        """The pin a ``container:<id>`` container joins: the target's own, or, for a namespace
+        the runtime made, one made now from the target's init (kept until its release)."""
+        rec, target = self._record(target_id), self.sandboxes.get(target_id)
+        gone = f"cannot join network namespace of a non running container: {target_id}"
+        if rec is None or target is None or not rec.running:
+            raise Conflict(gone)
+        path = self.pin(target_id)
+        if target.pinned or os.path.lexists(path):
+            return
+        pid = int(rec.state.get("Pid") or 0)
+        if not rec.has_process or pid <= 0:
+            raise Conflict(f"Container {target_id} is restarting, wait until it is running")
+        try:
+            await asyncio.to_thread(netns.pin, f"/proc/{pid}/ns/net", path)
+        except OSError as e:
+            raise Conflict(f"{gone}: {e.strerror}") from e
+        if not rec.has_process or rec.state.get("Pid") != pid:  # it exited meanwhile
+            await asyncio.to_thread(netns.remove, path)
+            raise Conflict(gone)
+
     async def _attach_locked(
         self, cid: str, rec_like: dict[str, Any], sandbox: Sandbox, directory: str
     ) -> None:
@@ -537,8 +558,10 @@ class NetworkManager:
                 raise NotFound(f"network {ep.network_name} not found")
         sandbox.new_sandbox_id()
         pin = self.pin(cid)
-        await asyncio.to_thread(netns.remove, pin)  # a stale one from a crash
-        await asyncio.to_thread(netns.create, pin)
+        if os.path.lexists(pin):  # a stale one from a crash
+            await asyncio.to_thread(netns.remove, pin)
+        if sandbox.pinned:
+            await asyncio.to_thread(netns.create, pin)
         for index, ep in enumerate(sandbox.endpoints):
             await self._add_endpoint(sandbox, ep, index == 0, directory)
         await asyncio.to_thread(self.write_files, sandbox, directory, rec_like)
@@ -618,7 +641,9 @@ class NetworkManager:
             view = self.sandbox_view(sandbox)
             for hook in reversed(self.hooks):
                 await hook.sandbox_gone(view)
-        await asyncio.to_thread(netns.remove, self.pin(sandbox.container_id))
+        pin = self.pin(sandbox.container_id)
+        if sandbox.pinned or os.path.lexists(pin):  # the runtime's: pinned if one joined it
+            await asyncio.to_thread(netns.remove, pin)
         for ep in sandbox.endpoints:
             if ep.host_if:
                 self._retire(sandbox.container_id, ep.network_id, ep.host_if, ep.ip)
@@ -708,7 +733,7 @@ class NetworkManager:
         running = rec.running and sandbox.active
         if running:
             out["SandboxID"] = sandbox.sandbox_id
-            out["SandboxKey"] = self.pin(rec.id)
+            out["SandboxKey"] = self.sandbox_key(rec, sandbox)
             if self.ports is not None:
                 out["Ports"] = self.ports.ports_of(rec.id).inspect_json()
         if sandbox.mode in ("host", "none"):
@@ -724,6 +749,12 @@ class NetworkManager:
                 out.update(EndpointID=ep.endpoint_id, Gateway=ep.gateway, IPAddress=ep.ip,
                            IPPrefixLen=ep.prefix_len, MacAddress=ep.mac)  # fmt: skip
         return out
+
+    def sandbox_key(self, rec: Record, sandbox: Sandbox) -> str:
+        """A running container's namespace: its pin, or its init's for the runtime's own."""
+        if sandbox.pinned or not rec.state.get("Pid"):
+            return self.pin(rec.id)
+        return f"/proc/{rec.state['Pid']}/ns/net"
 
     def file_paths(self, rec: Record) -> dict[str, str]:
         """inspect's ``HostnamePath``, ``HostsPath`` and ``ResolvConfPath``."""
