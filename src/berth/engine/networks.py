@@ -12,13 +12,13 @@ Rules:
   (``attach``): a namespace pinned at ``<run>/netns/<id>`` (the spec joins that path, fixed at
   create), lo up, one veth pair per network (``veth<7 hex>`` on the bridge, ``eth<n>`` inside
   with Docker's MAC and the address IPAM gives, default route via the first network's
-  gateway unless it is internal), then the hooks' ``sandbox_ready``. A "none" container's
-  namespace is the runtime's (``Sandbox.runtime_netns``: no pin, no netlink work at its start);
-  a container that joins it (``container:<id>``, whose spec names the target's pin path) pins
-  it then from the target's init (``/proc/<pid>/ns/net``), and the pin goes with the target's
-  release. ``SandboxKey`` shows the path that reaches the namespace. ``release`` undoes it all
-  (hooks' ``sandbox_gone`` first) at the container's exit, after a failed start and at removal;
-  it is idempotent. A failure in ``attach`` releases what it made before it raises.
+  gateway unless it is internal), the hooks' ``sandbox_ready``, then the /etc files and
+  ``network.json`` (one thread trip). A "none" container's namespace is the runtime's
+  (``Sandbox.runtime_netns``: no pin, no netlink work); one that joins it (``container:<id>``:
+  its spec names the target's pin) pins it then from the target's init (``/proc/<pid>/ns/net``,
+  also its ``SandboxKey``) until the target's release. ``release`` undoes it all (hooks'
+  ``sandbox_gone`` first) at the container's exit, after a failed start and at removal; it is
+  idempotent. A failure in ``attach`` releases what it made before it raises.
 - A released veth is deleted in the background (``_retire``: the kernel's delete waits out RCU
   grace periods, 15-40 ms, which an exit should not pay); its address stays taken until the
   link is gone. A failed start, an explicit removal (``rm``), a network's removal, a static
@@ -564,7 +564,6 @@ class NetworkManager:
             await asyncio.to_thread(netns.create, pin)
         for index, ep in enumerate(sandbox.endpoints):
             await self._add_endpoint(sandbox, ep, index == 0, directory)
-        await asyncio.to_thread(self.write_files, sandbox, directory, rec_like)
         view = self.sandbox_view(sandbox)
         done: list[NetworkHooks] = []
         try:
@@ -576,7 +575,12 @@ class NetworkManager:
                 await hook.sandbox_gone(view)
             raise
         sandbox.active = True
-        await asyncio.to_thread(sandbox.save, directory, False)
+        await asyncio.to_thread(self._write_started, sandbox, directory, rec_like)
+
+    def _write_started(self, sandbox: Sandbox, directory: str, rec_like: dict[str, Any]) -> None:
+        """A sandbox now up: its /etc files and its ``network.json``, in one trip to a thread."""
+        self.write_files(sandbox, directory, rec_like)
+        sandbox.save(directory, False)
 
     def _ifname(self, sandbox: Sandbox) -> str:
         used = {ep.ifname for ep in sandbox.endpoints if ep.ifname}
@@ -733,7 +737,9 @@ class NetworkManager:
         running = rec.running and sandbox.active
         if running:
             out["SandboxID"] = sandbox.sandbox_id
-            out["SandboxKey"] = self.sandbox_key(rec, sandbox)
+            pid = rec.state.get("Pid")  # the runtime's own namespace: reached by its init's
+            runtimes = not sandbox.pinned and pid
+            out["SandboxKey"] = f"/proc/{pid}/ns/net" if runtimes else self.pin(rec.id)
             if self.ports is not None:
                 out["Ports"] = self.ports.ports_of(rec.id).inspect_json()
         if sandbox.mode in ("host", "none"):
@@ -749,12 +755,6 @@ class NetworkManager:
                 out.update(EndpointID=ep.endpoint_id, Gateway=ep.gateway, IPAddress=ep.ip,
                            IPPrefixLen=ep.prefix_len, MacAddress=ep.mac)  # fmt: skip
         return out
-
-    def sandbox_key(self, rec: Record, sandbox: Sandbox) -> str:
-        """A running container's namespace: its pin, or its init's for the runtime's own."""
-        if sandbox.pinned or not rec.state.get("Pid"):
-            return self.pin(rec.id)
-        return f"/proc/{rec.state['Pid']}/ns/net"
 
     def file_paths(self, rec: Record) -> dict[str, str]:
         """inspect's ``HostnamePath``, ``HostsPath`` and ``ResolvConfPath``."""
