@@ -199,6 +199,38 @@ def test_network_prune(docker: dockerd.Dockerd) -> None:
     )
 
 
+def test_a_none_container_answers_as_dockerds(docker: dockerd.Dockerd, berthd: Daemon) -> None:
+    """A running ``--network none`` container on dockerd and on berthd alike: lo only, connect
+    refused in the same words, the same networks in inspect, stats' NET I/O, and a
+    ``container:<id>`` that joins it sees its lo only."""
+    clis: dict[str, DockerCli] = {
+        "dockerd": docker, "berthd": lambda *args: berthd.docker(*args, check=False),
+    }  # fmt: skip
+    seen = {}
+    for daemon, cli in clis.items():
+        box = cli("run", "-d", "--name", "nonebox", "--network", "none", "busybox", "sleep", "30")
+        assert box.returncode == 0, box.stderr
+        assert cli("network", "create", "nonenet").returncode == 0
+        try:
+            inside = cli("exec", "nonebox", "cat", "/proc/net/dev").stdout.splitlines()[2:]
+            joined = cli("run", "--rm", "--network", "container:nonebox", "busybox",
+                         "cat", "/proc/net/dev").stdout.splitlines()[2:]  # fmt: skip
+            connect = [cli("network", "connect", net, "nonebox") for net in ("nonenet", "none")]
+            doc = json.loads(cli("inspect", "nonebox").stdout)[0]
+            seen[daemon] = (
+                [line.split(":")[0].strip() for line in inside + joined],
+                [(c.returncode, c.stderr) for c in connect],
+                sorted(doc["NetworkSettings"]["Networks"]),
+                doc["NetworkSettings"]["IPAddress"],
+                cli("stats", "--no-stream", "--format", "{{.NetIO}}", "nonebox").stdout,
+            )
+        finally:
+            cli("rm", "-f", "nonebox")
+            cli("network", "rm", "nonenet")
+    assert seen["berthd"] == seen["dockerd"]
+    assert seen["berthd"][0] == ["lo", "lo"]
+
+
 # --------------------------------------------------------------------------- volumes
 
 

@@ -173,6 +173,40 @@ def test_none_host_and_container_modes(berthd: Daemon) -> None:
     _nothing_left(berthd)
 
 
+def test_a_none_container_has_no_pin_and_can_be_joined(berthd: Daemon) -> None:
+    """--network none: the runtime's namespace (lo only, up), no pin while it runs; inspect
+    names a path that reaches it; a container:<id> joins that very namespace (the pin made
+    then goes with it); network connect is refused as dockerd refuses it (400); nothing is
+    left after rm or a failed start."""
+    import docker
+
+    berthd.docker("run", "-d", "--name", "quiet", "--network", "none", "busybox", "sleep", "30")
+    client = docker.APIClient(base_url=berthd.url)
+    try:
+        doc = _inspect(berthd, "container", "quiet")
+        settings, pid = doc["NetworkSettings"], doc["State"]["Pid"]
+        assert _pins(berthd) == []
+        assert settings["SandboxKey"] == f"/proc/{pid}/ns/net" and settings["SandboxID"]
+        assert list(settings["Networks"]) == ["none"] and settings["IPAddress"] == ""
+        links = berthd.docker("exec", "quiet", "ip", "-o", "link").stdout.splitlines()
+        assert len(links) == 1 and ": lo:" in links[0] and ",UP" in links[0], links
+        joined = berthd.docker("run", "--rm", "--network", "container:quiet", "busybox",
+                               "readlink", "/proc/self/ns/net").stdout  # fmt: skip
+        assert joined.strip() == os.readlink(f"/proc/{pid}/ns/net")
+        assert _pins(berthd) == [doc["Id"]]  # made for the joiner, kept while quiet runs
+        with pytest.raises(docker.errors.APIError) as refused:
+            client.connect_container_to_network("quiet", "bridge")
+        assert refused.value.status_code == 400
+        assert "container cannot be connected to multiple networks with one of the networks in" \
+            " private (none) mode" in str(refused.value.explanation)  # fmt: skip
+    finally:
+        client.close()
+        berthd.docker("rm", "-f", "quiet")
+    failed = berthd.docker("run", "--rm", "--network", "none", "busybox", "/no/such", check=False)
+    assert failed.returncode != 0
+    _nothing_left(berthd)
+
+
 def test_connect_disconnect_and_prune_with_docker_py(berthd: Daemon) -> None:
     import docker
 
@@ -204,6 +238,7 @@ def test_a_daemon_restart_then_removal_leaves_nothing() -> None:
         d.docker("network", "create", "keep")
         d.docker("run", "-d", "--name", "na", "--network", "keep", "busybox", "sleep", "60")
         d.docker("run", "-d", "--name", "nb", "--network", "keep", "busybox", "sleep", "0.5")
+        d.docker("run", "-d", "--name", "nq", "--network", "none", "busybox", "sleep", "60")
         ip = _inspect(d, "container", "na")["NetworkSettings"]["Networks"]["keep"]["IPAddress"]
         d.proc.send_signal(signal.SIGTERM)
         assert d.proc.wait(timeout=20) == 0
@@ -212,6 +247,10 @@ def test_a_daemon_restart_then_removal_leaves_nothing() -> None:
         assert len(_veths(d)) == 1 and _pins(d) == [_inspect(d, "container", "na")["Id"]]
         out = d.docker("run", "--rm", "--network", "keep", "busybox", "ping", "-c1", "-W2", ip)
         assert "1 packets received" in out.stdout
-        d.docker("rm", "-f", "na", "nb")
+        quiet = _inspect(d, "container", "nq")  # "none": still running, joinable, no pin
+        joined = d.docker("run", "--rm", "--network", "container:nq", "busybox", "readlink",
+                          "/proc/self/ns/net").stdout  # fmt: skip
+        assert joined.strip() == os.readlink(f"/proc/{quiet['State']['Pid']}/ns/net")
+        d.docker("rm", "-f", "na", "nb", "nq")
         d.docker("network", "rm", "keep")
         _nothing_left(d)

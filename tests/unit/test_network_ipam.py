@@ -3,6 +3,9 @@ addresses, Docker's MACs, hosts and resolv.conf as dockerd writes them."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from berth.engine import network_files as files
@@ -60,3 +63,16 @@ def test_resolv_conf_and_hosts() -> None:
     text = files.hosts([("172.17.0.2", ["abc"])], ["db:10.0.0.9"])
     assert text.startswith("127.0.0.1\tlocalhost\n")
     assert text.endswith("10.0.0.9\tdb\n172.17.0.2\tabc\n")
+
+
+def test_write_in_place_keeps_the_inode_and_leaves_the_same_text_alone(tmp_path: Path) -> None:
+    path = str(tmp_path / "hosts")
+    files.write_in_place(path, "first line\nsecond\n")
+    before = os.stat(path)
+    os.utime(path, ns=(0, 0))  # a rewrite would move mtime
+    files.write_in_place(path, "first line\nsecond\n")
+    assert os.stat(path).st_mtime_ns == 0
+    files.write_in_place(path, "first line\n")  # a prefix of what is there: rewritten
+    after = os.stat(path)
+    assert after.st_ino == before.st_ino and after.st_mtime_ns != 0
+    assert Path(path).read_text() == "first line\n"

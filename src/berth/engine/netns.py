@@ -3,11 +3,13 @@
 Why: a container's network is set up before the container exists (its veth, address and
 routes, its embedded DNS socket), and outlives a restart of its process, so berthd makes the
 namespace itself and hands the runtime its path (``linux.namespaces[].path``), as dockerd's
-sandboxes do.
+sandboxes do. A namespace berthd has no work in (``--network none``) is the runtime's own,
+pinned only if another container joins it (``pin``).
 
 Rules:
 - A namespace lives as long as its pin: a bind mount of the namespace file on an empty regular
-  file (``create``); ``remove`` detaches the mount and deletes the file. Nothing else keeps it.
+  file (``create`` makes a new namespace, ``pin`` one a process already has); ``remove``
+  detaches the mount and deletes the file. Nothing else keeps it.
 - Entering a namespace changes only the calling thread (``setns`` is per task), so code runs in
   one only on a thread made for it (``run_in``): the thread enters, runs, and goes back to the
   namespace it came from before it ends. Sockets (netlink ones too) stay bound to the namespace
@@ -63,11 +65,24 @@ def _on_new_thread(work: Callable[[], T]) -> T:
     return result[0]
 
 
+def _pinned_by(path: str, bind: Callable[[], None]) -> None:
+    """An empty file at ``path`` (which must not exist), then ``bind()`` mounts a namespace
+    on it; on failure nothing is left at ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+    os.close(fd)
+    try:
+        bind()
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _syscalls().umount2(path, MNT_DETACH)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+
+
 def create(path: str, loopback_up: bool = True) -> None:
     """A new network namespace pinned at ``path`` (which must not exist), ``lo`` up unless
     told otherwise. On failure nothing is left at ``path``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-    os.close(fd)
 
     def make() -> None:
         calls = _syscalls()
@@ -76,14 +91,14 @@ def create(path: str, loopback_up: bool = True) -> None:
         if loopback_up:
             bring_up()
 
-    try:
-        _on_new_thread(make)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            _syscalls().umount2(path, MNT_DETACH)
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    _pinned_by(path, lambda: _on_new_thread(make))
+
+
+def pin(source: str, path: str) -> None:
+    """Pin the namespace that exists at ``source`` (a process's ``/proc/<pid>/ns/net``) at
+    ``path`` (which must not exist), so it outlives that process; ``remove`` unpins it.
+    On failure nothing is left at ``path``."""
+    _pinned_by(path, lambda: _syscalls().mount(source, path, None, MS_BIND, None))
 
 
 def remove(path: str) -> None:

@@ -3,10 +3,10 @@ container's, keyed by the step's id, made before the step runs and released when
 
 Rules:
 - Modes (``networkmode`` of ``POST /build``): ``default``/``bridge`` (the default bridge,
-  ``berth0``, made on demand as for a container, NAT'ed out), ``none`` (a pinned namespace
-  with lo only), ``host`` (berthd's namespace, nothing made) or a user network's name or id
-  (on it, with the embedded DNS). ``container:<id>`` is refused, as an unknown network is
-  (404), before anything is made (``plan``).
+  ``berth0``, made on demand as for a container, NAT'ed out), ``none`` (the runtime's own
+  namespace, lo up, nothing pinned), ``host`` (berthd's namespace, nothing made) or a user
+  network's name or id (on it, with the embedded DNS). ``container:<id>`` is refused, as an
+  unknown network is (404), before anything is made (``plan``).
 - The sandbox is made and released by the container's code paths (``_attach_locked``,
   ``_release_locked``, under the manager's lock, hooks told): a pinned namespace at
   ``<run>/netns/<step id>``, one veth on the bridge, an address from IPAM; while the step runs

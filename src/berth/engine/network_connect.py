@@ -3,7 +3,9 @@ container, at once in its namespace when it runs (the networks manager's rules h
 manager's lock, hooks told with ``sandbox_ready``, files rewritten in place).
 
 Rules (dockerd's):
-- host, none and container: modes cannot be connected to another network (403).
+- host and container: modes cannot be connected to another network (403); a "none" container
+  cannot be either, nor any container to the "none" network (400, "private (none) mode"),
+  except a "none" one to its own (403, "endpoint with name X already exists").
 - A second endpoint on one network is 403 "endpoint with name X already exists in network Y";
   disconnecting one that is not there is 403 "container X is not connected to network Y".
 - A stopped container only has its plan changed (its endpoint is made at its next start).
@@ -20,22 +22,25 @@ from berth.engine import network_links as links
 from berth.engine.api_errors import Forbidden
 from berth.engine.containers_state import Record
 from berth.engine.network_sandbox import Endpoint, Sandbox
-from berth.errors import NotFound
+from berth.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
+    from berth.engine.network_store import Network
     from berth.engine.networks import NetworkManager
 
 
-def _sandbox_of(m: NetworkManager, rec: Record) -> Sandbox:
+def _sandbox_of(m: NetworkManager, rec: Record, net: Network) -> Sandbox:
     sandbox = m.sandboxes.get(rec.id)
     if sandbox is None or not sandbox.own_netns:
         raise Forbidden(
             "container sharing network namespace with another container or host cannot be"
             " connected to any other network"
         )
-    if sandbox.mode == "none":
-        raise Forbidden(
-            "Container cannot be connected to multiple networks with one of the networks in"
+    if sandbox.mode == "none" and net.driver == "null":
+        raise Forbidden(f"endpoint with name {rec.name.lstrip('/')} already exists in network none")
+    if sandbox.mode == "none" or net.driver == "null":
+        raise InvalidArgument(
+            "container cannot be connected to multiple networks with one of the networks in"
             " private (none) mode"
         )
     return sandbox
@@ -49,10 +54,10 @@ async def connect(
         raise NotFound(f"No such container: {container_ref}")
     net = m.get(net_ref)
     rec = m.containers.get(container_ref)
-    if not net.is_bridge:
+    if not net.is_bridge and net.driver != "null":
         raise Forbidden(f"container cannot be connected to the {net.name} network")
     async with m.containers.lock_of(rec.id):
-        sandbox = _sandbox_of(m, rec)
+        sandbox = _sandbox_of(m, rec, net)
         if sandbox.endpoint(net.id) is not None:
             raise Forbidden(
                 f"endpoint with name {rec.name.lstrip('/')} already exists in network {net.name}"

@@ -4,7 +4,9 @@ Rules:
 - The three files live in the container's directory (``hostname``, ``hosts``,
   ``resolv.conf``) and are bind-mounted by the spec; they are written at create and again at
   each start, connect and disconnect. A rewrite is in place (truncate and write), never a
-  rename, so a running container's bind mount sees it.
+  rename, so a running container's bind mount sees it; a file that already holds the text is
+  left as it is (a truncate and write costs 0.2 ms on ext4, which flushes a file truncated
+  and rewritten; most starts change none of the three).
 - hosts: the localhost lines dockerd writes, then ``ExtraHosts`` (``--add-host``), then each
   address of the container with its hostname (and name and aliases on user networks).
 - resolv.conf: on user-defined networks ``nameserver 127.0.0.11`` (the embedded DNS), the
@@ -133,10 +135,18 @@ def host_hosts(path: str = HOST_HOSTS) -> str:
 
 
 def write_in_place(path: str, text: str) -> None:
-    """Truncate and write (a bind mount of ``path`` keeps seeing the same inode)."""
+    """Truncate and write (a bind mount of ``path`` keeps seeing the same inode), unless it
+    holds ``text`` already."""
+    data = text.encode()
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(data) + 1) == data:
+                return
+    except FileNotFoundError:
+        pass
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        os.write(fd, text.encode())
+        os.write(fd, data)
     finally:
         os.close(fd)
 

@@ -46,7 +46,7 @@ class EndpointView:
 class SandboxView:
     container_id: str
     container_name: str  # without the leading "/"
-    netns_path: str  # the pinned namespace (engine.netns); the container joins it
+    netns_path: str  # the pinned namespace (engine.netns) it joins; "" if the runtime's own
     endpoints: tuple[EndpointView, ...] = ()
     # The container's create request as dockerd keeps it, for what hooks read from it
     # (ExposedPorts in config; PortBindings, PublishAllPorts, Dns* in host_config).

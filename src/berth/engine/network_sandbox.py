@@ -10,6 +10,11 @@ Rules:
   before the veth they name is made, so a daemon that died in between finds what to remove.
 - Modes: "bridge" (the default network), a user network's name or id, "none" (a namespace
   with lo only), "host" (berthd's namespace), "container:<id>" (another container's).
+- Who makes a namespace of its own: berthd pins one before the start (``pinned``) when it has
+  work to do in it (veths, the embedded DNS); a "none" container's is made by the runtime
+  (clone flags, lo raised by the init: ``runtime_netns``), so its start does no netlink work
+  and leaves no pin. The choice is made at create (the spec names the pin or not) and kept
+  (``RuntimeNetns``; a ``network.json`` written before it existed means a pinned one).
 """
 
 from __future__ import annotations
@@ -81,11 +86,17 @@ class Sandbox:
     sandbox_id: str = ""
     active: bool = False
     joined: str = ""  # container:<id> mode: the target's full id
+    runtime_netns: bool = False  # its namespace is the runtime's (spec without a path)
 
     @property
     def own_netns(self) -> bool:
-        """Whether berthd pins a namespace for it (not host, not another container's)."""
+        """Whether it has a namespace of its own (not host, not another container's)."""
         return self.mode != "host" and not self.mode.startswith("container:")
+
+    @property
+    def pinned(self) -> bool:
+        """Whether berthd makes and pins its namespace before each start."""
+        return self.own_netns and not self.runtime_netns
 
     def endpoint(self, network_id: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network_id == network_id), None)
@@ -101,6 +112,7 @@ class Sandbox:
             "SandboxID": self.sandbox_id,
             "Active": self.active,
             "Joined": self.joined,
+            "RuntimeNetns": self.runtime_netns,
         }
 
     @staticmethod
@@ -112,6 +124,7 @@ class Sandbox:
             sandbox_id=str(d.get("SandboxID") or ""),
             active=bool(d.get("Active")),
             joined=str(d.get("Joined") or ""),
+            runtime_netns=bool(d.get("RuntimeNetns")),
         )
 
     def save(self, directory: str, durable: bool = True) -> None:

@@ -12,9 +12,13 @@ Rules:
   (``attach``): a namespace pinned at ``<run>/netns/<id>`` (the spec joins that path, fixed at
   create), lo up, one veth pair per network (``veth<7 hex>`` on the bridge, ``eth<n>`` inside
   with Docker's MAC and the address IPAM gives, default route via the first network's
-  gateway unless it is internal), then the hooks' ``sandbox_ready``. ``release`` undoes it all
-  (hooks' ``sandbox_gone`` first) at the container's exit, after a failed start and at removal;
-  it is idempotent. A failure in ``attach`` releases what it made before it raises.
+  gateway unless it is internal), the hooks' ``sandbox_ready``, then the /etc files and
+  ``network.json`` (one thread trip). A "none" container's namespace is the runtime's
+  (``Sandbox.runtime_netns``: no pin, no netlink work); one that joins it (``container:<id>``:
+  its spec names the target's pin) pins it then from the target's init (``/proc/<pid>/ns/net``,
+  also its ``SandboxKey``) until the target's release. ``release`` undoes it all (hooks'
+  ``sandbox_gone`` first) at the container's exit, after a failed start and at removal; it is
+  idempotent. A failure in ``attach`` releases what it made before it raises.
 - A released veth is deleted in the background (``_retire``: the kernel's delete waits out RCU
   grace periods, 15-40 ms, which an exit should not pay); its address stays taken until the
   link is gone. A failed start, an explicit removal (``rm``), a network's removal, a static
@@ -153,7 +157,7 @@ class NetworkManager:
         return SandboxView(
             container_id=sandbox.container_id,
             container_name=rec.name.lstrip("/") if rec else "",
-            netns_path=self.pin(sandbox.container_id),
+            netns_path=self.pin(sandbox.container_id) if sandbox.pinned else "",
             endpoints=tuple(endpoints),
             config=dict(rec.config) if rec else {},
             host_config=dict(rec.host_config) if rec else {},
@@ -394,7 +398,7 @@ class NetworkManager:
                 "Container cannot be connected to network endpoints: "
                 + ", ".join(sorted(endpoints_config))
             )
-        sandbox = Sandbox(cid, mode)
+        sandbox = Sandbox(cid, mode, runtime_netns=mode == "none")
         if mode in ("host", "none"):
             if endpoints_config and next(iter(endpoints_config)) not in (mode, ""):
                 raise InvalidArgument(
@@ -451,7 +455,7 @@ class NetworkManager:
 
     def spec_namespace(self, sandbox: Sandbox) -> str | None:
         """The namespace path the spec joins (None: the runtime's default for the mode)."""
-        if sandbox.own_netns:
+        if sandbox.pinned:
             return self.pin(sandbox.container_id)
         if sandbox.joined:
             return self.pin(sandbox.joined)
@@ -510,11 +514,7 @@ class NetworkManager:
         directory = self.paths.container(rec.id)
         async with self.lock:
             if sandbox.joined:
-                if not self._running(sandbox.joined):
-                    raise Conflict(
-                        "cannot join network namespace of a non running container:"
-                        f" {sandbox.joined}"
-                    )
+                await self._pin_joined(sandbox.joined)
                 return
             if not sandbox.own_netns:
                 await asyncio.to_thread(self.write_files, sandbox, directory, rec.to_json())
@@ -530,6 +530,27 @@ class NetworkManager:
             if net is not None:
                 self._emit("connect", net, container=rec.id)
 
+    async def _pin_joined(self, target_id: str) -> None:
+        """The pin a ``container:<id>`` container joins: the target's own, or, for a namespace
+        the runtime made, one made now from the target's init (kept until its release)."""
+        rec, target = self._record(target_id), self.sandboxes.get(target_id)
+        gone = f"cannot join network namespace of a non running container: {target_id}"
+        if rec is None or target is None or not rec.running:
+            raise Conflict(gone)
+        path = self.pin(target_id)
+        if target.pinned or os.path.lexists(path):
+            return
+        pid = int(rec.state.get("Pid") or 0)
+        if not rec.has_process or pid <= 0:
+            raise Conflict(f"Container {target_id} is restarting, wait until it is running")
+        try:
+            await asyncio.to_thread(netns.pin, f"/proc/{pid}/ns/net", path)
+        except OSError as e:
+            raise Conflict(f"{gone}: {e.strerror}") from e
+        if not rec.has_process or rec.state.get("Pid") != pid:  # it exited meanwhile
+            await asyncio.to_thread(netns.remove, path)
+            raise Conflict(gone)
+
     async def _attach_locked(
         self, cid: str, rec_like: dict[str, Any], sandbox: Sandbox, directory: str
     ) -> None:
@@ -538,11 +559,12 @@ class NetworkManager:
                 raise NotFound(f"network {ep.network_name} not found")
         sandbox.new_sandbox_id()
         pin = self.pin(cid)
-        await asyncio.to_thread(netns.remove, pin)  # a stale one from a crash
-        await asyncio.to_thread(netns.create, pin)
+        if os.path.lexists(pin):  # a stale one from a crash
+            await asyncio.to_thread(netns.remove, pin)
+        if sandbox.pinned:
+            await asyncio.to_thread(netns.create, pin)
         for index, ep in enumerate(sandbox.endpoints):
             await self._add_endpoint(sandbox, ep, index == 0, directory)
-        await asyncio.to_thread(self.write_files, sandbox, directory, rec_like)
         view = self.sandbox_view(sandbox)
         done: list[NetworkHooks] = []
         try:
@@ -554,7 +576,12 @@ class NetworkManager:
                 await hook.sandbox_gone(view)
             raise
         sandbox.active = True
-        await asyncio.to_thread(sandbox.save, directory, False)
+        await asyncio.to_thread(self._write_started, sandbox, directory, rec_like)
+
+    def _write_started(self, sandbox: Sandbox, directory: str, rec_like: dict[str, Any]) -> None:
+        """A sandbox now up: its /etc files and its ``network.json``, in one trip to a thread."""
+        self.write_files(sandbox, directory, rec_like)
+        sandbox.save(directory, False)
 
     def _ifname(self, sandbox: Sandbox) -> str:
         used = {ep.ifname for ep in sandbox.endpoints if ep.ifname}
@@ -620,7 +647,9 @@ class NetworkManager:
             view = self.sandbox_view(sandbox)
             for hook in reversed(self.hooks):
                 await hook.sandbox_gone(view)
-        await asyncio.to_thread(netns.remove, self.pin(sandbox.container_id))
+        pin = self.pin(sandbox.container_id)
+        if sandbox.pinned or os.path.lexists(pin):  # the runtime's: pinned if one joined it
+            await asyncio.to_thread(netns.remove, pin)
         for ep in sandbox.endpoints:
             if ep.host_if:
                 self._retire(sandbox.container_id, ep.network_id, ep.host_if, ep.ip)
@@ -710,7 +739,9 @@ class NetworkManager:
         running = rec.running and sandbox.active
         if running:
             out["SandboxID"] = sandbox.sandbox_id
-            out["SandboxKey"] = self.pin(rec.id)
+            pid = rec.state.get("Pid")  # the runtime's own namespace: reached by its init's
+            runtimes = not sandbox.pinned and pid
+            out["SandboxKey"] = f"/proc/{pid}/ns/net" if runtimes else self.pin(rec.id)
             if self.ports is not None:
                 out["Ports"] = self.ports.ports_of(rec.id).inspect_json()
         if sandbox.mode in ("host", "none"):

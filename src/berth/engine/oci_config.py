@@ -16,9 +16,9 @@ Two steps, both pure (no daemon state):
   caller passes) receives what dockerd would put in the create response's ``Warnings``, and what
   Berth changed on its own (an rlimit clamped to the host's hard limit, DESIGN.md).
 
-Networks: the engine (``networks``) makes and pins a namespace for "none", "bridge", "default"
-and user networks and passes its path in ``namespace_paths["network"]``, which the spec joins;
-without a path such a mode gets a new namespace with only ``lo``, up (the runtime's
+Networks: the engine (``networks``) makes and pins a namespace for "bridge", "default" and user
+networks and passes its path in ``namespace_paths["network"]``, which the spec joins; without a
+path (``none``) the mode gets a new namespace with only ``lo``, up (the runtime's
 ``LOOPBACK_ANNOTATION``). "host" shares berthd's; "container:<id>" joins the namespace whose
 path the engine passes in ``namespace_paths["network"]`` (likewise for PidMode and IpcMode).
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +93,27 @@ def test_create_over_an_existing_file_fails_and_keeps_it(tmp_path: Path) -> None
     with pytest.raises(FileExistsError):
         netns.create(str(path))
     assert path.read_text() == "mine"
+
+
+def test_pin_keeps_a_process_namespace_after_it_ends_and_fails_cleanly(tmp_path: Path) -> None:
+    """``pin`` of a process's /proc/<pid>/ns/net: the same namespace (inode), alive after the
+    process is gone until ``remove``; a source that is not there leaves nothing."""
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "30"])  # execs sleep in a new netns
+    path = str(tmp_path / "pin")
+    try:
+        source = f"/proc/{proc.pid}/ns/net"
+        deadline = time.monotonic() + 5
+        while os.readlink(source) == os.readlink("/proc/self/ns/net"):  # unshare not done yet
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        netns.pin(source, path)
+        assert os.stat(path).st_ino == os.stat(source).st_ino and _pinned(path)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert sorted(netns.run_in(path, _interfaces)) == ["lo"]  # lives on without its process
+    netns.remove(path)
+    assert not os.path.exists(path)
+    with pytest.raises(FileNotFoundError):
+        netns.pin(f"/proc/{proc.pid}/ns/net", path)  # that process is gone
+    assert not os.path.exists(path) and not _pinned(path)

@@ -11,6 +11,8 @@ import asyncio
 import os
 import socket
 import struct
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -356,5 +358,70 @@ def test_a_stopped_container_connected_gets_both_endpoints_at_start(
             await w.m.disconnect("bridge", "st")
         await w.m.forget(rec.id)
         assert await w.veths() == [] and os.listdir(w.m.netns_dir) == []
+
+    asyncio.run(main())
+
+
+def _init_in_new_netns() -> subprocess.Popen[bytes]:
+    """A stand-in for a "none" container's init: a process in a namespace of its own."""
+    proc = subprocess.Popen(["unshare", "--net", "sleep", "30"])
+    deadline = time.monotonic() + 5
+    while os.readlink(f"/proc/{proc.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+        assert time.monotonic() < deadline, "unshare --net did not happen"
+        time.sleep(0.005)
+    return proc
+
+
+def test_a_none_container_gets_no_pin_unless_a_container_joins_it(
+    tmp_path: Path, host: str
+) -> None:
+    async def main() -> None:
+        w = World(tmp_path, host)
+        await w.m.open()
+        quiet = w.container("quiet", "none")
+        assert w.m.spec_namespace(w.m.sandboxes[quiet.id]) is None  # the runtime makes it
+        Path(w.m.pin(quiet.id)).touch()  # a stale pin (a crash) goes at its start
+        init = _init_in_new_netns()
+        try:
+            await w.start(quiet)
+            quiet.state["Pid"] = init.pid
+            assert os.listdir(w.m.netns_dir) == [] and await w.veths() == []
+            settings = w.m.settings(quiet)
+            assert settings["SandboxKey"] == f"/proc/{init.pid}/ns/net" and settings["SandboxID"]
+            assert list(settings["Networks"]) == ["none"]
+            assert ("sandbox_ready", "quiet") in w.hooks.calls
+            with pytest.raises(InvalidArgument, match=r"private \(none\) mode"):
+                await w.m.connect("bridge", "quiet", {})
+            with pytest.raises(Forbidden, match="quiet already exists in network none"):
+                await w.m.connect("none", "quiet", {})
+            joiner = w.container("jn", "container:quiet")
+            second = w.container("sc", f"container:{quiet.id}")
+            assert w.m.spec_namespace(w.m.sandboxes[joiner.id]) == w.m.pin(quiet.id)
+            await w.start(joiner)
+            await w.start(second)
+            assert os.listdir(w.m.netns_dir) == [quiet.id]
+            assert os.stat(w.m.pin(quiet.id)).st_ino == os.stat(f"/proc/{init.pid}/ns/net").st_ino
+            again = NetworkManager(w.paths, host_netns=host, ip_forward=False)
+            again.containers = w.containers
+            await again.open()
+            await again.reconcile()  # berthd restarted: the running target's pin is kept
+            assert os.listdir(again.netns_dir) == [quiet.id]
+            await w.stop(joiner)
+            await w.stop(second)
+            assert os.listdir(w.m.netns_dir) == [quiet.id]  # the target's, not theirs
+        finally:
+            init.kill()
+            init.wait()
+        await w.stop(quiet)
+        assert os.listdir(w.m.netns_dir) == []
+        with pytest.raises(Conflict, match="non running container"):
+            await w.start(joiner)
+        quiet.state.update(Running=True, Pid=init.pid)  # its init is gone: nothing to pin
+        with pytest.raises(Conflict, match="non running container"):
+            await w.start(joiner)
+        quiet.state.update(Running=False, Pid=0)
+        assert os.listdir(w.m.netns_dir) == []
+        for rec in (joiner, second, quiet):
+            await w.m.forget(rec.id)
 
     asyncio.run(main())
