@@ -30,6 +30,17 @@ from berth.runtime import store as runtime_store
 STATE_FILE = "network.json"
 
 
+def empty_network_settings() -> dict[str, Any]:
+    """inspect's ``NetworkSettings`` of a container with no sandbox (dockerd 28's fields)."""
+    return {
+        "SandboxID": "", "SandboxKey": "", "EndpointID": "", "Gateway": "",
+        "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "", "Networks": {},
+        "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+        "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
+        "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
+    }  # fmt: skip
+
+
 @dataclass
 class Endpoint:
     network_id: str

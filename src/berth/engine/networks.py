@@ -56,7 +56,7 @@ from berth.engine.containers_state import Record, now_rfc3339
 from berth.engine.events import EventBus
 from berth.engine.network_build import StepSandbox
 from berth.engine.network_hooks import EndpointView, NetworkHooks, NetworkView, SandboxView
-from berth.engine.network_sandbox import Endpoint, Sandbox
+from berth.engine.network_sandbox import Endpoint, Sandbox, empty_network_settings
 from berth.engine.network_store import Network, NetworkStore
 from berth.engine.paths import Paths
 from berth.engine.port_publisher import PortPublisher
@@ -727,13 +727,7 @@ class NetworkManager:
     def settings(self, rec: Record) -> dict[str, Any]:
         """inspect's ``NetworkSettings`` fields this module owns (dockerd 28's shape)."""
         sandbox = self.sandboxes.get(rec.id)
-        out: dict[str, Any] = {
-            "SandboxID": "", "SandboxKey": "", "EndpointID": "", "Gateway": "",
-            "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "", "Networks": {},
-            "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None,
-            "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "IPv6Gateway": "",
-        }  # fmt: skip
+        out = empty_network_settings()
         if sandbox is None:
             return out
         running = rec.running and sandbox.active
