@@ -26,7 +26,7 @@ from aiohttp import web
 from berth.image import digest as digests
 from berth.registry.server_context import Call, blob_location, upload_headers
 from berth.registry.server_errors import RegistryError, errors_as
-from berth.registry.server_send import is_plain_get, send_blob
+from berth.registry.server_send import BlobResponse, is_plain_get
 from berth.registry.storage import Upload
 
 BATCH = 1 << 20  # bytes handed to the worker thread at a time
@@ -56,9 +56,14 @@ async def get_blob(call: Call) -> web.StreamResponse:
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
-    if is_plain_get(call.request):
-        return await send_blob(call.request, path, headers)
-    return web.FileResponse(path, headers=headers)
+    if not is_plain_get(call.request):
+        return web.FileResponse(path, headers=headers)
+    try:
+        return BlobResponse(path, headers)
+    except FileNotFoundError:  # collected since it was looked up
+        raise RegistryError(
+            "BLOB_UNKNOWN", f"blob {digest} is not in repository {call.name}"
+        ) from None
 
 
 async def delete_blob(call: Call) -> web.StreamResponse:
