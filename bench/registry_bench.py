@@ -13,7 +13,9 @@ each started fresh on an empty storage dir in a temp dir, on a 127.0.0.1 port:
    the client's gzip would be what is measured).
 2. pull: ``skopeo copy docker://... dir:<fresh dir>`` of that image, ``PULL_ROUNDS`` times
    per run, the registries alternating (skopeo's own hashing and writing dominate: the two
-   registries answer it with the same requests).
+   registries answer it with the same requests, one layer after the other, as a ``dir:``
+   destination takes them). A pull takes ~1 s, so several rounds a run keep the
+   median steady on a shared machine.
 3. blob GETs: the five layers fetched over raw HTTP/1.1 by this script (one connection per
    blob, the body read into a reused 1 MB buffer and dropped), against the limit: the same
    files sent over loopback by a plain sender process (the length in 8 bytes, then
@@ -63,7 +65,7 @@ OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 RECV_BUFFER = 1 << 20
 GET_ROUNDS = 5  # blob-GET rounds per run (registries and the limit interleaved)
-PULL_ROUNDS = 3  # skopeo pulls per registry per run (alternating)
+PULL_ROUNDS = 5  # skopeo pulls per registry per run (alternating)
 
 
 def _sha256(data: bytes) -> str:

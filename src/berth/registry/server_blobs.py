@@ -3,8 +3,9 @@ streamed), upload status and cancel, cross-repository mounts.
 
 Rules:
 - Bodies stream to the content store in batches of ``BATCH`` bytes, hashed and written in a
-  worker thread while the next batch arrives; nothing buffers a whole blob. GETs are
-  ``web.FileResponse`` (sendfile, and Range answered with 206 by aiohttp).
+  worker thread while the next batch arrives; nothing buffers a whole blob. A plain GET of a
+  whole blob is sent by ``server_send`` (copied by a worker thread); HEAD, Range (206 by
+  aiohttp) and conditional GETs are ``web.FileResponse``.
 - A chunk's ``Content-Range: <start>-<end>`` must start where the upload stands, else 416
   with the upload's current Range; a PATCH without it appends (a streamed upload).
 - The final PUT needs ``?digest=``; the bytes are verified against it before anything is
@@ -25,6 +26,7 @@ from aiohttp import web
 from berth.image import digest as digests
 from berth.registry.server_context import Call, blob_location, upload_headers
 from berth.registry.server_errors import RegistryError, errors_as
+from berth.registry.server_send import BlobResponse, is_plain_get
 from berth.registry.storage import Upload
 
 BATCH = 1 << 20  # bytes handed to the worker thread at a time
@@ -54,7 +56,14 @@ async def get_blob(call: Call) -> web.StreamResponse:
         "Accept-Ranges": "bytes",
         "Cache-Control": "max-age=31536000",
     }
-    return web.FileResponse(path, headers=headers)
+    if not is_plain_get(call.request):
+        return web.FileResponse(path, headers=headers)
+    try:
+        return BlobResponse(path, headers)
+    except FileNotFoundError:  # collected since it was looked up
+        raise RegistryError(
+            "BLOB_UNKNOWN", f"blob {digest} is not in repository {call.name}"
+        ) from None
 
 
 async def delete_blob(call: Call) -> web.StreamResponse:
