@@ -6,7 +6,8 @@ Rules:
   its headers in between; conditions as dockerd's: ``not-running`` (the default: now if it is
   not running, else its next exit), ``next-exit``, ``removed``; a daemon shutting down ends
   every wait with 503.
-- Logs read the json-file log (``containers_logs``); follow polls it every ``FOLLOW_POLL``
+- Logs read the json-file log (``containers_logs``); follow wakes at each write to it
+  (``filewatch``: inotify on its directory; without inotify a poll every ``FOLLOW_POLL``)
   until the exit after the one seen at the start, the removal, the shutdown or the client's
   departure, then returns what was written last. Attach is follow from the end of the log.
 - stdin is written through the supervisor once the container runs (the CLI sends it as soon
@@ -16,17 +17,20 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from berth.engine import containers_logs as clogs
+from berth.engine.filewatch import DirWatch
 from berth.errors import InvalidArgument, Unavailable
 
 if TYPE_CHECKING:
     from berth.engine.containers import ContainerManager, Live
     from berth.engine.containers_state import Record
 
-FOLLOW_POLL = 0.05
+FOLLOW_POLL = 0.05  # s, between looks at a followed log when inotify cannot be had
+FOLLOW_WATCHED_POLL = 0.5  # s, the same when inotify wakes the follower at each write
 
 
 def waiter(
@@ -104,16 +108,36 @@ async def _follow(
     gone: Callable[[], bool],
 ) -> AsyncGenerator[bytes, None]:
     """New entries until the exit after ``seen`` (then the last ones), the container's
-    removal, the daemon's shutdown, or ``gone()`` (the client left)."""
-    while True:
-        done = await m.wait_exit(live, seen, FOLLOW_POLL)
-        if m.closing.is_set() or gone():
-            return
-        if reader.grown():  # one stat per poll; a thread only when there is something
-            for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
-                yield selection.render(entry, rec.tty)
-        if done:
-            return
+    removal, the daemon's shutdown, or ``gone()`` (the client left). The log's directory is
+    watched (inotify), so a line reaches the client as it is written; the poll stays as the
+    fallback (and to notice a client that left)."""
+    exited = asyncio.ensure_future(m.wait_exit(live, seen, None))
+    closing = asyncio.ensure_future(m.closing.wait())
+    wake = asyncio.Event()
+    watch = DirWatch.open(os.path.dirname(rec.log_path), wake.set)
+    woken = asyncio.ensure_future(wake.wait())
+    poll = FOLLOW_POLL if watch is None else FOLLOW_WATCHED_POLL
+    try:
+        while True:
+            await asyncio.wait(
+                (exited, woken, closing), timeout=poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            if woken.done():  # cleared before the read: a write during it wakes us again
+                wake.clear()
+                woken = asyncio.ensure_future(wake.wait())
+            done = exited.done()
+            if m.closing.is_set() or gone():
+                return
+            if reader.grown():  # one stat per wake-up; a thread only when there is something
+                for entry in clogs.select(await asyncio.to_thread(reader.read), selection):
+                    yield selection.render(entry, rec.tty)
+            if done:
+                return
+    finally:
+        for task in (exited, woken, closing):
+            task.cancel()
+        if watch is not None:
+            watch.close()
 
 
 async def attach(
