@@ -11,12 +11,12 @@ Rules:
   once), so no temporary name ever shows in berthd's namespace.
 - BIG TCP (a network's ``io.berth.network.big_tcp``): both ends of a veth take IPv4 GSO/GRO
   packets of ``BIG_TCP_SIZE`` instead of 64 KiB, so TCP between containers of the network
-  moves a third as many packets through the veths and the bridge. It is per network and off
-  by default: a container's TCP sizes its packets by its own interface, whatever the
-  destination, so its traffic out through a host interface without BIG TCP (this machine's
-  virtio NIC) is cut to MSS-sized packets in software at that interface -- twice the CPU per
-  byte. pyroute2 has no names for these two attributes, so they go in a netlink message of
-  our own.
+  moves a third as many packets through the veths and the bridge. It is per network, off by
+  default but for internal networks: a container's TCP sizes its packets by its own
+  interface, whatever the destination, so its traffic out through a host interface without
+  BIG TCP (this machine's virtio NIC) is cut to MSS-sized packets in software at that
+  interface -- twice the CPU per byte. An internal network's traffic never goes out.
+  pyroute2 has no names for these two attributes, so they go in a netlink message of our own.
 """
 
 from __future__ import annotations

@@ -95,7 +95,9 @@ class Network:
 
     @property
     def big_tcp(self) -> bool:
-        return big_tcp_of(self.options)
+        """The option when given; else on for an internal network, whose traffic never
+        leaves through a host interface (the only place BIG TCP costs: network_links)."""
+        return big_tcp_of(self.options, default=self.internal)
 
     @property
     def prefix_len(self) -> int:
@@ -353,9 +355,9 @@ def mtu_of(options: dict[str, str]) -> int:
     return mtu
 
 
-def big_tcp_of(options: dict[str, str]) -> bool:
-    """The ``io.berth.network.big_tcp`` option, checked (true or false; unset: false)."""
-    text = options.get(BIG_TCP_OPTION, "false").strip().lower()
+def big_tcp_of(options: dict[str, str], default: bool = False) -> bool:
+    """The ``io.berth.network.big_tcp`` option, checked (true or false; unset: ``default``)."""
+    text = options.get(BIG_TCP_OPTION, str(default)).strip().lower()
     if text not in ("true", "false", "1", "0"):
         raise InvalidArgument(f"invalid value for {BIG_TCP_OPTION}: {text!r} (true or false)")
     return text in ("true", "1")

@@ -313,7 +313,7 @@ def _gso_ipv4_max_size(namespace: str, ifname: str) -> int:
     raise AssertionError(f"no IFLA_GSO_IPV4_MAX_SIZE for {ifname}")
 
 
-def test_big_tcp_option_sizes_both_veth_ends_of_that_network_only(
+def test_big_tcp_sizes_both_veth_ends_of_an_opted_in_or_internal_network_only(
     tmp_path: Path, host: str
 ) -> None:
     async def main() -> None:
@@ -323,16 +323,23 @@ def test_big_tcp_option_sizes_both_veth_ends_of_that_network_only(
             await w.m.create({"Name": "bad", "Options": {"io.berth.network.big_tcp": "yes"}})
         await w.m.create({"Name": "big", "Options": {"io.berth.network.big_tcp": "true"}})
         await w.m.create({"Name": "plain"})
+        await w.m.create({"Name": "inner", "Internal": True})  # on by default: nothing leaves
+        off = {"io.berth.network.big_tcp": "false"}
+        await w.m.create({"Name": "inner-off", "Internal": True, "Options": off})
         a, b = w.container("ba", "big"), w.container("pb", "plain")
-        await w.start(a)
-        await w.start(b)
+        c, d = w.container("ic", "inner"), w.container("id", "inner-off")
+        for rec in (a, b, c, d):
+            await w.start(rec)
         size = await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(a.id), "eth0")
         assert size == links.BIG_TCP_SIZE
         ends = {n: await asyncio.to_thread(_gso_ipv4_max_size, host, n) for n in await w.veths()}
-        assert sorted(ends.values()) == [65536, links.BIG_TCP_SIZE]
+        assert sorted(ends.values()) == [65536, 65536, links.BIG_TCP_SIZE, links.BIG_TCP_SIZE]
         assert await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(b.id), "eth0") == 65536
-        await w.stop(a)
-        await w.stop(b)
+        inner = await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(c.id), "eth0")
+        assert inner == links.BIG_TCP_SIZE
+        assert await asyncio.to_thread(_gso_ipv4_max_size, w.m.pin(d.id), "eth0") == 65536
+        for rec in (a, b, c, d):
+            await w.stop(rec)
         assert await w.veths() == []
 
     asyncio.run(main())
