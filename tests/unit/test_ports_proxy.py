@@ -12,7 +12,20 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from berth.engine import portproxy
 from berth.engine.portproxy import Listener, ProxyTarget, open_listener
+
+# Each TCP case runs twice: connections with a thread per direction, and (a budget of 0)
+# connections pumped on the event loop, as past THREADED_CONNECTIONS.
+both_pumps = pytest.mark.parametrize("threads", [portproxy.THREADED_CONNECTIONS, 0],
+                                     ids=["threads", "event-loop"])  # fmt: skip
+
+
+@pytest.fixture
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    size = int(request.param)
+    monkeypatch.setattr(portproxy._THREADED, "size", size)
+    return size
 
 
 def _run(main: Callable[[], Awaitable[None]]) -> None:
@@ -33,7 +46,8 @@ async def _proxy(proto: str, port: int, **kw: float) -> Listener:
     return await open_listener(ProxyTarget(proto, "127.0.0.1", 0, "127.0.0.1", port), **kw)
 
 
-def test_tcp_half_close_passes_through_and_the_reply_still_comes() -> None:
+@both_pumps
+def test_tcp_half_close_passes_through_and_the_reply_still_comes(threads: int) -> None:
     async def main() -> None:
         async def handler(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             data = await r.read()  # until the client's half-close arrives as EOF
@@ -57,7 +71,8 @@ def test_tcp_half_close_passes_through_and_the_reply_still_comes() -> None:
     _run(main)
 
 
-def test_tcp_large_transfers_both_ways_arrive_whole() -> None:
+@both_pumps
+def test_tcp_large_transfers_both_ways_arrive_whole(threads: int) -> None:
     payload = os.urandom(8 << 20)
 
     async def main() -> None:
@@ -106,7 +121,8 @@ def test_an_unreachable_container_closes_the_client_connection() -> None:
     _run(main)
 
 
-def test_close_ends_live_connections_and_frees_the_port() -> None:
+@both_pumps
+def test_close_ends_live_connections_and_frees_the_port(threads: int) -> None:
     async def main() -> None:
         async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             await r.read()
@@ -182,5 +198,82 @@ def test_udp_flows_per_client_and_the_idle_timeout() -> None:
             for c in clients:
                 c.close()
             backend.close()
+
+    _run(main)
+
+
+@both_pumps
+def test_small_writes_go_on_at_once_both_ways(threads: int) -> None:
+    """TCP_NODELAY on both of the proxy's sockets: an exchange of two small writes each way
+    does not wait for delayed ACKs (~40 ms under Nagle)."""
+
+    async def main() -> None:
+        async def twice(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            while await r.readexactly(20):
+                w.write(b"a" * 10)
+                await w.drain()
+                w.write(b"b" * 10)
+                await w.drain()
+
+        server, port = await _backend(twice)
+        proxy = await _proxy("tcp", port)
+        try:
+            r, w = await asyncio.open_connection(*proxy.address)
+            w.transport.get_extra_info("socket").setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+            took = []
+            for _ in range(41):
+                start = asyncio.get_running_loop().time()
+                w.write(b"x" * 10)
+                await w.drain()
+                w.write(b"y" * 10)
+                await w.drain()
+                assert await r.readexactly(20) == b"a" * 10 + b"b" * 10
+                took.append(asyncio.get_running_loop().time() - start)
+            assert sorted(took)[20] < 0.02, sorted(took)[20]
+            w.close()
+        finally:
+            await proxy.close()
+            server.close()
+            await server.wait_closed()
+
+    _run(main)
+
+
+def test_a_thread_that_cannot_start_fails_its_connection_not_the_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> None:
+        async def echo(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(await r.read(100))
+            await w.drain()
+            w.close()
+
+        server, port = await _backend(echo)
+        proxy = await _proxy("tcp", port)
+        try:
+            with monkeypatch.context() as m:
+
+                def refuse(self: object) -> None:
+                    raise RuntimeError("can't start new thread")
+
+                m.setattr(portproxy.threading.Thread, "start", refuse)
+                r, w = await asyncio.open_connection(*proxy.address)
+                assert await r.read() == b""  # closed at once, not left hanging
+                w.close()
+            for _ in range(200):  # the proxy's side finishes just after the client's EOF
+                if portproxy._THREADED.used == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert portproxy._THREADED.used == 0
+            r, w = await asyncio.open_connection(*proxy.address)  # the next one works
+            w.write(b"ping")
+            assert await r.read() == b"ping"
+            w.close()
+        finally:
+            await proxy.close()
+            server.close()
+            await server.wait_closed()
 
     _run(main)

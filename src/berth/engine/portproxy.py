@@ -9,12 +9,16 @@ Rules:
   (``netns.socket_in``), and the sockets stay in it.
 - ``open_listener`` binds and listens before it returns, or raises ``OSError`` with nothing left
   open (the caller words the taken-port error).
-- TCP: each accepted connection gets its own upstream connection; each direction is a thread
-  moving bytes with splice(2) through a pipe (zero-copy in the kernel; blocking, so
-  backpressure is the sockets' own); an EOF on one side is passed on as a half-close
-  (``shutdown(SHUT_WR)``) and the pair closes when both directions ended or either side
-  fails. Two threads per open connection is the price: the event loop is never woken per
-  chunk (through loopback: 1.3-1.9x the throughput of an asyncio stream copy, lower latency).
+- TCP: each accepted connection gets its own upstream connection (both with TCP_NODELAY:
+  bytes go on as they came, as Go's proxy sends them); each direction moves bytes with
+  splice(2) through a pipe of its own, zero-copy in the kernel, never through Python
+  (through loopback 1.3-1.9x the throughput of an asyncio stream copy). The first
+  ``THREADED_CONNECTIONS`` connections at a time get a thread per direction doing blocking
+  splices (~50 us per round trip); past that a connection's pumps run on the event loop with
+  non-blocking splices (~120 us), so idle connections cannot use up a pids limit. An EOF on
+  one side is passed on as a half-close (``shutdown(SHUT_WR)``) and the pair closes when both
+  directions ended or either side fails; a thread that cannot be started fails its
+  connection, not the listener.
 - UDP: one upstream socket per client address (a "flow"); replies go back from the listener to
   that client; a flow idle for ``udp_idle`` seconds is closed.
 - ``close()`` stops the listener and every connection or flow it made, and waits for them.
@@ -40,7 +44,9 @@ log = logging.getLogger(__name__)
 SocketFactory = Callable[[int, int], socket.socket]
 PIPE_SIZE = 1 << 20  # bytes a splice(2) call moves at most (the pipe between two sockets)
 F_SETPIPE_SZ = 1031  # linux/fcntl.h
-SPLICE_F_MOVE = 1
+_SPLICE_MOVE, _SPLICE_NONBLOCK = 1, 2
+_SPLICE_FLAGS = _SPLICE_MOVE | _SPLICE_NONBLOCK
+THREADED_CONNECTIONS = 64  # proxied connections at a time with two threads each (see _splice)
 UDP_IDLE = 90.0  # seconds: dockerd's proxy's UDP flow timeout
 CONNECT_TIMEOUT = 10.0
 
@@ -152,62 +158,149 @@ class _TcpListener(Listener):
         self._sock.close()
 
 
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    """Move ``src``'s bytes to ``dst`` through a pipe with splice(2), in the kernel, until
-    EOF (passed on as a half-close); blocking calls, on a thread of its own."""
-    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
+    """Until ``sock`` can be read (or written, with ``write``)."""
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+    (loop.add_writer if write else loop.add_reader)(fd, _settle, ready, None)
+    try:
+        await ready
+    finally:
+        (loop.remove_writer if write else loop.remove_reader)(fd)
+
+
+async def _pump(src: socket.socket, dst: socket.socket) -> None:
+    """Move ``src``'s bytes to ``dst`` through a pipe with non-blocking splice(2) -- in the
+    kernel, never through Python -- until EOF, passed on as a half-close."""
+    loop = asyncio.get_running_loop()
+    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
     try:
         with contextlib.suppress(OSError):  # a smaller pipe only means more calls
             fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
-        while moved := os.splice(src.fileno(), pipe_w, PIPE_SIZE, flags=SPLICE_F_MOVE):
-            while moved:
-                moved -= os.splice(pipe_r, dst.fileno(), moved, flags=SPLICE_F_MOVE)
+        while True:
+            try:
+                moved = os.splice(src.fileno(), pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                await _ready(loop, src, write=False)
+                continue
+            if moved == 0:
+                break
+            while moved:  # the pipe is emptied before the next read: it never fills
+                try:
+                    moved -= os.splice(pipe_r, dst.fileno(), moved, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    await _ready(loop, dst, write=True)
         dst.shutdown(socket.SHUT_WR)
     finally:
         os.close(pipe_r)
         os.close(pipe_w)
 
 
-async def _splice(a: socket.socket, b: socket.socket) -> None:
-    """Copy both ways and pass half-closes on; closes both sockets. Each direction is a
-    blocking splice loop on a thread of its own (the bytes never enter Python, and the event
-    loop is not woken per chunk); an error on either direction, or cancellation, shuts both
-    sockets down, which wakes the other thread."""
-    loop = asyncio.get_running_loop()
-    ends: list[asyncio.Future[None]] = []
+def _pump_blocking(src: socket.socket, dst: socket.socket) -> None:
+    """``_pump`` with blocking splice calls, for a thread of its own."""
+    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
+        while moved := os.splice(src.fileno(), pipe_w, PIPE_SIZE, flags=_SPLICE_MOVE):
+            while moved:
+                moved -= os.splice(pipe_r, dst.fileno(), moved, flags=_SPLICE_MOVE)
+        dst.shutdown(socket.SHUT_WR)
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
 
-    def run(src: socket.socket, dst: socket.socket, end: asyncio.Future[None]) -> None:
+
+def _shut(*socks: socket.socket) -> None:
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _pump_on_thread(a: socket.socket, b: socket.socket, src: socket.socket) -> asyncio.Future[None]:
+    """``_pump_blocking`` from ``src`` to the other socket on a new thread; its end (an error
+    shuts both sockets down, which wakes the other direction's thread)."""
+    loop = asyncio.get_running_loop()
+    end: asyncio.Future[None] = loop.create_future()
+    dst = b if src is a else a
+
+    def run() -> None:
         error: BaseException | None = None
         try:
-            _pump(src, dst)
+            _pump_blocking(src, dst)
         except OSError as e:
             error = e
-            for sock in (a, b):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            _shut(a, b)
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
             loop.call_soon_threadsafe(_settle, end, error)
 
-    for sock in (a, b):
-        sock.setblocking(True)
     try:
-        for src, dst in ((a, b), (b, a)):
-            end = loop.create_future()
-            ends.append(end)
-            threading.Thread(target=run, args=(src, dst, end), daemon=True,
-                             name="berth-proxy").start()  # fmt: skip
-        await asyncio.wait(ends)  # (unlike gather, a cancellation leaves the futures be)
+        threading.Thread(target=run, daemon=True, name="berth-proxy").start()
+    except RuntimeError as e:  # no thread to be had (a pids limit): this direction failed
+        _shut(a, b)
+        _settle(end, e)
+    return end
+
+
+async def _splice(a: socket.socket, b: socket.socket) -> None:
+    """Copy both ways with backpressure and half-close; closes both sockets. The first
+    ``THREADED_CONNECTIONS`` at a time get a thread per direction (blocking splice: the lowest
+    latency); past that, both directions run on the event loop (no thread per connection)."""
+    for sock in (a, b):
+        with contextlib.suppress(OSError):  # each write goes on as it came, as Go's proxy
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    threaded = _THREADED.take()
+    if threaded:
+        for sock in (a, b):
+            sock.setblocking(True)
+        ends = [_pump_on_thread(a, b, a), _pump_on_thread(a, b, b)]
+    else:
+        for sock in (a, b):
+            sock.setblocking(False)
+        ends = [asyncio.ensure_future(_pump(a, b)), asyncio.ensure_future(_pump(b, a))]
+    try:
+        try:
+            # One direction ending with EOF leaves the other running (half-close); an error
+            # on either ends both. (asyncio.wait, unlike gather, leaves the futures be when
+            # cancelled: a thread's future must stay until its thread is out.)
+            done, pending = await asyncio.wait(ends, return_when=asyncio.FIRST_EXCEPTION)
+            if pending and any(f.exception() is not None for f in done):
+                _shut(a, b)
+            await asyncio.wait(ends)
+        finally:
+            if not all(f.done() for f in ends):  # cancelled: wake the pumps, wait for them
+                _shut(a, b)
+                for f in ends:
+                    if not threaded:
+                        f.cancel()
+                await asyncio.shield(asyncio.wait(ends))
+            for f in ends:
+                if not f.cancelled():
+                    f.exception()  # retrieved: a reset connection is not worth a log line
     finally:
-        if not all(end.done() for end in ends):  # cancelled: wake the threads, wait for them
-            for sock in (a, b):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-            await asyncio.shield(asyncio.wait(ends))
-        for end in ends:
-            if end.done() and not end.cancelled():
-                end.exception()  # retrieved: a reset connection is not worth a log line
+        if threaded:
+            _THREADED.give()
         a.close()
         b.close()
+
+
+class _Budget:
+    """Proxied connections with threads now (changed on the event loop's thread alone)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.used = size, 0
+
+    def take(self) -> bool:
+        if self.used >= self.size:
+            return False
+        self.used += 1
+        return True
+
+    def give(self) -> None:
+        self.used -= 1
+
+
+_THREADED = _Budget(THREADED_CONNECTIONS)
 
 
 def _settle(end: asyncio.Future[None], error: BaseException | None) -> None:
