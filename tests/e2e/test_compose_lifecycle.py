@@ -147,6 +147,8 @@ def test_stop_one_service_and_start_brings_it_back(up: Project) -> None:
     up.compose("stop", "web")
     assert up.inspect("lifecycle-web-1")["State"]["Status"] == "exited"
     assert up.inspect("lifecycle-db-1")["State"]["Running"]
+    again = up.compose("stop", "web")  # Compose stops it again: the daemon's 304 is fine
+    assert " Container lifecycle-web-1  Stopped" in again.stderr
     started = up.compose("start", "web")
     assert " Container lifecycle-web-1  Started" in started.stderr
     assert " Container lifecycle-db-1  Starting" not in started.stderr  # it was running

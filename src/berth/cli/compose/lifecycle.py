@@ -70,7 +70,7 @@ def stop_services(ctx: Context, project: Project, names: list[str], timeout: int
             ops.stop_container(ctx, container, timeout)
 
 
-def _dependents(project: Project, names: list[str]) -> list[str]:
+def with_restart_dependents(project: Project, names: list[str]) -> list[str]:
     """The services named and those depending on them with ``restart: true``, transitively,
     in dependency order."""
     wanted = set(names)
@@ -137,7 +137,7 @@ def compose_restart(ctx: Context, options: Options, argv: list[str]) -> int:
     project, from_labels = load(options, labels_fallback=True)
     names = _selected(project, from_labels, a.services)
     if names and not from_labels and not a.no_deps:
-        names = _dependents(project, names)
+        names = with_restart_dependents(project, names)
     by_service = _by_service(ctx, project, names)
     for name, containers in by_service.items():
         if not from_labels:
