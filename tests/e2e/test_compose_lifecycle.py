@@ -16,12 +16,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dockerd  # tests/e2e/dockerd.py, a fixture module
 import pytest
 from test_berthd_images import Daemon
+from test_compose import _load_busybox
 from test_registry_client import Registry, netns_of, running
 
 from berth.cli.render import parse_rfc3339
@@ -61,18 +63,22 @@ def write(directory: Path, text: str) -> Path:
     return directory
 
 
+Docker = Callable[..., subprocess.CompletedProcess[str]]  # (*args, check=True)
+
+
 class Project:
-    def __init__(self, daemon: Daemon, cwd: Path) -> None:
-        self.daemon = daemon
-        self.cwd = cwd
+    """The project's directory and the daemon it runs on (its URL, the docker CLI on it)."""
+
+    def __init__(self, url: str, home: Path, docker: Docker, cwd: Path) -> None:
+        self.url, self.home, self.docker, self.cwd = url, home, docker, cwd
 
     def compose(
         self, *args: str, stdin: str = "", check: bool = True, cwd: Path | None = None
     ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env["DOCKER_CONFIG"] = str(self.daemon.home / "docker-config")
+        env["DOCKER_CONFIG"] = str(self.home / "docker-config")
         proc = subprocess.run(
-            [BERTH, "-H", self.daemon.url, "compose", *args],
+            [BERTH, "-H", self.url, "compose", *args],
             cwd=cwd or self.cwd, env=env, input=stdin, capture_output=True, text=True,
             timeout=TIMEOUT, check=False,
         )  # fmt: skip
@@ -83,26 +89,53 @@ class Project:
     def inspect(self, name: str) -> dict[str, Any]:
         import json
 
-        doc: dict[str, Any] = json.loads(self.daemon.docker("inspect", name).stdout)[0]
+        doc: dict[str, Any] = json.loads(self.docker("inspect", name).stdout)[0]
         return doc
 
     def names(self) -> list[str]:
-        listed = self.daemon.docker("ps", "-a", "--filter", f"label=com.docker.compose.project="
+        listed = self.docker("ps", "-a", "--filter", f"label=com.docker.compose.project="
                                     f"{PROJECT}", "--format", "{{.Names}}")  # fmt: skip
         return sorted(listed.stdout.split())
 
 
-@pytest.fixture(scope="module")
-def project(berthd: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
-    # a container kept for the module holds berthd's cgroup parent (see test_compose.daemon)
-    berthd.docker("run", "-d", "--name", "lifecycle-holder", "--network", "none", "busybox",
-                  "sleep", "86400")  # fmt: skip
-    found = Project(berthd, write(tmp_path_factory.mktemp("lifecycle"), COMPOSE))
-    try:
-        yield found
-    finally:
-        found.compose("down", "-v", check=False)
-        berthd.docker("rm", "-f", "lifecycle-holder", check=False)
+def _dockerd_cli(docker: dockerd.Dockerd) -> Docker:
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = docker(*args)
+        assert not check or proc.returncode == 0, f"docker {args}: {proc.stderr}"
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="module", params=["berthd", "dockerd"])
+def project(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Project]:
+    """The module's project on berthd, then on a private dockerd (the same verbs against the
+    reference engine)."""
+    cwd = write(tmp_path_factory.mktemp("lifecycle"), COMPOSE)
+    if request.param == "berthd":
+        berthd: Daemon = request.getfixturevalue("berthd")
+        # a container kept for the module holds berthd's cgroup parent (test_compose.daemon)
+        berthd.docker("run", "-d", "--name", "lifecycle-holder", "--network", "none",
+                      "busybox", "sleep", "86400")  # fmt: skip
+        found = Project(berthd.url, berthd.home, berthd.docker, cwd)
+        try:
+            yield found
+        finally:
+            found.compose("down", "-v", check=False)
+            berthd.docker("rm", "-f", "lifecycle-holder", check=False)
+        return
+    if dockerd.missing() is not None:
+        pytest.skip(str(dockerd.missing()))
+    with dockerd.private_dockerd(networking=True) as docker:
+        _load_busybox(docker)
+        docker.ok("run", "--rm", "--network", "none", "busybox", "true")  # its cgroup parent
+        found = Project(f"unix://{docker.socket}", docker.home, _dockerd_cli(docker), cwd)
+        try:
+            yield found
+        finally:
+            found.compose("down", "-v", check=False)
 
 
 @pytest.fixture
@@ -120,7 +153,7 @@ def started_at(p: Project, name: str) -> float:
 
 def test_stop_then_start_keeps_containers_and_volume_data(up: Project) -> None:
     ids = {name: up.inspect(name)["Id"] for name in ("lifecycle-db-1", "lifecycle-web-1")}
-    up.daemon.docker("exec", "lifecycle-db-1", "sh", "-c", "echo kept > /data/file")
+    up.docker("exec", "lifecycle-db-1", "sh", "-c", "echo kept > /data/file")
     stopped = up.compose("stop", "-t", "1")
     lines = stopped.stderr.splitlines()
     web, db = (lines.index(f" Container lifecycle-{s}-1  Stopping") for s in ("web", "db"))
@@ -139,7 +172,7 @@ def test_stop_then_start_keeps_containers_and_volume_data(up: Project) -> None:
     for name, ident in ids.items():
         doc = up.inspect(name)
         assert (doc["Id"], doc["State"]["Running"]) == (ident, True)
-    kept = up.daemon.docker("exec", "lifecycle-db-1", "cat", "/data/file").stdout
+    kept = up.docker("exec", "lifecycle-db-1", "cat", "/data/file").stdout
     assert kept == "kept\n"
 
 
@@ -192,7 +225,7 @@ def test_rm_asks_removes_only_stopped_and_stop_first_with_s(up: Project) -> None
         " Container lifecycle-db-1  Removed"
     )
     assert up.names() == []
-    volumes = up.daemon.docker("volume", "ls", "-q").stdout.split()
+    volumes = up.docker("volume", "ls", "-q").stdout.split()
     assert f"{PROJECT}_data" in volumes  # a named volume is not rm's
 
 
@@ -223,9 +256,9 @@ services:
 
 
 def test_pull_from_a_local_registry(
-    project: Project, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    berthd: Daemon, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    berthd = project.daemon
+    project = Project(berthd.url, berthd.home, berthd.docker, tmp_path)
     with running(Registry(tmp_path_factory.mktemp("registry"), netns_of(berthd))) as registry:
         ref = f"{registry.host}/lifecycle/busybox:1"
         berthd.docker("tag", "busybox", ref)
