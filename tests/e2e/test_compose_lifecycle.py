@@ -188,6 +188,20 @@ def test_stop_one_service_and_start_brings_it_back(up: Project) -> None:
     assert up.inspect("lifecycle-web-1")["State"]["Running"]
 
 
+def test_p_without_a_file_works_from_the_labels(up: Project, tmp_path: Path) -> None:
+    stopped = up.compose("-p", PROJECT, "stop", cwd=tmp_path)
+    lines = stopped.stderr.splitlines()
+    web, db = (lines.index(f" Container lifecycle-{s}-1  Stopping") for s in ("web", "db"))
+    assert web < db, stopped.stderr  # the depends_on label orders them
+    started = up.compose("-p", PROJECT, "start", cwd=tmp_path)
+    lines = started.stderr.splitlines()
+    assert lines.index(" Container lifecycle-db-1  Healthy") < lines.index(
+        " Container lifecycle-web-1  Starting"
+    ), started.stderr  # and carries the condition
+    unknown = up.compose("-p", PROJECT, "restart", "nope", cwd=tmp_path, check=False)
+    assert (unknown.returncode, unknown.stderr) == (1, "no such service: nope\n")
+
+
 def test_restart_changes_started_at_and_follows_restart_dependents(up: Project) -> None:
     before = {s: started_at(up, f"lifecycle-{s}-1") for s in ("db", "web")}
     web_only = up.compose("restart", "-t", "0", "web")

@@ -1,9 +1,11 @@
 """``berth compose stop | start | restart | pull | rm``: the project's existing containers.
 
 Rules (Docker Compose v2's behaviour, words and exit codes):
-- A SERVICE that the file does not define is ``no such service: x`` (exit 1) before any
-  request; given ``-p`` and no compose file, ``stop``, ``restart`` and ``rm`` work from the
-  labels alone (the services are then the labels' and nothing orders them).
+- A SERVICE that the project does not define is ``no such service: x`` (exit 1) before any
+  change; given ``-p`` and no compose file, ``stop``, ``start``, ``restart`` and ``rm`` work
+  from the containers' labels, as Compose's do: the services are those that have containers,
+  ordered by their ``com.docker.compose.depends_on`` labels (conditions and ``restart``
+  included).
 - ``stop`` stops the selected services' containers (all the project's by default),
   dependents before their dependencies (the reverse of ``up``'s order), printing
   `` Container x  Stopping``/``Stopped`` as ``down`` does.
@@ -33,19 +35,44 @@ from typing import Any
 
 from berth.cli.client import ApiError
 from berth.cli.common import CliError, Context, parser
+from berth.cli.compose import plan
 from berth.cli.compose import up as ops
-from berth.cli.compose.commands import Options, load
-from berth.cli.compose.model import Project
+from berth.cli.compose.commands import Options
+from berth.cli.compose.commands import load as load_file
+from berth.cli.compose.model import Dependency, Project, Service, dependency_order
 
 Containers = list[dict[str, Any]]
 
 
-def _selected(project: Project, from_labels: bool, names: list[str]) -> list[str]:
-    """The SERVICE arguments, each checked against the file (labels only: taken as given)."""
-    if not from_labels:
-        for name in names:
-            project.service(name)
-    return names
+def project_from_labels(name: str, containers: Containers) -> Project:
+    """The project as its containers' labels describe it: one service per label value, with
+    the image and ``depends_on`` they recorded, in dependency order."""
+    services: dict[str, Service] = {}
+    for container in containers:
+        labels = container.get("Labels") or {}
+        service = ops.service_of(container)
+        if not service or service in services:
+            continue
+        depends = {}
+        for item in filter(None, labels.get(plan.DEPENDS_ON, "").split(",")):
+            dependency, _, rest = item.partition(":")
+            condition, _, restart = rest.partition(":")
+            depends[dependency] = Dependency(condition or "service_started", False,
+                                             restart == "true")  # fmt: skip
+        services[service] = Service(service, str(container.get("Image", "")), depends_on=depends)
+    ordered = {s: services[s] for s in dependency_order(dict(sorted(services.items())))}
+    return Project(name, "", (), ordered, {}, {})
+
+
+def load(ctx: Context, options: Options, names: list[str]) -> Project:
+    """The project (from the file, or from the labels given ``-p`` and no file), its SERVICE
+    arguments checked against it."""
+    project, from_labels = load_file(options, labels_fallback=True)
+    if from_labels:
+        project = project_from_labels(project.name, ops.project_containers(ctx, project.name))
+    for name in names:
+        project.service(name)
+    return project
 
 
 def _by_service(ctx: Context, project: Project, names: list[str]) -> dict[str, Containers]:
@@ -56,11 +83,10 @@ def _by_service(ctx: Context, project: Project, names: list[str]) -> dict[str, C
         service = ops.service_of(container)
         if names and service not in names:
             continue
-        if project.services and service not in project.services:
+        if service not in project.services:
             continue  # an orphan: Compose's verbs leave it to --remove-orphans
         found.setdefault(service, []).append(container)
-    order = {name: i for i, name in enumerate(project.services)}
-    return dict(sorted(found.items(), key=lambda item: (order.get(item[0], 0), item[0])))
+    return {name: found[name] for name in project.services if name in found}
 
 
 def stop_services(ctx: Context, project: Project, names: list[str], timeout: int | None) -> None:
@@ -105,8 +131,7 @@ def compose_stop(ctx: Context, options: Options, argv: list[str]) -> int:
     p.add_argument("-t", "--timeout", type=int)
     p.add_argument("services", nargs="*")
     a = p.parse_args(argv)
-    project, from_labels = load(options, labels_fallback=True)
-    stop_services(ctx, project, _selected(project, from_labels, a.services), a.timeout)
+    stop_services(ctx, load(ctx, options, a.services), a.services, a.timeout)
     return 0
 
 
@@ -114,7 +139,7 @@ def compose_start(ctx: Context, options: Options, argv: list[str]) -> int:
     p = parser("compose start", "[SERVICE...]", "Start services")
     p.add_argument("services", nargs="*")
     a = p.parse_args(argv)
-    project, _ = load(options)
+    project = load(ctx, options, a.services)
     names = ops.with_dependencies(project, a.services or list(project.services))
     by_service = _by_service(ctx, project, names)
     for name in names:
@@ -134,14 +159,13 @@ def compose_restart(ctx: Context, options: Options, argv: list[str]) -> int:
     p.add_argument("--no-deps", action="store_true")
     p.add_argument("services", nargs="*")
     a = p.parse_args(argv)
-    project, from_labels = load(options, labels_fallback=True)
-    names = _selected(project, from_labels, a.services)
-    if names and not from_labels and not a.no_deps:
+    project = load(ctx, options, a.services)
+    names = a.services
+    if names and not a.no_deps:
         names = with_restart_dependents(project, names)
     by_service = _by_service(ctx, project, names)
     for name, containers in by_service.items():
-        if not from_labels:
-            _wait_dependencies(ctx, project, name, by_service, restart_only=True)
+        _wait_dependencies(ctx, project, name, by_service, restart_only=True)
         for container in containers:
             cname = ops.name_of(container)
             ops.say("Container", cname, "Restarting")
@@ -165,7 +189,7 @@ def compose_pull(ctx: Context, options: Options, argv: list[str]) -> int:
     p.add_argument("--include-deps", action="store_true")
     p.add_argument("services", nargs="*")
     a = p.parse_args(argv)
-    project, _ = load(options)
+    project, _ = load_file(options)
     names = a.services or list(project.services)
     if a.include_deps:
         names = ops.with_dependencies(project, names)
@@ -232,8 +256,8 @@ def compose_rm(ctx: Context, options: Options, argv: list[str]) -> int:
     p.add_argument("-v", "--volumes", action="store_true")
     p.add_argument("services", nargs="*")
     a = p.parse_args(argv)
-    project, from_labels = load(options, labels_fallback=True)
-    names = _selected(project, from_labels, a.services)
+    project = load(ctx, options, a.services)
+    names = a.services
     if a.stop:
         stop_services(ctx, project, names, None)
     stopped: Containers = []
