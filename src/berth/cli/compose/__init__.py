@@ -5,8 +5,9 @@ Engine API, through ``berth.cli.client``; the daemon knows nothing of projects b
 The package's modules: ``loader`` (files, ``.env``, interpolation, merging), ``model`` (the
 validated project as frozen dataclasses), ``plan`` (names, labels, config hash, request
 bodies; pure), ``up`` (converging and tearing down a project), ``logs`` (prefixed logs of
-several containers), ``commands`` (the verbs and their flags). Only ``cmd_compose`` is
-imported at start-up (the verb table wants it here); the rest loads with it.
+several containers), ``commands`` (the verbs and their flags), ``lifecycle`` (stop, start,
+restart, pull, rm of existing containers). Only ``cmd_compose`` is imported at start-up (the
+verb table wants it here); the rest loads with it.
 """
 
 from __future__ import annotations

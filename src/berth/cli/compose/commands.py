@@ -1,8 +1,9 @@
 """``berth compose [-f FILE]... [-p NAME] [--project-directory DIR] COMMAND``: the verbs.
 
 Rules:
-- Commands: ``up``, ``down``, ``ps``, ``logs``, ``exec``, ``build``, with Docker Compose's
-  flags for each (the subset listed in their parsers); a bad flag is a usage error (125).
+- Commands: ``up``, ``down``, ``ps``, ``logs``, ``exec``, ``build`` here, and ``stop``,
+  ``start``, ``restart``, ``pull``, ``rm`` in ``lifecycle``, with Docker Compose's flags for
+  each (the subset listed in their parsers); a bad flag is a usage error (125).
 - The project is loaded (and fully validated) before any request is sent; ``down`` and
   ``ps`` given ``-p`` without a compose file work from the labels alone, as Compose's do.
 - ``up`` without ``-d`` attaches: the containers' logs from this ``up`` on, prefixed and
@@ -44,9 +45,14 @@ Commands:
   exec        Execute a command in a running container
   logs        View output from containers
   ps          List containers
+  pull        Pull service images
+  restart     Restart service containers
+  rm          Removes stopped service containers
+  start       Start services
+  stop        Stop services
   up          Create and start containers
 """
-COMMANDS = ("up", "down", "ps", "logs", "exec", "build")
+COMMANDS = ("up", "down", "ps", "logs", "exec", "build", "stop", "start", "restart", "pull", "rm")
 PS_FORMAT = (
     "table {{.Name}}\t{{.Image}}\t{{.Command}}\t{{.Service}}\t{{.RunningFor}}\t{{.Status}}"
     "\t{{.Ports}}"
@@ -116,8 +122,12 @@ def cmd_compose(ctx: Context, argv: list[str]) -> int:
     command, args = rest[0], rest[1:]
     if command not in COMMANDS:
         raise UsageError(f"unknown compose command: {command!r} (one of {', '.join(COMMANDS)})")
+    from berth.cli.compose import lifecycle
+
     handler = {"up": compose_up, "down": compose_down, "ps": compose_ps, "logs": compose_logs,
-               "exec": compose_exec, "build": compose_build}[command]  # fmt: skip
+               "exec": compose_exec, "build": compose_build, "stop": lifecycle.compose_stop,
+               "start": lifecycle.compose_start, "restart": lifecycle.compose_restart,
+               "pull": lifecycle.compose_pull, "rm": lifecycle.compose_rm}[command]  # fmt: skip
     return handler(ctx, options, args)
 
 
@@ -203,10 +213,7 @@ def _attached(
         sys.stderr.write("Gracefully stopping... (press Ctrl+C again to force)\n")
         for name in reversed(list(by_service)):
             for container in by_service[name]:
-                cname = ops.name_of(container)
-                ops.say("Container", cname, "Stopping")
-                ctx.client.post(f"/containers/{container['Id']}/stop")
-                ops.say("Container", cname, "Stopped")
+                ops.stop_container(ctx, container)
         return 130
     return 0
 

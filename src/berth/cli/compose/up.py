@@ -252,14 +252,21 @@ def wait_for(ctx: Context, container: dict[str, Any], condition: str) -> None:
         time.sleep(POLL)
 
 
+def stop_container(ctx: Context, container: dict[str, Any], timeout: int | None = None) -> None:
+    """``POST /containers/{id}/stop`` between Compose's Stopping and Stopped lines (``timeout``
+    None: the container's own stop timeout)."""
+    name = name_of(container)
+    say("Container", name, "Stopping")
+    ctx.client.post(f"/containers/{container['Id']}/stop", {"t": timeout})
+    say("Container", name, "Stopped")
+
+
 def remove_container(
     ctx: Context, container: dict[str, Any], volumes: bool = False, timeout: int | None = None
 ) -> None:
     name = name_of(container)
     if container.get("State") in ("running", "restarting", "paused"):
-        say("Container", name, "Stopping")
-        ctx.client.post(f"/containers/{container['Id']}/stop", {"t": timeout})
-        say("Container", name, "Stopped")
+        stop_container(ctx, container, timeout)
     say("Container", name, "Removing")
     ctx.client.call("DELETE", f"/containers/{container['Id']}", {"force": True, "v": volumes})
     say("Container", name, "Removed")
