@@ -45,3 +45,38 @@ def test_a_missing_directory_gives_no_watch(tmp_path: Path) -> None:
         assert _open_fds() == before
 
     asyncio.run(main())
+
+
+def test_watches_share_one_inotify_descriptor_and_the_last_close_frees_it(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        one, two = tmp_path / "one", tmp_path / "two"
+        one.mkdir()
+        two.mkdir()
+        before = _open_fds()
+        woken: list[str] = []
+        first = DirWatch.open(str(one), lambda: woken.append("first"))
+        second = DirWatch.open(str(one), lambda: woken.append("second"))
+        other = DirWatch.open(str(two), lambda: woken.append("other"))
+        assert first and second and other
+        assert _open_fds() == before + 1  # one instance for the loop, however many watches
+        (one / "log").write_text("x")
+        for _ in range(100):
+            if len(woken) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(woken) == ["first", "second"]  # not "other": its directory is quiet
+        first.close()
+        woken.clear()
+        (one / "log").write_text("y")
+        for _ in range(100):
+            if woken:
+                break
+            await asyncio.sleep(0.01)
+        assert woken == ["second"]
+        second.close()
+        other.close()
+        assert _open_fds() == before
+
+    asyncio.run(main())

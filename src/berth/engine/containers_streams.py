@@ -115,6 +115,7 @@ async def _follow(
     closing = asyncio.ensure_future(m.closing.wait())
     wake = asyncio.Event()
     watch = DirWatch.open(os.path.dirname(rec.log_path), wake.set)
+    wake.set()  # a first look at once: a line written before the watch began sends no event
     woken = asyncio.ensure_future(wake.wait())
     poll = FOLLOW_POLL if watch is None else FOLLOW_WATCHED_POLL
     try:
