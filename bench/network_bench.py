@@ -42,9 +42,9 @@ What it measures (``--runs`` runs, peers interleaved with their order rotating e
    bridge that the bench makes itself, at the kernel's defaults, with no engine and no
    firewall rule -- the ceiling of every engine's default bridge network, measured with them.
 6. berthd on a second network ``benchnet-big`` made with ``-o io.berth.network.big_tcp=true``
-   (BIG TCP on its veths: 192 KiB packets instead of 64 KiB; off by default, see
-   src/berth/engine/network_links.py for what it costs traffic leaving the host), container
-   to container only.
+   (BIG TCP on its veths: 192 KiB packets instead of 64 KiB; off by default but for
+   internal networks, see src/berth/engine/network_links.py for what it costs traffic leaving
+   the host), container to container only, with ``--mtu`` as the other networks.
 
 Reported: median throughput (Gbit/s) and latency (µs, the median of the runs' medians),
 and each as a ratio to the loopback limit (throughput: peer / loopback; latency: peer /
@@ -349,6 +349,8 @@ class Bench:
         if "berthd" in self.server_ip:
             try:
                 big = ["-o", "io.berth.network.big_tcp=true"]
+                if self.args.mtu:
+                    big += ["-o", f"com.docker.network.driver.mtu={self.args.mtu}"]
                 self.call(self.peers["berthd"].cli("network", "create", *big, BIG_TCP_NETWORK))
                 self.server_ip[BIG_TCP] = self.start_pair("berthd", BIG_TCP_NETWORK, "big", [])
             except CaseFailed as exc:
