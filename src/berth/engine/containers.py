@@ -170,6 +170,17 @@ class ContainerManager:
     def supervisor_root(self) -> str:
         return os.path.join(self.paths.run_dir, "supervisor")
 
+    def init_start(self, cid: str) -> int | None:
+        """When the container's running init started (its stat's field 22, as the runtime
+        recorded it), or None; blocking (reads the runtime's record)."""
+        from berth.runtime import store as runtime_store
+
+        try:
+            record = runtime_store.Store(self.supervisor_root).load(cid)
+        except NotFound:
+            return None
+        return record.pid_start if record.init_alive() else None
+
     @property
     def supervisor_log(self) -> str:
         return os.path.join(self.paths.run_dir, "supervisor.log")

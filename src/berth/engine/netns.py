@@ -24,14 +24,17 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
+import select
 import socket
 import threading
 from collections.abc import Callable
 from typing import TypeVar
 
 from berth.runtime.loopback import bring_up
+from berth.runtime.store import process_start_time
 from berth.runtime.syscalls import CLONE_NEWNET, MNT_DETACH, MS_BIND, Syscalls
 
 T = TypeVar("T")
@@ -99,6 +102,25 @@ def pin(source: str, path: str) -> None:
     ``path`` (which must not exist), so it outlives that process; ``remove`` unpins it.
     On failure nothing is left at ``path``."""
     _pinned_by(path, lambda: _syscalls().mount(source, path, None, MS_BIND, None))
+
+
+def pin_process(pid: int, pid_start: int, path: str) -> None:
+    """``pin`` the network namespace of process ``pid``, but only while it is still the
+    process that started at ``pid_start`` (field 22 of its stat, as the runtime records its
+    init): a pidfd held across the checks makes the process read the process pinned, so a pid
+    reused after an exit cannot hand over another process's namespace (ProcessLookupError)."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        namespace = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            exited = bool(select.select([pidfd], [], [], 0)[0])  # a pidfd reads ready at exit
+            if exited or process_start_time(pid) != pid_start:
+                raise ProcessLookupError(errno.ESRCH, f"process {pid} is not the one expected")
+            pin(f"/proc/self/fd/{namespace}", path)
+        finally:
+            os.close(namespace)
+    finally:
+        os.close(pidfd)
 
 
 def remove(path: str) -> None:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -74,6 +75,8 @@ class ContainerLookup(Protocol):
     def get(self, ref: str) -> Record: ...
 
     def lock_of(self, cid: str) -> asyncio.Lock: ...
+
+    def init_start(self, cid: str) -> int | None: ...  # its running init's start (blocking)
 
 
 class NetworkManager:
@@ -543,8 +546,12 @@ class NetworkManager:
         pid = int(rec.state.get("Pid") or 0)
         if not rec.has_process or pid <= 0:
             raise Conflict(f"Container {target_id} is restarting, wait until it is running")
+        assert self.containers is not None  # (a record was found through them)
+        start = await asyncio.to_thread(self.containers.init_start, target_id)
         try:
-            await asyncio.to_thread(netns.pin, f"/proc/{pid}/ns/net", path)
+            if start is None:
+                raise ProcessLookupError(errno.ESRCH, "no running init")
+            await asyncio.to_thread(netns.pin_process, pid, start, path)
         except OSError as e:
             raise Conflict(f"{gone}: {e.strerror}") from e
         if not rec.has_process or rec.state.get("Pid") != pid:  # it exited meanwhile

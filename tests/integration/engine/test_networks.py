@@ -27,6 +27,7 @@ from berth.engine.network_hooks import NetworkView, SandboxView
 from berth.engine.networks import NetworkManager
 from berth.engine.paths import Paths
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
+from berth.runtime.store import process_start_time
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -35,6 +36,10 @@ class Containers:
     def __init__(self) -> None:
         self.records: dict[str, Record] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        self.starts: dict[str, int] = {}  # what the runtime would record of each init
+
+    def init_start(self, cid: str) -> int | None:
+        return self.starts.get(cid)
 
     def get(self, ref: str) -> Record:
         for rec in self.records.values():
@@ -392,6 +397,14 @@ def test_a_none_container_gets_no_pin_unless_a_container_joins_it(
         try:
             await w.start(quiet)
             quiet.state["Pid"] = init.pid
+            start = process_start_time(init.pid)
+            assert start is not None
+            w.containers.starts[quiet.id] = start + 1  # another process than the one recorded
+            early = w.container("ea", "container:quiet")
+            with pytest.raises(Conflict, match="non running container"):
+                await w.start(early)  # a reused pid never hands over its namespace
+            assert os.listdir(w.m.netns_dir) == []
+            w.containers.starts[quiet.id] = start
             assert os.listdir(w.m.netns_dir) == [] and await w.veths() == []
             settings = w.m.settings(quiet)
             assert settings["SandboxKey"] == f"/proc/{init.pid}/ns/net" and settings["SandboxID"]
