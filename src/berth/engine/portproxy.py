@@ -35,7 +35,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -158,6 +158,19 @@ class _TcpListener(Listener):
         self._sock.close()
 
 
+@contextlib.contextmanager
+def _pipe(flags: int = 0) -> Iterator[tuple[int, int]]:
+    """A pipe of ``PIPE_SIZE`` (where the kernel allows) between two splices; closed after."""
+    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC | flags)
+    try:
+        with contextlib.suppress(OSError):  # a smaller pipe only means more calls
+            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
+        yield pipe_r, pipe_w
+    finally:
+        os.close(pipe_r)
+        os.close(pipe_w)
+
+
 async def _ready(loop: asyncio.AbstractEventLoop, sock: socket.socket, write: bool) -> None:
     """Until ``sock`` can be read (or written, with ``write``)."""
     ready: asyncio.Future[None] = loop.create_future()
@@ -173,10 +186,7 @@ async def _pump(src: socket.socket, dst: socket.socket) -> None:
     """Move ``src``'s bytes to ``dst`` through a pipe with non-blocking splice(2) -- in the
     kernel, never through Python -- until EOF, passed on as a half-close."""
     loop = asyncio.get_running_loop()
-    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        with contextlib.suppress(OSError):  # a smaller pipe only means more calls
-            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
+    with _pipe(os.O_NONBLOCK) as (pipe_r, pipe_w):
         while True:
             try:
                 moved = os.splice(src.fileno(), pipe_w, PIPE_SIZE, flags=_SPLICE_FLAGS)
@@ -191,24 +201,15 @@ async def _pump(src: socket.socket, dst: socket.socket) -> None:
                 except BlockingIOError:
                     await _ready(loop, dst, write=True)
         dst.shutdown(socket.SHUT_WR)
-    finally:
-        os.close(pipe_r)
-        os.close(pipe_w)
 
 
 def _pump_blocking(src: socket.socket, dst: socket.socket) -> None:
     """``_pump`` with blocking splice calls, for a thread of its own."""
-    pipe_r, pipe_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(pipe_w, F_SETPIPE_SZ, PIPE_SIZE)
+    with _pipe() as (pipe_r, pipe_w):
         while moved := os.splice(src.fileno(), pipe_w, PIPE_SIZE, flags=_SPLICE_MOVE):
             while moved:
                 moved -= os.splice(pipe_r, dst.fileno(), moved, flags=_SPLICE_MOVE)
         dst.shutdown(socket.SHUT_WR)
-    finally:
-        os.close(pipe_r)
-        os.close(pipe_w)
 
 
 def _shut(*socks: socket.socket) -> None:
