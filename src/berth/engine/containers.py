@@ -173,13 +173,10 @@ class ContainerManager:
     def init_start(self, cid: str) -> int | None:
         """When the container's running init started (its stat's field 22, as the runtime
         recorded it), or None; blocking (reads the runtime's record)."""
-        from berth.runtime import store as runtime_store
+        from berth.engine.containers_resources import live_init
 
-        try:
-            record = runtime_store.Store(self.supervisor_root).load(cid)
-        except NotFound:
-            return None
-        return record.pid_start if record.init_alive() else None
+        record = live_init(self.supervisor_root, cid)
+        return None if record is None else record.pid_start
 
     @property
     def supervisor_log(self) -> str:

@@ -68,15 +68,19 @@ _PS_ARG_PID = re.compile(r"\s+([^\s]*)=\s*(PID[^\s]*)")
 # --------------------------------------------------------------------------- the live cgroup
 
 
-def live_cgroup(supervisor_root: str, cid: str) -> Cgroup | None:
-    """The cgroup of the container's running init, or None (blocking: reads its record)."""
+def live_init(supervisor_root: str, cid: str) -> runtime_store.Record | None:
+    """The runtime's record of the container while its init runs, or None (blocking)."""
     try:
         record = runtime_store.Store(supervisor_root).load(cid)
     except NotFound:
         return None
-    if not record.init_alive():
-        return None
-    return Cgroup.from_json(record.cgroup)
+    return record if record.init_alive() else None
+
+
+def live_cgroup(supervisor_root: str, cid: str) -> Cgroup | None:
+    """The cgroup of the container's running init, or None (blocking: reads its record)."""
+    record = live_init(supervisor_root, cid)
+    return None if record is None else Cgroup.from_json(record.cgroup)
 
 
 # --------------------------------------------------------------------------- top
