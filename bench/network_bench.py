@@ -259,8 +259,12 @@ class Bench:
         assert isinstance(peer, engine_peers.Podman) and peer.holder is not None
         return peer.holder.pid
 
+    def netns_argv(self, name: str, argv: list[str]) -> list[str]:
+        """``argv`` run in the peer's network namespace (its "host")."""
+        return [engine_peers.NSENTER, "-t", str(self.netns_pid(name)), "--net", "--", *argv]
+
     def in_netns(self, name: str, argv: list[str], timeout: float = 60) -> str:
-        full = [engine_peers.NSENTER, "-t", str(self.netns_pid(name)), "--net", "--", *argv]
+        full = self.netns_argv(name, argv)
         done = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
         if done.returncode != 0:
             raise CaseFailed(f"`{' '.join(argv)}` in {name}'s netns: {done.stderr.strip()}")
@@ -357,8 +361,8 @@ class Bench:
                 self.fail(BIG_TCP, "TCP", str(exc))
 
     def bench_tcp(self) -> None:
-        secs, trips = str(self.args.seconds), str(self.args.round_trips)
-        self.progress(f"TCP: {self.args.runs} runs of {secs} s and {trips} round trips each")
+        a = self.args
+        self.progress(f"TCP: {a.runs} runs of {a.seconds} s and {a.round_trips} round trips each")
         tool = str(self.tool)
         for i in range(self.args.runs):
             for name in rotate([n for n in self.peers if n in self.server_ip], i):
@@ -372,10 +376,8 @@ class Bench:
                         big_exec = peer.cli("exec", f"{self.prefix}-bigcli", "/tcpbench")
                         big_ip = self.server_ip[BIG_TCP]
                         self.measure(self.c2c[BIG_TCP], big_exec, big_ip, str(SERVER_PORT))
-                    out = self.in_netns(name, [tool, "tput", "127.0.0.1", str(port), secs])
-                    self.published[name].gbits.append(parse_tput(out))
-                    out = self.in_netns(name, [tool, "lat", "127.0.0.1", str(port), trips])
-                    self.published[name].rtt_us.append(parse_lat(out))
+                    host_tool = self.netns_argv(name, [tool])
+                    self.measure(self.published[name], host_tool, "127.0.0.1", str(port))
                 except (CaseFailed, ValueError, OSError) as exc:
                     self.fail(name, "TCP", str(exc))
             self.measure(self.loopback, [tool], "127.0.0.1", str(self.loopback_port))
