@@ -5,10 +5,11 @@ and a taken port."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -36,14 +37,29 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-async def _backend(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-                   ) -> tuple[asyncio.Server, int]:  # fmt: skip
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _backend(handler: Handler) -> tuple[asyncio.Server, int]:
     server = await asyncio.start_server(handler, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1]
 
 
 async def _proxy(proto: str, port: int, **kw: float) -> Listener:
     return await open_listener(ProxyTarget(proto, "127.0.0.1", 0, "127.0.0.1", port), **kw)
+
+
+@contextlib.asynccontextmanager
+async def _proxied(handler: Handler) -> AsyncIterator[Listener]:
+    """A TCP backend running ``handler`` and a proxy to it; both closed after."""
+    server, port = await _backend(handler)
+    proxy = await _proxy("tcp", port)
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
 
 
 @both_pumps
@@ -55,18 +71,12 @@ def test_tcp_half_close_passes_through_and_the_reply_still_comes(threads: int) -
             await w.drain()
             w.close()
 
-        server, port = await _backend(handler)
-        proxy = await _proxy("tcp", port)
-        try:
+        async with _proxied(handler) as proxy:
             r, w = await asyncio.open_connection(*proxy.address)
             w.write(b"abc")
             w.write_eof()
             assert await r.read() == b"got abc"
             w.close()
-        finally:
-            await proxy.close()
-            server.close()
-            await server.wait_closed()
 
     _run(main)
 
@@ -82,9 +92,7 @@ def test_tcp_large_transfers_both_ways_arrive_whole(threads: int) -> None:
                 await w.drain()
             w.close()
 
-        server, port = await _backend(echo)
-        proxy = await _proxy("tcp", port)
-        try:
+        async with _proxied(echo) as proxy:
             r, w = await asyncio.open_connection(*proxy.address)
 
             async def send() -> None:
@@ -97,10 +105,6 @@ def test_tcp_large_transfers_both_ways_arrive_whole(threads: int) -> None:
             await sender
             assert received == payload
             w.close()
-        finally:
-            await proxy.close()
-            server.close()
-            await server.wait_closed()
 
     _run(main)
 
@@ -215,9 +219,7 @@ def test_small_writes_go_on_at_once_both_ways(threads: int) -> None:
                 w.write(b"b" * 10)
                 await w.drain()
 
-        server, port = await _backend(twice)
-        proxy = await _proxy("tcp", port)
-        try:
+        async with _proxied(twice) as proxy:
             r, w = await asyncio.open_connection(*proxy.address)
             w.transport.get_extra_info("socket").setsockopt(
                 socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
@@ -233,10 +235,6 @@ def test_small_writes_go_on_at_once_both_ways(threads: int) -> None:
                 took.append(asyncio.get_running_loop().time() - start)
             assert sorted(took)[20] < 0.02, sorted(took)[20]
             w.close()
-        finally:
-            await proxy.close()
-            server.close()
-            await server.wait_closed()
 
     _run(main)
 
@@ -250,9 +248,7 @@ def test_a_thread_that_cannot_start_fails_its_connection_not_the_listener(
             await w.drain()
             w.close()
 
-        server, port = await _backend(echo)
-        proxy = await _proxy("tcp", port)
-        try:
+        async with _proxied(echo) as proxy:
             with monkeypatch.context() as m:
 
                 def refuse(self: object) -> None:
@@ -271,9 +267,5 @@ def test_a_thread_that_cannot_start_fails_its_connection_not_the_listener(
             w.write(b"ping")
             assert await r.read() == b"ping"
             w.close()
-        finally:
-            await proxy.close()
-            server.close()
-            await server.wait_closed()
 
     _run(main)
